@@ -1,0 +1,274 @@
+"""The typed configuration tree, loaded from params.yaml.
+
+params.yaml is the only place defaults live: every key must be present, unknown keys are
+rejected, and every value is checked for type and range before any work starts. Errors name
+the offending key (``train.eps``) so a user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
+MODELS = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
+NORMS = ("Linf", "L2")
+
+
+class ConfigError(ValueError):
+    """A params document that cannot be run; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "svhn"]
+    root: str | None  # where torchvision datasets live; unused for digits
+    download: bool  # let torchvision download when root lacks the files
+    val_fraction: float  # share of the training split held out for per-epoch validation
+    test_fraction: float  # share held out as test set when the dataset has no official split
+    limit_train: int  # 0 = every training image; otherwise a stratified subsample
+    limit_test: int  # 0 = every test image
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet"]
+    width: int  # 0 = the architecture's default (see models/)
+    depth: int  # 0 = default; wide_resnet only
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_schedule: Literal["cosine", "step", "constant"]
+
+
+@dataclass(frozen=True)
+class WarmupConfig(OptimConfig):
+    """Natural (clean) training: the curriculum start and the natural baseline."""
+
+
+@dataclass(frozen=True)
+class TrainConfig(OptimConfig):
+    """PGD adversarial training (Madry et al. 2018), continuing from the warmup weights."""
+
+    norm: Literal["Linf", "L2"]
+    eps: float
+    step_size: float
+    steps: int
+    random_start: bool
+    adv_weight: float  # weight of the adversarial loss; 1.0 is pure Madry, 0.5 the 50/50 mix
+    eps_ramp_epochs: int  # eps grows linearly from 0 over this many epochs; 0 = no ramp
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The validation suite; its threat model is the one the model was trained for."""
+
+    n_samples: int  # 0 = the whole test split
+    batch_size: int
+    fgsm: bool
+    pgd_steps: int
+    pgd_restarts: int
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_clean_accuracy: float
+    max_clean_drop: float  # versus the natural warmup model, in accuracy points (0.05 = 5%)
+    min_robust_accuracy: float
+    require_trusted: bool  # an evaluation that raised trust flags fails the gate
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    model_name: str
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    warmup: WarmupConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    gate: GateConfig
+    registry: RegistryConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of some sections: what a stage's result depends on."""
+        payload = {name: self.to_dict()[name] for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read params.yaml, apply ``SECTION.KEY=VALUE`` overrides, and validate everything."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(document).__name__}")
+    for override in overrides:
+        apply_override(document, override)
+    return config_from_dict(document)
+
+
+def apply_override(document: dict[str, Any], override: str) -> None:
+    """Set ``section.key=value`` in a params document; the value is read as YAML (0.2, true)."""
+    key, sep, raw_value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {override!r}")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: cannot read value {raw_value!r}: {error}") from None
+    *parents, leaf = key.split(".")
+    node = document
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section of the params file")
+        node = child
+    node[leaf] = value
+
+
+def config_from_dict(document: dict[str, Any]) -> Config:
+    config = _build(Config, document, prefix="")
+    validate(config)
+    return config
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the params file"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_describe(values)}")
+    hints = typing.get_type_hints(cls)
+    fields = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]} (known keys in {where}: {', '.join(fields)})"
+        )
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise ConfigError(f"missing key {prefix}{missing[0]}")
+    kwargs = {name: _coerce(hints[name], values[name], f"{prefix}{name}") for name in fields}
+    return cls(**kwargs)
+
+
+def _coerce(annotation: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, prefix=f"{key}.")
+    origin = get_origin(annotation)
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _coerce(inner, value, key)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = ""
+            if isinstance(value, str) and _parses_as_float(value):
+                hint = " (YAML reads 5e-4 as text: write 5.0e-4)"
+            raise ConfigError(f"{key}: expected a number, got {_describe(value)}{hint}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a non-empty string, got {_describe(value)}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in this module
+
+
+def _parses_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(config: Config) -> None:
+    """Range and consistency checks that the types alone cannot express."""
+    data, train, evaluate, gate = config.data, config.train, config.evaluate, config.gate
+    _require(config.seed >= 0, "seed", "must be >= 0")
+    _require(0.0 < data.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
+    _require(0.0 < data.test_fraction < 0.5, "data.test_fraction", "must be in (0, 0.5)")
+    _require(data.limit_train >= 0, "data.limit_train", "must be >= 0 (0 = all)")
+    _require(data.limit_test >= 0, "data.limit_test", "must be >= 0 (0 = all)")
+    if data.dataset != "digits":
+        _require(
+            data.root is not None or data.download,
+            "data.root",
+            f"dataset {data.dataset} needs a root directory (or data.download: true)",
+        )
+    _require(config.model.width >= 0, "model.width", "must be >= 0 (0 = default)")
+    _require(config.model.depth >= 0, "model.depth", "must be >= 0 (0 = default)")
+    if config.model.name == "wide_resnet" and config.model.depth:
+        _require((config.model.depth - 4) % 6 == 0, "model.depth", "wide_resnet needs depth 6n+4")
+    _require(config.warmup.epochs >= 1, "warmup.epochs", "must be >= 1: the natural baseline")
+    _require(train.epochs >= 1, "train.epochs", "must be >= 1")
+    for section, optim in (("warmup", config.warmup), ("train", train)):
+        _require(optim.batch_size >= 1, f"{section}.batch_size", "must be >= 1")
+        _require(optim.lr > 0, f"{section}.lr", "must be > 0")
+        _require(0 <= optim.momentum < 1, f"{section}.momentum", "must be in [0, 1)")
+        _require(optim.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
+    _require(train.eps > 0, "train.eps", "must be > 0")
+    if train.norm == "Linf":
+        _require(train.eps <= 1, "train.eps", "a Linf eps above 1 covers the whole [0,1] image")
+    _require(train.step_size > 0, "train.step_size", "must be > 0")
+    _require(train.steps >= 1, "train.steps", "must be >= 1")
+    _require(0 <= train.adv_weight <= 1, "train.adv_weight", "must be in [0, 1]")
+    _require(
+        0 <= train.eps_ramp_epochs <= train.epochs,
+        "train.eps_ramp_epochs",
+        f"must be in [0, train.epochs={train.epochs}]",
+    )
+    _require(evaluate.n_samples >= 0, "evaluate.n_samples", "must be >= 0 (0 = all)")
+    _require(evaluate.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+    _require(evaluate.pgd_steps >= 1, "evaluate.pgd_steps", "must be >= 1")
+    _require(evaluate.pgd_restarts >= 1, "evaluate.pgd_restarts", "must be >= 1")
+    for key in ("min_clean_accuracy", "max_clean_drop", "min_robust_accuracy"):
+        _require(0 <= getattr(gate, key) <= 1, f"gate.{key}", "must be in [0, 1]")

@@ -1,0 +1,36 @@
+"""Exit codes and one-line messages for the errors a user can cause.
+
+2 means bad input (params, data, model files, model URIs): fix the named thing and run again.
+1 means anything else; the traceback is printed because it is a bug or an environment problem.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+from iocane.config import ConfigError
+from iocane.modelio import ModelFileError
+from tasks.datasets import DataError
+
+BAD_INPUT = 2
+OTHER_ERROR = 1
+
+
+class ModelUriError(ValueError):
+    """A registry URI naming a model, version or alias that does not exist."""
+
+
+USER_ERRORS = (ConfigError, DataError, ModelFileError, ModelUriError, FileNotFoundError)
+
+
+def exit_code_for(error: BaseException) -> int:
+    return BAD_INPUT if isinstance(error, USER_ERRORS) else OTHER_ERROR
+
+
+def report_error(error: BaseException) -> None:
+    if isinstance(error, USER_ERRORS):
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        traceback.print_exception(error)
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)

@@ -1,0 +1,48 @@
+"""Where each stage reads and writes, relative to the project root.
+
+dvc.yaml declares the same paths as stage outputs; ``tests/test_dvc.py`` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def prepared_arrays(self) -> Path:
+        return self.prepared_dir / "arrays.npz"
+
+    @property
+    def prepared_meta(self) -> Path:
+        return self.prepared_dir / "meta.json"
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def model_file(self, stage: str) -> Path:
+        """The stage's final weights (state_dict and model spec), loaded with weights_only."""
+        return self.checkpoint_dir(stage) / "model.pt"
+
+    def metrics_file(self, stage: str) -> Path:
+        return self.root / "metrics" / f"{stage}.json"
+
+    def history_file(self, stage: str) -> Path:
+        """Per-epoch figures as CSV: DVC plots them, MLflow gets them as step metrics."""
+        return self.root / "plots" / f"{stage}.csv"
+
+    @property
+    def report_file(self) -> Path:
+        return self.root / "reports" / "robustness.md"
+
+    @property
+    def registration_file(self) -> Path:
+        return self.root / "reports" / "registration.json"

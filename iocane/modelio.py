@@ -1,0 +1,51 @@
+"""Saving and loading model weights safely.
+
+A model file holds the architecture spec and a state_dict, nothing else, and is read with
+``torch.load(weights_only=True)``: a file that smuggles pickled code is refused, not executed.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iocane.files import write_atomic
+from models import ModelSpec, build_model
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unsafe, or does not fit its declared architecture."""
+
+
+def save_model(path: Path, model: nn.Module, spec: ModelSpec) -> None:
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    payload = {"spec": spec.to_dict(), "state_dict": state}
+
+    def write(stream: io.BufferedIOBase) -> None:
+        torch.save(payload, stream)
+
+    write_atomic(path, write)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the model from its spec and load the weights; eval mode, on ``device``."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} is missing") from None
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ModelFileError(f"model file {path} cannot be loaded safely: {error}") from None
+    if not isinstance(payload, dict) or not {"spec", "state_dict"} <= set(payload):
+        raise ModelFileError(f"model file {path} is not an iocane model (no spec/state_dict)")
+    spec = ModelSpec.from_dict(payload["spec"])
+    model = build_model(spec)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise ModelFileError(
+            f"model file {path} does not fit architecture {spec.name}: {error}"
+        ) from None
+    return model.to(device).eval(), spec

@@ -1,0 +1,56 @@
+"""DVC stage entry points: ``python -m iocane.stages STAGE``.
+
+Each stage calls the same plain function as the Prefect task of the same name. A failed gate
+exits non-zero, so ``dvc repro`` stops before ``register`` and nothing is promoted; its verdict
+is already in metrics/gate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from iocane.config import Config, load_config
+from iocane.errors import exit_code_for, report_error
+from iocane.layout import Layout
+from iocane.logs import setup_console_logging
+from tasks.data import prepare_data
+from tasks.evaluate import run_evaluate
+from tasks.gate import run_gate
+from tasks.registry import run_register
+from tasks.train import run_train, run_warmup
+
+GATE_FAILED = 3
+
+STAGES: dict[str, Callable[[Config, Layout], object]] = {
+    "prepare": prepare_data,
+    "warmup": run_warmup,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "gate": run_gate,
+    "register": run_register,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iocane.stages", description=__doc__)
+    parser.add_argument("stage", choices=list(STAGES))
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    setup_console_logging()
+    try:
+        config = load_config(args.params)
+        result = STAGES[args.stage](config, Layout(Path.cwd()))
+    except Exception as error:  # mapped to a documented exit code with a one-line message
+        report_error(error)
+        return exit_code_for(error)
+    if args.stage == "gate" and not result["passed"]:
+        print("gate failed: see metrics/gate.json; nothing will be registered", file=sys.stderr)
+        return GATE_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

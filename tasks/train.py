@@ -1,0 +1,457 @@
+"""Natural warmup and PGD adversarial training: one training loop for both stages.
+
+The ``warmup`` stage trains on clean images only (adversarial examples against an untrained
+model are noise: a curriculum) and is the natural baseline the gate compares against. The
+``train`` stage continues from its weights with PGD adversarial training (Madry et al. 2018):
+a loss mix ``(1 - adv_weight) * CE(clean) + adv_weight * CE(adversarial)`` and an optional
+linear eps ramp. Every epoch ends in a checkpoint holding model, optimiser, scheduler, epoch
+and RNG states, written atomically, so a run can resume where it stopped.
+
+Batch norm: the attack runs with the model in eval mode, so crafting adversarial examples never
+updates running statistics and the attacker sees the same function the evaluator does; the
+weight update then runs in train mode on the adversarial batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from torch import nn
+
+from attacks import PGD, Attack
+from iocane.config import Config, OptimConfig
+from iocane.files import sha256_file, write_atomic, write_json
+from iocane.layout import Layout
+from iocane.modelio import load_model, save_model
+from models import ModelSpec, build_model
+from tasks.data import PreparedData, Split, load_prepared
+
+log = logging.getLogger("iocane")
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "lr",
+    "eps",
+    "train_clean_loss",
+    "train_clean_accuracy",
+    "train_adv_loss",
+    "train_adv_accuracy",
+    "val_clean_loss",
+    "val_clean_accuracy",
+    "val_adv_loss",
+    "val_adv_accuracy",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What flows between tasks: the weights file and its sha256."""
+
+    path: str
+    sha256: str
+
+
+def resolve_device() -> torch.device:
+    """CUDA when present, else CPU; ``IOCANE_DEVICE`` overrides. Chosen at run time."""
+    name = os.environ.get("IOCANE_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def ramped_eps(eps: float, ramp_epochs: int, epoch: int, batch: int, n_batches: int) -> float:
+    """eps for a batch (0-based epoch and batch) under a linear ramp from 0 over ramp_epochs."""
+    if ramp_epochs <= 0:
+        return eps
+    progress = (epoch + (batch + 1) / n_batches) / ramp_epochs
+    return eps * min(1.0, progress)
+
+
+@dataclass
+class BatchStats:
+    """Sums over a batch, kept as device tensors so the loop never waits on the host."""
+
+    clean_loss: torch.Tensor
+    clean_correct: torch.Tensor
+    adv_loss: torch.Tensor | None
+    adv_correct: torch.Tensor | None
+
+
+def training_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: Attack | None,
+    adv_weight: float,
+) -> tuple[torch.Tensor, BatchStats]:
+    """The loss to minimise: ``(1 - adv_weight) * CE(clean) + adv_weight * CE(adversarial)``."""
+    adversarial = None
+    if attack is not None and adv_weight > 0:
+        model.eval()
+        adversarial = attack(model, images, labels)
+        model.train()
+    if adversarial is None or adv_weight < 1:
+        clean_logits = model(images)
+        clean_loss = F.cross_entropy(clean_logits, labels)
+    else:
+        # Pure Madry: the clean pass is only reported, so it neither trains nor moves BN stats.
+        with torch.no_grad():
+            model.eval()
+            clean_logits = model(images)
+            model.train()
+            clean_loss = F.cross_entropy(clean_logits, labels)
+    stats = BatchStats(
+        clean_loss=clean_loss.detach() * len(labels),
+        clean_correct=(clean_logits.argmax(1) == labels).sum(),
+        adv_loss=None,
+        adv_correct=None,
+    )
+    if adversarial is None:
+        return clean_loss, stats
+    adv_logits = model(adversarial)
+    adv_loss = F.cross_entropy(adv_logits, labels)
+    stats.adv_loss = adv_loss.detach() * len(labels)
+    stats.adv_correct = (adv_logits.argmax(1) == labels).sum()
+    if adv_weight == 1:
+        return adv_loss, stats
+    return (1 - adv_weight) * clean_loss + adv_weight * adv_loss, stats
+
+
+@torch.no_grad()
+def _logits_in_batches(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def evaluate_split(
+    model: nn.Module, split: Split, attack: Attack | None, batch_size: int
+) -> dict[str, float]:
+    """Clean (and, with an attack, adversarial) loss and accuracy of a model on a split."""
+    model.eval()
+    logits = _logits_in_batches(model, split.images, batch_size)
+    figures = {
+        "clean_loss": F.cross_entropy(logits, split.labels).item(),
+        "clean_accuracy": (logits.argmax(1) == split.labels).float().mean().item(),
+    }
+    if attack is not None:
+        adversarial = torch.cat(
+            [
+                attack(model, split.images[i : i + batch_size], split.labels[i : i + batch_size])
+                for i in range(0, len(split), batch_size)
+            ]
+        )
+        adv_logits = _logits_in_batches(model, adversarial, batch_size)
+        figures["adv_loss"] = F.cross_entropy(adv_logits, split.labels).item()
+        figures["adv_accuracy"] = (adv_logits.argmax(1) == split.labels).float().mean().item()
+    return figures
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. ``step`` divides by 10 at 50% and 75% of training (Madry, Rice)."""
+    if optim.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
+    if optim.lr_schedule == "step":
+        milestones = [math.ceil(optim.epochs * 0.5), math.ceil(optim.epochs * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+@dataclass(frozen=True)
+class AdversarialRecipe:
+    """How a stage crafts its training examples; None in ``fit`` means natural training."""
+
+    norm: str
+    eps: float
+    step_size: float
+    steps: int
+    random_start: bool
+    adv_weight: float
+    eps_ramp_epochs: int
+
+    def attack(self, eps: float, seed: int) -> PGD:
+        # The step keeps its ratio to eps while eps ramps up.
+        return PGD(
+            eps=eps,
+            norm=self.norm,
+            steps=self.steps,
+            step_size=self.step_size * eps / self.eps,
+            random_start=self.random_start,
+            seed=seed,
+        )
+
+
+def _checkpoint_path(directory: Path, epoch: int) -> Path:
+    return directory / f"epoch-{epoch:04d}.pt"
+
+
+def _find_resumable(directory: Path, run_key: str) -> dict | None:
+    """The newest readable checkpoint of this exact run; stale or broken ones are skipped."""
+    for path in sorted(directory.glob("epoch-*.pt"), reverse=True):
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a torn or foreign file must not stop a resume
+            log.warning("skipping unreadable checkpoint %s: %s", path, error)
+            continue
+        if checkpoint.get("run_key") == run_key:
+            return checkpoint
+    return None
+
+
+def _remove_stale_checkpoints(directory: Path, run_key: str) -> None:
+    for path in directory.glob("epoch-*.pt"):
+        try:
+            key = torch.load(path, map_location="cpu", weights_only=True).get("run_key")
+        except Exception:
+            key = None
+        if key != run_key:
+            path.unlink()
+
+
+def _save_checkpoint(path: Path, checkpoint: dict) -> None:
+    def write(stream: io.BufferedIOBase) -> None:
+        torch.save(checkpoint, stream)
+
+    write_atomic(path, write)
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+    write_atomic(path, lambda stream: stream.write(buffer.getvalue().encode()))
+
+
+def fit(
+    *,
+    stage: str,
+    model: nn.Module,
+    spec: ModelSpec,
+    data: PreparedData,
+    optim: OptimConfig,
+    recipe: AdversarialRecipe | None,
+    val_attack: Attack | None,
+    layout: Layout,
+    seed: int,
+    run_key: str,
+    device: torch.device,
+) -> dict:
+    """Train for ``optim.epochs``, checkpointing every epoch; returns the final figures."""
+    started = time.perf_counter()
+    directory = layout.checkpoint_dir(stage)
+    directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_checkpoints(directory, run_key)
+    train, val = data.train.to(device), data.val.to(device)
+    optimizer = make_optimizer(model, optim)
+    scheduler = make_scheduler(optimizer, optim)
+    shuffle = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    start_epoch = 0
+    resumed = _find_resumable(directory, run_key)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        shuffle.set_state(resumed["rng"]["shuffle"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
+        history = list(resumed["history"])
+        start_epoch = resumed["epoch"]
+        log.info("%s: resuming after epoch %d from %s", stage, start_epoch, directory)
+
+    n_batches = math.ceil(len(train) / optim.batch_size)
+    for epoch in range(start_epoch, optim.epochs):
+        epoch_started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train), generator=shuffle).to(device)
+        sums = {key: torch.zeros((), device=device) for key in ("cl", "cc", "al", "ac")}
+        eps = 0.0
+        for batch in range(n_batches):
+            index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
+            images, labels = train.images[index], train.labels[index]
+            attack = None
+            if recipe is not None:
+                eps = ramped_eps(recipe.eps, recipe.eps_ramp_epochs, epoch, batch, n_batches)
+                attack = recipe.attack(eps, seed=seed * 1_000_003 + epoch * 10_007 + batch)
+            loss, stats = training_loss(
+                model, images, labels, attack, recipe.adv_weight if recipe else 0.0
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums["cl"] += stats.clean_loss
+            sums["cc"] += stats.clean_correct
+            if stats.adv_loss is not None:
+                sums["al"] += stats.adv_loss
+                sums["ac"] += stats.adv_correct
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        val_figures = evaluate_split(model, val, val_attack, batch_size=512)
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "eps": eps,
+            "train_clean_loss": sums["cl"].item() / len(train),
+            "train_clean_accuracy": sums["cc"].item() / len(train),
+            **{f"val_{key}": value for key, value in val_figures.items()},
+            "seconds": time.perf_counter() - epoch_started,
+        }
+        if recipe is not None:
+            row["train_adv_loss"] = sums["al"].item() / len(train)
+            row["train_adv_accuracy"] = sums["ac"].item() / len(train)
+        history.append(row)
+        _save_checkpoint(
+            _checkpoint_path(directory, epoch + 1),
+            {
+                "format": 1,
+                "stage": stage,
+                "run_key": run_key,
+                "epoch": epoch + 1,
+                "spec": spec.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": {
+                    "shuffle": shuffle.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+                "history": history,
+            },
+        )
+        _write_history(layout.history_file(stage), history)
+        log.info(
+            "%s epoch %d/%d  eps %.3f  lr %.4f | train clean %.3f adv %s | val clean %.3f adv %s"
+            " | %.1fs",
+            stage,
+            epoch + 1,
+            optim.epochs,
+            eps,
+            lr,
+            row["train_clean_accuracy"],
+            _format_optional(row.get("train_adv_accuracy")),
+            row["val_clean_accuracy"],
+            _format_optional(row.get("val_adv_accuracy")),
+            row["seconds"],
+        )
+
+    save_model(layout.model_file(stage), model, spec)
+    final = dict(history[-1])
+    final.update(
+        {
+            "epochs": optim.epochs,
+            "resumed_after_epoch": resumed["epoch"] if resumed is not None else None,
+            "seconds": time.perf_counter() - started,
+            "device": str(device),
+            "run_key": run_key,
+        }
+    )
+    write_json(layout.metrics_file(stage), final)
+    return final
+
+
+def _format_optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _run_key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validation_attack(config: Config) -> PGD:
+    """Per-epoch validation: the training attack at full eps, one fixed-seed restart."""
+    train = config.train
+    return PGD(eps=train.eps, norm=train.norm, steps=train.steps, step_size=train.step_size, seed=1)
+
+
+def run_warmup(config: Config, layout: Layout) -> ModelRef:
+    """The ``warmup`` stage: natural training from scratch; the natural baseline."""
+    device = resolve_device()
+    data = load_prepared(layout)
+    spec = data.model_spec(config.model)
+    torch.manual_seed(config.seed)
+    model = build_model(spec).to(device)
+    fit(
+        stage="warmup",
+        model=model,
+        spec=spec,
+        data=data,
+        optim=config.warmup,
+        recipe=None,
+        # Clean validation only: the warmup must not depend on train.* (DVC reruns it otherwise);
+        # the natural model's robustness is measured by the evaluate stage.
+        val_attack=None,
+        layout=layout,
+        seed=config.seed,
+        run_key=_run_key(
+            "warmup",
+            config.seed,
+            config.to_dict()["model"],
+            config.to_dict()["warmup"],
+            data.meta["fingerprint"],
+        ),
+        device=device,
+    )
+    path = layout.model_file("warmup")
+    return ModelRef(str(path), sha256_file(path))
+
+
+def run_train(config: Config, layout: Layout) -> ModelRef:
+    """The ``train`` stage: PGD adversarial training starting from the warmup weights."""
+    device = resolve_device()
+    data = load_prepared(layout)
+    warmup_file = layout.model_file("warmup")
+    model, spec = load_model(warmup_file, device)
+    torch.manual_seed(config.seed + 1)
+    train = config.train
+    recipe = AdversarialRecipe(
+        norm=train.norm,
+        eps=train.eps,
+        step_size=train.step_size,
+        steps=train.steps,
+        random_start=train.random_start,
+        adv_weight=train.adv_weight,
+        eps_ramp_epochs=train.eps_ramp_epochs,
+    )
+    fit(
+        stage="train",
+        model=model,
+        spec=spec,
+        data=data,
+        optim=train,
+        recipe=recipe,
+        val_attack=validation_attack(config),
+        layout=layout,
+        seed=config.seed + 1,
+        run_key=_run_key("train", config.seed, config.to_dict()["train"], sha256_file(warmup_file)),
+        device=device,
+    )
+    path = layout.model_file("train")
+    return ModelRef(str(path), sha256_file(path))
+
+
+warmup_task = task(run_warmup, name="warmup", cache_policy=NO_CACHE)
+train_task = task(run_train, name="train", cache_policy=NO_CACHE)

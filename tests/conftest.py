@@ -1,0 +1,59 @@
+"""Shared fixtures: the project's params, a tiny trained model, isolated Prefect and MLflow."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params_document() -> dict:
+    """A fresh copy of the project's params.yaml as a dict."""
+    return copy.deepcopy(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
+
+
+class TinyLinear(nn.Module):
+    """A linear classifier on 2x2 images: small enough for closed-form checks."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.linear.weight.copy_(weight)
+            self.linear.bias.copy_(bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(images.flatten(1))
+
+
+@pytest.fixture(scope="session")
+def trained_digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small_cnn trained naturally on digits for a few epochs, with 200 held-out images."""
+    from sklearn.datasets import load_digits
+
+    from models import ModelSpec, build_model
+
+    digits = load_digits()
+    images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    torch.manual_seed(0)
+    spec = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=16)
+    model = build_model(spec)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    train_x, train_y = images[200:], labels[200:]
+    for _ in range(8):
+        order = torch.randperm(len(train_y))
+        for start in range(0, len(order), 64):
+            index = order[start : start + 64]
+            loss = nn.functional.cross_entropy(model(train_x[index]), train_y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval(), images[:200], labels[:200]
