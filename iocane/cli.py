@@ -69,9 +69,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tasks.evaluate import default_suite, evaluate_robustness
 
     config = load_config(args.params, args.set)
-    client, version = _client_and_version(args.model_uri)
+    _, version = _client_and_version(args.model_uri)
+    from tasks.registry import tracking_uri
+
     weights = mlflow.artifacts.download_artifacts(
-        run_id=version.run_id, artifact_path="weights/model.pt", tracking_uri=client._registry_uri
+        run_id=version.run_id,
+        artifact_path="weights/model.pt",
+        tracking_uri=tracking_uri(Path.cwd()),
     )
     model, _ = load_model(Path(weights))
     data = load_prepared(Layout(Path.cwd()))

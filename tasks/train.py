@@ -41,6 +41,8 @@ from tasks.data import PreparedData, Split, load_prepared
 
 log = logging.getLogger("iocane")
 
+PROGRESS_SECONDS = 30.0  # within a long epoch, a progress line at most this often
+
 HISTORY_COLUMNS = (
     "epoch",
     "lr",
@@ -289,6 +291,7 @@ def fit(
         order = torch.randperm(len(train), generator=shuffle).to(device)
         sums = {key: torch.zeros((), device=device) for key in ("cl", "cc", "al", "ac")}
         eps = 0.0
+        last_progress = epoch_started
         for batch in range(n_batches):
             index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
             images, labels = train.images[index], train.labels[index]
@@ -307,6 +310,9 @@ def fit(
             if stats.adv_loss is not None:
                 sums["al"] += stats.adv_loss
                 sums["ac"] += stats.adv_correct
+            if time.perf_counter() - last_progress > PROGRESS_SECONDS:
+                last_progress = time.perf_counter()
+                _log_progress(stage, epoch, optim.epochs, batch, n_batches, epoch_started)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_figures = evaluate_split(model, val, val_attack, batch_size=512)
@@ -371,6 +377,24 @@ def fit(
     )
     write_json(layout.metrics_file(stage), final)
     return final
+
+
+def _log_progress(
+    stage: str, epoch: int, epochs: int, batch: int, n_batches: int, epoch_started: float
+) -> None:
+    elapsed = time.perf_counter() - epoch_started
+    remaining = elapsed / (batch + 1) * (n_batches - batch - 1)
+    log.info(
+        "%s epoch %d/%d  batch %d/%d (%.0f%%)  %.1fs elapsed, about %.0fs left in this epoch",
+        stage,
+        epoch + 1,
+        epochs,
+        batch + 1,
+        n_batches,
+        100 * (batch + 1) / n_batches,
+        elapsed,
+        remaining,
+    )
 
 
 def _format_optional(value: float | None) -> str:

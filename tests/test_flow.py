@@ -127,6 +127,20 @@ def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[st
     assert [(row["version"], row["gate"]) for row in rows] == [(2, "failed"), (1, "passed")]
 
 
+def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:
+    uri = "models:/iocane-test@champion"
+    params = str(project / "params.yaml")
+    completed = _iocane(project, env, "evaluate", "--model-uri", uri, "--params", params)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)
+    assert result["version"] == "1"
+    assert result["robust_accuracy"] <= min(result["per_attack"].values())
+    assert result["robust_accuracy"] <= result["clean_accuracy"]
+
+    missing = _iocane(project, env, "evaluate", "--model-uri", "models:/iocane-test@nosuch")
+    assert missing.returncode == 2 and "no registered model" in missing.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
