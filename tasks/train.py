@@ -31,6 +31,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
+import attacks
+import models
 from attacks import PGD, Attack
 from iocane.config import Config, OptimConfig
 from iocane.files import sha256_file, write_atomic, write_json
@@ -401,8 +403,21 @@ def _format_optional(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def code_fingerprint() -> str:
+    """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
+    digest = hashlib.sha256()
+    files = [Path(__file__)]
+    for package in (attacks, models):
+        files += sorted(Path(package.__file__).parent.glob("*.py"))
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _run_key(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """What a checkpoint must match to be resumed: params, data, starting weights and code."""
+    payload = json.dumps([*parts, code_fingerprint()], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def validation_attack(config: Config) -> PGD:
@@ -470,7 +485,13 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
         val_attack=validation_attack(config),
         layout=layout,
         seed=config.seed + 1,
-        run_key=_run_key("train", config.seed, config.to_dict()["train"], sha256_file(warmup_file)),
+        run_key=_run_key(
+            "train",
+            config.seed,
+            config.to_dict()["train"],
+            data.meta["fingerprint"],
+            sha256_file(warmup_file),
+        ),
         device=device,
     )
     path = layout.model_file("train")
