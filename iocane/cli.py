@@ -107,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(
         json.dumps(
-            {"model": args.model_uri, "version": version.version, **result.to_dict()}, indent=2
+            {"model": args.model_uri, "version": str(version.version), **result.to_dict()}, indent=2
         )
     )
     return 0

@@ -284,7 +284,16 @@ def fit(
             torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
         history = list(resumed["history"])
         start_epoch = resumed["epoch"]
-        log.info("%s: resuming after epoch %d from %s", stage, start_epoch, directory)
+        if start_epoch >= optim.epochs:
+            log.info(
+                "%s: all %d epochs were already trained with these params, data and code; "
+                "reusing %s",
+                stage,
+                optim.epochs,
+                directory,
+            )
+        else:
+            log.info("%s: resuming after epoch %d from %s", stage, start_epoch, directory)
 
     n_batches = math.ceil(len(train) / optim.batch_size)
     for epoch in range(start_epoch, optim.epochs):
