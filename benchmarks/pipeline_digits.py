@@ -19,6 +19,7 @@ from pathlib import Path
 from iocane.config import load_config
 from iocane.files import read_json
 from iocane.layout import Layout
+from iocane.logs import setup_console_logging
 from tasks.data import prepare_data
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
@@ -38,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
+    setup_console_logging()
     config = load_config(PROJECT_ROOT / "params.yaml", args.set)
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as directory:

@@ -63,10 +63,11 @@ def _client_and_version(uri: str):
 def _evaluate(args: argparse.Namespace) -> int:
     import mlflow
 
+    from attacks.suites import build_suite
     from iocane.layout import Layout
     from iocane.modelio import load_model
     from tasks.data import load_prepared
-    from tasks.evaluate import default_suite, evaluate_robustness
+    from tasks.evaluate import evaluate_robustness
 
     config = load_config(args.params, args.set)
     _, version = _client_and_version(args.model_uri)
@@ -87,14 +88,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"({version.tags.get('data_fingerprint', 'unknown')[:12]})",
             file=sys.stderr,
         )
-    suite = default_suite(
-        norm,
-        eps,
-        fgsm=config.evaluate.fgsm,
-        pgd_steps=config.evaluate.pgd_steps,
-        pgd_restarts=config.evaluate.pgd_restarts,
-        seed=config.seed,
-    )
+    suite = build_suite(config.evaluate.preset, norm, eps, config.seed)
     result = evaluate_robustness(
         model,
         data.test.images,

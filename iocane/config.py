@@ -79,9 +79,7 @@ class EvaluateConfig:
 
     n_samples: int  # 0 = the whole test split
     batch_size: int
-    fgsm: bool
-    pgd_steps: int
-    pgd_restarts: int
+    preset: Literal["quick", "standard", "thorough"]  # see attacks/suites.py
 
 
 @dataclass(frozen=True)
@@ -268,7 +266,5 @@ def validate(config: Config) -> None:
     )
     _require(evaluate.n_samples >= 0, "evaluate.n_samples", "must be >= 0 (0 = all)")
     _require(evaluate.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
-    _require(evaluate.pgd_steps >= 1, "evaluate.pgd_steps", "must be >= 1")
-    _require(evaluate.pgd_restarts >= 1, "evaluate.pgd_restarts", "must be >= 1")
     for key in ("min_clean_accuracy", "max_clean_drop", "min_robust_accuracy"):
         _require(0 <= getattr(gate, key) <= 1, f"gate.{key}", "must be in [0, 1]")

@@ -13,7 +13,7 @@ TINY_OVERRIDES = {
     "data": {"limit_train": 600},
     "warmup": {"epochs": 2},
     "train": {"epochs": 2, "eps_ramp_epochs": 1, "steps": 3, "step_size": 0.05},
-    "evaluate": {"n_samples": 120, "pgd_steps": 5, "pgd_restarts": 1},
+    "evaluate": {"n_samples": 120, "preset": "quick"},
     # Reachable thresholds: these tests check the wiring, not the model quality.
     "gate": {"min_clean_accuracy": 0.3, "max_clean_drop": 1.0, "min_robust_accuracy": 0.05},
     "registry": {"model_name": "iocane-test"},

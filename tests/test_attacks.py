@@ -7,15 +7,25 @@ import torch
 import torch.nn.functional as F
 
 from attacks import FGSM, PGD, threat_model
+from attacks.apgd import APGD, APGDTargeted, checkpoints
+from attacks.square import SquareAttack, square_fraction
+from attacks.suites import PRESETS, build_suite
 
 from .conftest import TinyLinear
 
+# Every attack class, both norms where it has them, at budgets small enough for CPU tests.
 ATTACKS = {
     "fgsm-Linf": lambda: FGSM(eps=0.1, norm="Linf"),
     "fgsm-L2": lambda: FGSM(eps=0.5, norm="L2"),
     "pgd-Linf": lambda: PGD(eps=0.1, norm="Linf", steps=10, restarts=2),
     "pgd-L2": lambda: PGD(eps=0.5, norm="L2", steps=10, restarts=2),
     "pgd-margin": lambda: PGD(eps=0.1, norm="Linf", steps=10, loss="margin"),
+    "apgd-ce-Linf": lambda: APGD(eps=0.1, norm="Linf", steps=20, restarts=2),
+    "apgd-ce-L2": lambda: APGD(eps=0.5, norm="L2", steps=20),
+    "apgd-dlr-Linf": lambda: APGD(eps=0.1, norm="Linf", steps=20, loss="dlr"),
+    "apgd-t-Linf": lambda: APGDTargeted(eps=0.1, norm="Linf", steps=20, n_target_classes=2),
+    "apgd-t-L2": lambda: APGDTargeted(eps=0.5, norm="L2", steps=20, n_target_classes=2),
+    "square-Linf": lambda: SquareAttack(eps=0.1, n_queries=200),
 }
 
 
@@ -98,3 +108,85 @@ def test_adversarial_loss_exceeds_clean_loss(trained_digits_model) -> None:
 def test_unknown_norm_is_refused() -> None:
     with pytest.raises(ValueError, match="L1"):
         threat_model("L1")
+
+
+def _closed_form_robust(model: TinyLinear, images: torch.Tensor, labels: torch.Tensor, eps: float):
+    """A linear classifier resists every Linf perturbation of size eps (away from the [0,1]
+    edges) iff each margin (w_y - w_j).x + (b_y - b_j) exceeds eps * ||w_y - w_j||_1."""
+    weight, bias = model.linear.weight, model.linear.bias
+    flat = images.flatten(1)
+    robust = torch.ones(len(labels), dtype=torch.bool)
+    for j in range(weight.shape[0]):
+        difference = weight[labels] - weight[j]
+        margin = (difference * flat).sum(1) + bias[labels] - bias[j]
+        worst = margin - eps * difference.abs().sum(1)
+        robust &= (labels == j) | (worst > 0)
+    return robust
+
+
+def _linear_problem(classes: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(classes, 4, generator=generator)
+    model = TinyLinear(weight, torch.zeros(classes))
+    # Inside [0.3, 0.7]: eps = 0.1 never reaches the [0, 1] edges, so the closed form holds.
+    images = 0.3 + 0.4 * torch.rand(400, 1, 2, 2, generator=generator)
+    with torch.no_grad():
+        labels = model(images).argmax(1)  # every point clean-correct
+    return model, images, labels
+
+
+@pytest.mark.parametrize(
+    "make_attack",
+    [
+        lambda: PGD(eps=0.1, steps=20),
+        lambda: APGD(eps=0.1, steps=50),
+        lambda: SquareAttack(eps=0.1, n_queries=300),
+    ],
+    ids=["pgd", "apgd-ce", "square"],
+)
+def test_attacks_reach_the_known_answer_on_a_binary_linear_model(make_attack) -> None:
+    model, images, labels = _linear_problem(classes=2)
+    expected = _closed_form_robust(model, images, labels, 0.1)
+    assert 0.1 < expected.float().mean() < 0.9  # a test where the attack has work to do
+    adversarial = make_attack()(model, images, labels)
+    with torch.no_grad():
+        survived = model(adversarial).argmax(1) == labels
+    assert torch.equal(survived, expected)
+
+
+def test_apgd_targeted_reaches_the_known_answer_on_a_multiclass_linear_model() -> None:
+    model, images, labels = _linear_problem(classes=5, seed=1)
+    expected = _closed_form_robust(model, images, labels, 0.1)
+    assert 0.1 < expected.float().mean() < 0.9
+    attack = APGDTargeted(eps=0.1, steps=50, n_target_classes=4)
+    with torch.no_grad():
+        survived = model(attack(model, images, labels)).argmax(1) == labels
+    assert torch.equal(survived, expected)
+
+
+def test_apgd_checkpoints_follow_the_paper() -> None:
+    # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 of 100 iterations.
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_square_fraction_halves_on_schedule() -> None:
+    assert square_fraction(0.8, 0, 10_000) == 0.8
+    assert square_fraction(0.8, 11, 10_000) == 0.4
+    assert square_fraction(0.8, 9_000, 10_000) == pytest.approx(0.8 / 512)
+    assert square_fraction(0.8, 2, 1_000) == 0.4  # the schedule scales with the budget
+    assert square_fraction(0.8, 6, 1_000) == 0.2
+
+
+def test_square_refuses_l2() -> None:
+    model, images, labels = _linear_problem(classes=2)
+    with pytest.raises(ValueError, match="Linf only"):
+        SquareAttack(eps=0.5, norm="L2")(model, images, labels)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_every_preset_builds_at_the_threat_model(preset: str, norm: str) -> None:
+    suite = build_suite(preset, norm, 0.1)
+    assert {"fgsm", "pgd", "apgd_ce"} <= set(suite)
+    assert all(attack.norm == norm and attack.eps == 0.1 for attack in suite.values())
+    assert ("square" in suite) == (norm == "Linf" and preset != "quick")

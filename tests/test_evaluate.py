@@ -1,0 +1,99 @@
+"""evaluate_robustness: the per-sample worst case, and trust checks that fire on broken models
+and stay silent on an honest one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import FGSM, PGD
+from attacks.square import SquareAttack
+from tasks.evaluate import comparison_flags, evaluate_robustness
+
+
+class Softmaxed(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).softmax(1)
+
+
+class Noisy(nn.Module):
+    """A randomised defence: fresh noise on every forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images + 0.05 * torch.randn_like(images))
+
+
+class Quantised(nn.Module):
+    """A non-differentiable preprocessor: rounding makes every input gradient zero."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(images * 4) / 4)
+
+
+def _evaluate(model: nn.Module, images, labels, **kwargs):
+    return evaluate_robustness(
+        model, images, labels, norm="Linf", eps=0.1, preset="quick", device="cpu", **kwargs
+    )
+
+
+def test_honest_model_raises_no_flag_and_reports_the_worst_case(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    result = _evaluate(model, images, labels)
+    assert result.flags == []
+    assert set(result.per_attack) == {"fgsm", "pgd", "apgd_ce"}
+    assert result.robust_accuracy <= min(result.per_attack.values())
+    assert result.robust_accuracy <= result.clean_accuracy
+    assert sum(result.robust_per_sample) == round(result.robust_accuracy * len(labels))
+
+
+def test_probabilities_instead_of_logits_are_flagged(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    flags = _evaluate(Softmaxed(model), images, labels).flags
+    assert any("probabilities" in flag for flag in flags)
+
+
+def test_randomised_forward_pass_is_flagged(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    flags = _evaluate(Noisy(model), images, labels).flags
+    assert any("randomised forward pass" in flag for flag in flags)
+
+
+def test_masked_gradients_are_flagged_and_black_box_beats_white_box(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    suite = {
+        "fgsm": FGSM(eps=0.1),
+        "pgd": PGD(eps=0.1, steps=10),
+        "square": SquareAttack(eps=0.1, n_queries=300),
+    }
+    result = _evaluate(Quantised(model), images, labels, attacks=suite)
+    assert any("zero input gradients" in flag for flag in result.flags)
+    assert any("black-box attack square" in flag for flag in result.flags)
+    # The worst case still counts Square's successes: masking does not inflate the figure.
+    assert result.robust_accuracy <= result.per_attack["square"]
+
+
+def test_comparison_flags() -> None:
+    assert comparison_flags({"fgsm": 0.5, "pgd": 0.4, "square": 0.45}) == []
+    assert "weaker than single-step" in comparison_flags({"fgsm": 0.4, "pgd": 0.5})[0]
+    assert "black-box" in comparison_flags({"fgsm": 0.6, "pgd": 0.5, "square": 0.3})[0]
+
+
+def test_unknown_preset_and_norm_fail_before_work(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    with pytest.raises(ValueError, match="unknown suite preset"):
+        evaluate_robustness(model, images, labels, eps=0.1, preset="paranoid", device="cpu")
+    with pytest.raises(ValueError, match="unknown norm"):
+        evaluate_robustness(model, images, labels, eps=0.1, norm="L1", device="cpu")
