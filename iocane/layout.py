@@ -40,6 +40,20 @@ class Layout:
         return self.root / "plots" / f"{stage}.csv"
 
     @property
+    def curves_file(self) -> Path:
+        """Accuracy-vs-eps curves (Linf and L2, natural and hardened) as numbers."""
+        return self.root / "plots" / "robustness_curves.json"
+
+    @property
+    def curves_plot(self) -> Path:
+        return self.root / "plots" / "robustness_curves.png"
+
+    @property
+    def examples_plot(self) -> Path:
+        """Clean test images over their adversarial versions, with predictions."""
+        return self.root / "plots" / "adversarial_examples.png"
+
+    @property
     def report_file(self) -> Path:
         return self.root / "reports" / "robustness.md"
 

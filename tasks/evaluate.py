@@ -21,12 +21,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
-from attacks import Attack, threat_model
-from attacks.suites import BLACK_BOX, build_suite
+from attacks import PGD, Attack, threat_model
+from attacks.suites import BLACK_BOX, CURVE_BUDGETS, build_suite
 from iocane.config import Config
 from iocane.files import write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
+from tasks.curves import (
+    MULTIPLIERS,
+    accuracy_curve,
+    curve_flags,
+    eps_grids,
+    plot_curves,
+    plot_examples,
+)
 from tasks.data import load_prepared
 from tasks.train import resolve_device
 
@@ -263,46 +271,111 @@ def render_report(evaluation: dict) -> str:
         lines += [f"- {flag}" for flag in hardened["flags"]]
     else:
         lines.append(
-            "No trust check fired (gradients finite and non-zero, deterministic logits, "
-            "iterative attacks at least as strong as FGSM, examples inside the ball)."
+            "No trust check fired: gradients finite and non-zero, deterministic logits, "
+            "iterative attacks at least as strong as FGSM, no black-box attack stronger than "
+            "the white-box ones, examples inside the ball, accuracy falling with eps to chance."
         )
+    lines += [
+        "",
+        "## Accuracy against perturbation size",
+        "",
+        "![accuracy vs eps](../plots/robustness_curves.png)",
+        "",
+        "## Clean and attacked examples (hardened model; red: misclassified)",
+        "",
+        "![examples](../plots/adversarial_examples.png)",
+    ]
     return "\n".join(lines) + "\n"
 
 
+def _example_mix(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    norm: str,
+    eps: float,
+    config: Config,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eight test images for the grid: up to four the attack breaks, the rest it does not."""
+    device = next(model.parameters()).device
+    pool_images, pool_labels = images[:64].to(device), labels[:64].to(device)
+    adversarial = PGD(eps=eps, norm=norm, steps=50, seed=config.seed)(
+        model, pool_images, pool_labels
+    )
+    with torch.no_grad():
+        broken = model(adversarial).argmax(1) != pool_labels
+    chosen = torch.cat([broken.nonzero()[:4, 0], (~broken).nonzero()[:, 0]])[:8]
+    return pool_images[chosen], pool_labels[chosen], adversarial[chosen]
+
+
 def run_evaluate(config: Config, layout: Layout) -> dict:
-    """The ``evaluate`` stage: the suite on the hardened and the natural model."""
+    """The ``evaluate`` stage: the suite, the curves and the example grid, for the hardened and
+    the natural model."""
     data = load_prepared(layout)
     images, labels = _evaluation_subset(
         data.test.images, data.test.labels, config.evaluate.n_samples, config.seed
     )
     device = resolve_device()
+    norm, eps = config.train.norm, config.train.eps
+    models = {
+        "hardened": load_model(layout.model_file("train"), device)[0],
+        "natural": load_model(layout.model_file("warmup"), device)[0],
+    }
     evaluation: dict = {
         "dataset": data.meta["dataset"],
         "data_fingerprint": data.meta["fingerprint"],
+        "preset": config.evaluate.preset,
     }
-    for stage, label in (("train", "hardened"), ("warmup", "natural")):
-        model, _ = load_model(layout.model_file(stage), device)
-        log.info("evaluating the %s model (%s, eps %g)", label, config.train.norm, config.train.eps)
+    for label, model in models.items():
+        log.info("evaluating the %s model (%s, eps %g)", label, norm, eps)
         result = evaluate_robustness(
             model,
             images,
             labels,
-            norm=config.train.norm,
-            eps=config.train.eps,
+            norm=norm,
+            eps=eps,
             attacks=suite_from_config(config),
             batch_size=config.evaluate.batch_size,
             seed=config.seed,
             device=device,
         )
         evaluation[label] = result.to_dict()
+
+    samples, steps = CURVE_BUDGETS[config.evaluate.preset]
+    subset_images, subset_labels = images[:samples].to(device), labels[:samples].to(device)
+    grids = eps_grids(norm, eps, images[0].numel())
+    curves = {}
+    for curve_norm, grid in grids.items():
+        log.info(
+            "accuracy-vs-eps curve, %s, %d images, APGD-CE %d steps", curve_norm, samples, steps
+        )
+        curves[curve_norm] = {"eps": grid}
+        for label, model in models.items():
+            curves[curve_norm][label] = accuracy_curve(
+                model, subset_images, subset_labels, curve_norm, grid, steps, config.seed
+            )
+    evaluation["hardened"]["flags"] += curve_flags(curves, data.meta["num_classes"])
+    write_json(layout.curves_file, curves)
+    plot_curves(
+        curves,
+        {name: grid[MULTIPLIERS.index(1.0)] for name, grid in grids.items()},
+        layout.curves_plot,
+    )
+    plot_examples(
+        models["hardened"],
+        *_example_mix(models["hardened"], images, labels, norm, eps, config),
+        data.meta["class_names"],
+        layout.examples_plot,
+    )
+
     hardened = evaluation["hardened"]
     metrics = {
         "clean_accuracy": hardened["clean_accuracy"],
         "robust_accuracy": hardened["robust_accuracy"],
         "attacks": hardened["per_attack"],
         "flags": hardened["flags"],
-        "threat_model": config.train.norm,
-        "eps": config.train.eps,
+        "threat_model": norm,
+        "eps": eps,
         "preset": config.evaluate.preset,
         "n_samples": hardened["n_samples"],
         "seconds_per_attack": hardened["seconds_per_attack"],

@@ -163,8 +163,14 @@ def run_register(config: Config, layout: Layout) -> Registration:
             layout.metrics_file("gate"),
         ):
             mlflow.log_artifact(str(path), "metrics")
-        for stage in ("warmup", "train"):
-            mlflow.log_artifact(str(layout.history_file(stage)), "plots")
+        for path in (
+            layout.history_file("warmup"),
+            layout.history_file("train"),
+            layout.curves_file,
+            layout.curves_plot,
+            layout.examples_plot,
+        ):
+            mlflow.log_artifact(str(path), "plots")
         mlflow.log_artifact(str(layout.report_file), "reports")
         mlflow.log_artifact(str(layout.prepared_meta), "data")
         mlflow.log_artifact(str(layout.model_file("train")), "weights")

@@ -41,9 +41,11 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
         "PYTHONPATH": str(project),
         "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    }  # fmt: skip
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         assert _run(command, project, env).returncode == 0
     return project, env
@@ -68,7 +70,13 @@ def test_stage_outputs_match_the_layout() -> None:
         assert str(layout.checkpoint_dir(stage)) in declared(stage)
         assert str(layout.metrics_file(stage)) in declared(stage)
         assert str(layout.history_file(stage)) in declared(stage)
-    assert {str(layout.metrics_file("evaluate")), str(layout.report_file)} <= declared("evaluate")
+    assert {
+        str(layout.metrics_file("evaluate")),
+        str(layout.report_file),
+        str(layout.curves_file),
+        str(layout.curves_plot),
+        str(layout.examples_plot),
+    } <= declared("evaluate")
     assert str(layout.metrics_file("gate")) in declared("gate")
     assert str(layout.registration_file) in declared("register")
     for name, stage in stages.items():

@@ -91,6 +91,11 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert [point.step for point in history] == [1, 2]
     artifacts = {item.path for item in client.list_artifacts(version.run_id)}
     assert {"metrics", "plots", "reports", "weights", "data"} <= artifacts
+    plots = {item.path for item in client.list_artifacts(version.run_id, "plots")}
+    assert {"plots/robustness_curves.png", "plots/adversarial_examples.png"} <= plots
+    curves = json.loads((project / "plots" / "robustness_curves.json").read_text())
+    assert set(curves) == {"Linf", "L2"}
+    assert curves["Linf"]["hardened"][0] == pytest.approx(evaluation["clean_accuracy"], abs=0.1)
 
     assert report is not None and "Robustness report" in report.data
     assert "Gate: passed" in report.data
