@@ -9,19 +9,28 @@ budgets and more restarts. ``quick`` is for CI and development loops, not for pr
 
 from __future__ import annotations
 
+from torch import nn
+
 from attacks.apgd import APGD, APGDTargeted
 from attacks.fgsm import FGSM
 from attacks.pgd import PGD
 from attacks.square import SquareAttack
+from attacks.transfer import TransferAttack
 
 PRESETS = ("quick", "standard", "thorough")
 
+# Accuracy-vs-eps curves per preset: (test images attacked, APGD-CE steps per eps).
+CURVE_BUDGETS = {"quick": (100, 10), "standard": (200, 50), "thorough": (500, 100)}
+
 # Black-box attacks: the trust checks expect them never to beat the white-box ones.
-BLACK_BOX = frozenset({"square"})
+BLACK_BOX = frozenset({"square", "transfer"})
 
 
-def build_suite(preset: str, norm: str, eps: float, seed: int = 0) -> dict[str, object]:
-    """The attacks of a preset, by name, at ``norm`` and ``eps``."""
+def build_suite(
+    preset: str, norm: str, eps: float, seed: int = 0, surrogate: nn.Module | None = None
+) -> dict[str, object]:
+    """The attacks of a preset, by name, at ``norm`` and ``eps``; with a ``surrogate`` model
+    (the natural warmup model), the transfer attack joins every preset but ``quick``."""
     if preset == "quick":
         suite = {
             "fgsm": FGSM(eps=eps, norm=norm),
@@ -58,4 +67,9 @@ def build_suite(preset: str, norm: str, eps: float, seed: int = 0) -> dict[str, 
         raise ValueError(f"unknown suite preset {preset!r}; known: {', '.join(PRESETS)}")
     if norm != "Linf":
         suite.pop("square", None)  # the Square attack's L2 variant is not built yet
+    if surrogate is not None and preset != "quick":
+        steps = 100 if preset == "thorough" else 50
+        suite["transfer"] = TransferAttack(
+            source=surrogate, attack=PGD(eps=eps, norm=norm, steps=steps, seed=seed)
+        )
     return suite

@@ -210,6 +210,13 @@ def comparison_flags(per_attack: Mapping[str, float]) -> list[str]:
                     f"iterative attack {name} ({accuracy:.4f}) is weaker than single-step FGSM "
                     f"({per_attack['fgsm']:.4f}): a sign of gradient masking"
                 )
+    # APGD-CE takes more steps of a stronger optimiser on the same loss than PGD.
+    apgd, pgd = per_attack.get("apgd_ce"), per_attack.get("pgd")
+    if apgd is not None and pgd is not None and apgd > pgd + 0.01:
+        flags.append(
+            f"APGD-CE ({apgd:.4f}) is weaker than PGD ({pgd:.4f}): more optimisation raised "
+            "robust accuracy"
+        )
     white_box = [value for name, value in per_attack.items() if name not in BLACK_BOX]
     for name in BLACK_BOX & set(per_attack):
         if white_box and per_attack[name] < min(white_box) - 1e-9:
@@ -229,8 +236,10 @@ def _evaluation_subset(
     return images[keep], labels[keep]
 
 
-def suite_from_config(config: Config) -> dict[str, Attack]:
-    return build_suite(config.evaluate.preset, config.train.norm, config.train.eps, config.seed)
+def suite_from_config(config: Config, surrogate: nn.Module | None = None) -> dict[str, Attack]:
+    return build_suite(
+        config.evaluate.preset, config.train.norm, config.train.eps, config.seed, surrogate
+    )
 
 
 def render_report(evaluation: dict) -> str:
@@ -328,13 +337,15 @@ def run_evaluate(config: Config, layout: Layout) -> dict:
     }
     for label, model in models.items():
         log.info("evaluating the %s model (%s, eps %g)", label, norm, eps)
+        # Transfer from the natural model only makes sense against another model.
+        surrogate = models["natural"] if label == "hardened" else None
         result = evaluate_robustness(
             model,
             images,
             labels,
             norm=norm,
             eps=eps,
-            attacks=suite_from_config(config),
+            attacks=suite_from_config(config, surrogate),
             batch_size=config.evaluate.batch_size,
             seed=config.seed,
             device=device,

@@ -190,3 +190,22 @@ def test_every_preset_builds_at_the_threat_model(preset: str, norm: str) -> None
     assert {"fgsm", "pgd", "apgd_ce"} <= set(suite)
     assert all(attack.norm == norm and attack.eps == 0.1 for attack in suite.values())
     assert ("square" in suite) == (norm == "Linf" and preset != "quick")
+
+
+class _Untouchable(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("a transfer attack must not query the target model")
+
+
+def test_transfer_attack_uses_only_the_surrogate(trained_digits_model) -> None:
+    from attacks.transfer import TransferAttack
+
+    model, images, labels = trained_digits_model
+    attack = TransferAttack(source=model, attack=PGD(eps=0.1, steps=10))
+    adversarial = attack(_Untouchable(), images, labels)
+    assert threat_model("Linf").norm(adversarial - images).max() <= 0.1 + 1e-6
+    with torch.no_grad():  # crafted on the surrogate, so it transfers perfectly to itself
+        assert (model(adversarial).argmax(1) == labels).float().mean() < 0.6
+    suite = build_suite("standard", "Linf", 0.1, surrogate=model)
+    assert suite["transfer"].source is model
+    assert "transfer" not in build_suite("quick", "Linf", 0.1, surrogate=model)

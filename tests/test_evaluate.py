@@ -89,6 +89,8 @@ def test_comparison_flags() -> None:
     assert comparison_flags({"fgsm": 0.5, "pgd": 0.4, "square": 0.45}) == []
     assert "weaker than single-step" in comparison_flags({"fgsm": 0.4, "pgd": 0.5})[0]
     assert "black-box" in comparison_flags({"fgsm": 0.6, "pgd": 0.5, "square": 0.3})[0]
+    assert "black-box attack transfer" in comparison_flags({"pgd": 0.5, "transfer": 0.4})[0]
+    assert "APGD-CE" in comparison_flags({"pgd": 0.5, "apgd_ce": 0.6})[0]
 
 
 def test_unknown_preset_and_norm_fail_before_work(trained_digits_model) -> None:
