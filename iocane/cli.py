@@ -15,6 +15,8 @@ from pathlib import Path
 # Before Prefect is imported: no telemetry, and our progress lines reach the Prefect UI too.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "iocane")
+# The temporary Prefect server gets 20 s to start by default: too little on a loaded laptop.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from iocane.config import load_config
 from iocane.errors import ModelUriError, exit_code_for, report_error
@@ -61,49 +63,71 @@ def _client_and_version(uri: str):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    """The suite, curves and report for a registered version, logged back to its run."""
+    import dataclasses
+    import time
+
     import mlflow
 
-    from attacks.suites import build_suite
     from iocane.layout import Layout
     from iocane.modelio import load_model
     from tasks.data import load_prepared
-    from tasks.evaluate import evaluate_robustness
+    from tasks.evaluate import evaluate_and_report
+    from tasks.registry import tracking_uri
+    from tasks.train import resolve_device
 
     config = load_config(args.params, args.set)
-    _, version = _client_and_version(args.model_uri)
-    from tasks.registry import tracking_uri
+    client, version = _client_and_version(args.model_uri)
+    uri = tracking_uri(Path.cwd())
 
-    weights = mlflow.artifacts.download_artifacts(
-        run_id=version.run_id,
-        artifact_path="weights/model.pt",
-        tracking_uri=tracking_uri(Path.cwd()),
-    )
-    model, _ = load_model(Path(weights))
+    def weights(artifact: str) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=artifact, tracking_uri=uri
+            )
+        )
+
+    device = resolve_device()
+    hardened, _ = load_model(weights("weights/model.pt"), device)
+    natural, _ = load_model(weights("weights/natural/model.pt"), device)
     data = load_prepared(Layout(Path.cwd()))
-    norm = version.tags.get("threat_model", config.train.norm)
-    eps = float(version.tags.get("eps", config.train.eps))
     if version.tags.get("data_fingerprint") != data.meta["fingerprint"]:
         print(
             "warning: data/prepared differs from the data this version was trained on "
             f"({version.tags.get('data_fingerprint', 'unknown')[:12]})",
             file=sys.stderr,
         )
-    suite = build_suite(config.evaluate.preset, norm, eps, config.seed)
-    result = evaluate_robustness(
-        model,
-        data.test.images,
-        data.test.labels,
-        norm=norm,
-        eps=eps,
-        attacks=suite,
-        batch_size=config.evaluate.batch_size,
-        seed=config.seed,
+    # The version is judged under its own threat model, whatever params.yaml says now.
+    train = dataclasses.replace(
+        config.train,
+        norm=version.tags.get("threat_model", config.train.norm),
+        eps=float(version.tags.get("eps", config.train.eps)),
     )
-    print(
-        json.dumps(
-            {"model": args.model_uri, "version": str(version.version), **result.to_dict()}, indent=2
-        )
+    config = dataclasses.replace(config, train=train)
+    name, number = version.name, str(version.version)
+    out = Layout(
+        Path(args.out) if args.out else Path("reports", "evaluations", f"{name}-v{number}")
     )
+    metrics = evaluate_and_report(config, hardened, natural, data, out)
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (
+        out.metrics_file("evaluate"),
+        out.report_file,
+        out.curves_file,
+        out.curves_plot,
+        out.examples_plot,
+    ):
+        client.log_artifact(version.run_id, str(path), f"evaluations/{stamp}")
+    for key, value in {
+        "reevaluated_at": stamp,
+        "reevaluated_preset": config.evaluate.preset,
+        "reevaluated_robust_accuracy": f"{metrics['robust_accuracy']:.6f}",
+        "reevaluated_flags": str(len(metrics["flags"])),
+    }.items():
+        client.set_model_version_tag(name, number, key, value)
+    print(json.dumps({"model": args.model_uri, "version": number, **metrics}, indent=2))
+    print(f"report: {out.report_file}", file=sys.stderr)
     return 0
 
 
@@ -195,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_params(commands.add_parser("run", help="harden, evaluate, gate and register a model"))
     evaluate = with_params(commands.add_parser("evaluate", help="the suite on a registered model"))
     evaluate.add_argument("--model-uri", required=True, help="models:/NAME@ALIAS or models:/NAME/N")
+    evaluate.add_argument("--out", help="where the report goes (reports/evaluations/NAME-vN)")
     review = with_params(commands.add_parser("review", help="the registry as a table"))
     review.add_argument("--name", help="registered model name (default: registry.model_name)")
     review.add_argument("--json", action="store_true", help="machine-readable output")

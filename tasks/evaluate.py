@@ -35,7 +35,7 @@ from tasks.curves import (
     plot_curves,
     plot_examples,
 )
-from tasks.data import load_prepared
+from tasks.data import PreparedData, load_prepared
 from tasks.train import resolve_device
 
 log = logging.getLogger("iocane")
@@ -320,16 +320,24 @@ def _example_mix(
 def run_evaluate(config: Config, layout: Layout) -> dict:
     """The ``evaluate`` stage: the suite, the curves and the example grid, for the hardened and
     the natural model."""
-    data = load_prepared(layout)
+    device = resolve_device()
+    hardened = load_model(layout.model_file("train"), device)[0]
+    natural = load_model(layout.model_file("warmup"), device)[0]
+    return evaluate_and_report(config, hardened, natural, load_prepared(layout), layout)
+
+
+def evaluate_and_report(
+    config: Config, hardened: nn.Module, natural: nn.Module, data: PreparedData, out: Layout
+) -> dict:
+    """Evaluate a hardened model beside its natural baseline on ``data``'s test split, at
+    ``config.train``'s threat model, and write metrics, report, curves and examples under
+    ``out``. Used by the evaluate stage and by ``iocane evaluate`` on a registered version."""
     images, labels = _evaluation_subset(
         data.test.images, data.test.labels, config.evaluate.n_samples, config.seed
     )
-    device = resolve_device()
+    device = next(hardened.parameters()).device
     norm, eps = config.train.norm, config.train.eps
-    models = {
-        "hardened": load_model(layout.model_file("train"), device)[0],
-        "natural": load_model(layout.model_file("warmup"), device)[0],
-    }
+    models = {"hardened": hardened.eval(), "natural": natural.to(device).eval()}
     evaluation: dict = {
         "dataset": data.meta["dataset"],
         "data_fingerprint": data.meta["fingerprint"],
@@ -366,17 +374,17 @@ def run_evaluate(config: Config, layout: Layout) -> dict:
                 model, subset_images, subset_labels, curve_norm, grid, steps, config.seed
             )
     evaluation["hardened"]["flags"] += curve_flags(curves, data.meta["num_classes"])
-    write_json(layout.curves_file, curves)
+    write_json(out.curves_file, curves)
     plot_curves(
         curves,
         {name: grid[MULTIPLIERS.index(1.0)] for name, grid in grids.items()},
-        layout.curves_plot,
+        out.curves_plot,
     )
     plot_examples(
         models["hardened"],
         *_example_mix(models["hardened"], images, labels, norm, eps, config),
         data.meta["class_names"],
-        layout.examples_plot,
+        out.examples_plot,
     )
 
     hardened = evaluation["hardened"]
@@ -398,8 +406,8 @@ def run_evaluate(config: Config, layout: Layout) -> dict:
         "data_fingerprint": evaluation["data_fingerprint"],
         "dataset": evaluation["dataset"],
     }
-    write_json(layout.metrics_file("evaluate"), metrics)
-    write_text(layout.report_file, render_report(evaluation))
+    write_json(out.metrics_file("evaluate"), metrics)
+    write_text(out.report_file, render_report(evaluation))
     return metrics
 
 

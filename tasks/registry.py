@@ -174,6 +174,9 @@ def run_register(config: Config, layout: Layout) -> Registration:
         mlflow.log_artifact(str(layout.report_file), "reports")
         mlflow.log_artifact(str(layout.prepared_meta), "data")
         mlflow.log_artifact(str(layout.model_file("train")), "weights")
+        # The natural baseline too: `iocane evaluate` re-runs the comparison and the transfer
+        # attack from it.
+        mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
         example = np.zeros((2, spec.in_channels, spec.image_size, spec.image_size), np.float32)
         model_info = mlflow.pytorch.log_model(
             model, name="model", input_example=example, serialization_format="pt2"

@@ -55,7 +55,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     params = write_tiny_params(project / "params.yaml")
     from flows.harden import harden
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         result = harden(params_path=str(params), project_root=str(project))
         report = Artifact.get("robustness-report")
         table = Artifact.get("robustness-metrics")
@@ -139,8 +139,20 @@ def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout)
     assert result["version"] == "1"
-    assert result["robust_accuracy"] <= min(result["per_attack"].values())
+    assert result["robust_accuracy"] <= min(result["attacks"].values())
     assert result["robust_accuracy"] <= result["clean_accuracy"]
+    report = project / "reports" / "evaluations" / "iocane-test-v1" / "reports" / "robustness.md"
+    assert "Robustness report" in report.read_text()
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version("iocane-test", "1")
+    assert version.tags["reevaluated_robust_accuracy"] == f"{result['robust_accuracy']:.6f}"
+    (evaluation,) = client.list_artifacts(version.run_id, "evaluations")
+    logged = {
+        item.path.rsplit("/", 1)[-1]
+        for item in client.list_artifacts(version.run_id, evaluation.path)
+    }
+    assert {"evaluate.json", "robustness.md", "robustness_curves.png"} <= logged
 
     missing = _iocane(project, env, "evaluate", "--model-uri", "models:/iocane-test@nosuch")
     assert missing.returncode == 2 and "no registered model" in missing.stderr
