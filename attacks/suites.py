@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from attacks.apgd import APGD, APGDTargeted
+from attacks.cw import CarliniWagnerL2
 from attacks.fgsm import FGSM
 from attacks.pgd import PGD
 from attacks.square import SquareAttack
@@ -67,6 +68,9 @@ def build_suite(
         raise ValueError(f"unknown suite preset {preset!r}; known: {', '.join(PRESETS)}")
     if norm != "Linf":
         suite.pop("square", None)  # the Square attack's L2 variant is not built yet
+        if preset != "quick":  # C&W is an L2 attack: it joins the L2 suites
+            search_steps, steps = (9, 200) if preset == "thorough" else (5, 100)
+            suite["cw_l2"] = CarliniWagnerL2(eps=eps, steps=steps, search_steps=search_steps)
     if surrogate is not None and preset != "quick":
         steps = 100 if preset == "thorough" else 50
         suite["transfer"] = TransferAttack(

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from attacks import FGSM, PGD, threat_model
 from attacks.apgd import APGD, APGDTargeted, checkpoints
+from attacks.cw import CarliniWagnerL2
 from attacks.square import SquareAttack, square_fraction
 from attacks.suites import PRESETS, build_suite
 
@@ -26,6 +27,7 @@ ATTACKS = {
     "apgd-t-Linf": lambda: APGDTargeted(eps=0.1, norm="Linf", steps=20, n_target_classes=2),
     "apgd-t-L2": lambda: APGDTargeted(eps=0.5, norm="L2", steps=20, n_target_classes=2),
     "square-Linf": lambda: SquareAttack(eps=0.1, n_queries=200),
+    "cw-L2": lambda: CarliniWagnerL2(eps=0.5, steps=30, search_steps=3),
 }
 
 
@@ -190,6 +192,22 @@ def test_every_preset_builds_at_the_threat_model(preset: str, norm: str) -> None
     assert {"fgsm", "pgd", "apgd_ce"} <= set(suite)
     assert all(attack.norm == norm and attack.eps == 0.1 for attack in suite.values())
     assert ("square" in suite) == (norm == "Linf" and preset != "quick")
+    assert ("cw_l2" in suite) == (norm == "L2" and preset != "quick")
+
+
+def test_cw_finds_the_minimal_l2_distance_of_a_linear_model() -> None:
+    # The smallest L2 perturbation that flips a binary linear classifier is the distance to
+    # its hyperplane, margin / ||w_y - w_other||; no attack can go below it.
+    model, images, labels = _linear_problem(classes=2)
+    weight = model.linear.weight
+    difference = weight[labels] - weight[1 - labels]
+    closed_form = (difference * images.flatten(1)).sum(1) / difference.norm(dim=1)
+    reachable = closed_form < 0.25  # from [0.3, 0.7], the hyperplane lies inside [0, 1]
+    _, distance = CarliniWagnerL2(eps=0.2).minimal(model, images, labels)
+    relative = (distance[reachable] - closed_form[reachable]) / closed_form[reachable]
+    assert torch.isfinite(distance[reachable]).all()
+    assert relative.min() >= -1e-3  # never below the true minimum
+    assert relative.median() < 0.01
 
 
 class _Untouchable(torch.nn.Module):
