@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from attacks import PGD, Attack, threat_model
+from attacks.cw import CarliniWagnerL2
 from attacks.suites import BLACK_BOX, CURVE_BUDGETS, build_suite
 from iocane.config import Config
 from iocane.files import write_json, write_text
@@ -284,6 +285,13 @@ def render_report(evaluation: dict) -> str:
             "iterative attacks at least as strong as FGSM, no black-box attack stronger than "
             "the white-box ones, examples inside the ball, accuracy falling with eps to chance."
         )
+    if "cw_median_l2" in hardened:
+        lines += [
+            "",
+            "Median L2 distance to the nearest adversarial example found by C&W L2 "
+            f"(clean-correct images of the curve subset): hardened {hardened['cw_median_l2']:.3f}, "
+            f"natural {natural['cw_median_l2']:.3f}.",
+        ]
     lines += [
         "",
         "## Accuracy against perturbation size",
@@ -374,6 +382,16 @@ def evaluate_and_report(
                 model, subset_images, subset_labels, curve_norm, grid, steps, config.seed
             )
     evaluation["hardened"]["flags"] += curve_flags(curves, data.meta["num_classes"])
+    if config.evaluate.preset != "quick":
+        # How far the nearest adversarial example lies, whatever the threat model: C&W L2.
+        search_steps, cw_steps = (9, 200) if config.evaluate.preset == "thorough" else (5, 100)
+        cw = CarliniWagnerL2(eps=0.0, steps=cw_steps, search_steps=search_steps)
+        for label, model in models.items():
+            with torch.no_grad():
+                correct = model(subset_images).argmax(1) == subset_labels
+            _, distance = cw.minimal(model, subset_images[correct], subset_labels[correct])
+            evaluation[label]["cw_median_l2"] = distance.median().item()
+            log.info("  C&W L2 median minimal distance (%s): %.4f", label, distance.median())
     write_json(out.curves_file, curves)
     plot_curves(
         curves,
@@ -398,10 +416,12 @@ def evaluate_and_report(
         "preset": config.evaluate.preset,
         "n_samples": hardened["n_samples"],
         "seconds_per_attack": hardened["seconds_per_attack"],
+        "cw_median_l2": hardened.get("cw_median_l2"),
         "natural": {
             "clean_accuracy": evaluation["natural"]["clean_accuracy"],
             "robust_accuracy": evaluation["natural"]["robust_accuracy"],
             "attacks": evaluation["natural"]["per_attack"],
+            "cw_median_l2": evaluation["natural"].get("cw_median_l2"),
         },
         "data_fingerprint": evaluation["data_fingerprint"],
         "dataset": evaluation["dataset"],
