@@ -172,6 +172,27 @@ def apgd_run(
     return result.detach(), fooled
 
 
+def _first_fooling(
+    images: torch.Tensor,
+    runs: int,
+    run: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """Up to ``runs`` runs of an attack, each only on the samples no run has fooled yet.
+    ``run(index, todo)`` returns (adversarial, fooled) for the samples ``todo``; the first run
+    sets every result, a later one replaces a result only where it fools."""
+    result = images.clone()
+    fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+    for index in range(runs):
+        todo = (~fooled).nonzero().squeeze(1)
+        if len(todo) == 0:
+            break
+        adversarial, is_fooled = run(index, todo)
+        keep = torch.ones_like(is_fooled) if index == 0 else is_fooled
+        result[todo[keep]] = adversarial[keep]
+        fooled[todo[is_fooled]] = True
+    return result
+
+
 @dataclass(frozen=True)
 class APGD:
     """APGD-CE (``loss="ce"``) or APGD-DLR (``loss="dlr"``), untargeted, with restarts."""
@@ -192,13 +213,9 @@ class APGD:
             raise ValueError(f"unknown APGD loss {self.loss!r}; known: ce, dlr")
         generator = make_generator(self.seed, images.device)
         images = images.detach()
-        result = images.clone()
-        fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
-        for restart in range(self.restarts):
-            todo = (~fooled).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
-            adversarial, is_fooled = apgd_run(
+
+        def restart(_: int, todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return apgd_run(
                 model,
                 images[todo],
                 labels[todo],
@@ -208,11 +225,8 @@ class APGD:
                 loss_fn=loss_fn,
                 generator=generator,
             )
-            # The first run sets every result; a later restart replaces one only if it fools.
-            keep = torch.ones_like(is_fooled) if restart == 0 else is_fooled
-            result[todo[keep]] = adversarial[keep]
-            fooled[todo[is_fooled]] = True
-        return result
+
+        return _first_fooling(images, self.restarts, restart)
 
 
 @dataclass(frozen=True)
@@ -236,17 +250,12 @@ class APGDTargeted:
         classes = ranking.shape[1]
         if classes < 4:
             raise ValueError(f"APGD-T needs at least 4 classes, the model has {classes}")
-        result = images.clone()
-        fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
-        for rank in range(1, min(self.n_target_classes, classes - 1) + 1):
-            todo = (~fooled).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
-            # The rank-th most likely class that is not the true one.
+
+        def towards_runner_up(index: int, todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # The (index + 1)-th most likely class that is not the true one.
             ordered = ranking[todo]
             others = ordered[ordered != labels[todo, None]].view(len(todo), classes - 1)
-            target = others[:, rank - 1]
-            adversarial, is_fooled = apgd_run(
+            return apgd_run(
                 model,
                 images[todo],
                 labels[todo],
@@ -254,10 +263,8 @@ class APGDTargeted:
                 norm=self.norm,
                 steps=self.steps,
                 loss_fn=targeted_dlr_loss,
-                targets=target,
+                targets=others[:, index],
                 generator=generator,
             )
-            keep = torch.ones_like(is_fooled) if rank == 1 else is_fooled
-            result[todo[keep]] = adversarial[keep]
-            fooled[todo[is_fooled]] = True
-        return result
+
+        return _first_fooling(images, min(self.n_target_classes, classes - 1), towards_runner_up)
