@@ -24,22 +24,9 @@ from tasks.registry import Registration, register_task
 from tasks.train import train_task, warmup_task
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(layout: Layout, verdict: dict, registration: Registration) -> None:
-    """The Prefect artifacts: the markdown report and the metrics table."""
-    evaluation = read_json(layout.metrics_file("evaluate"))
-    verdict_lines = [f"## Gate: {'passed' if verdict['passed'] else 'FAILED'}", ""]
-    verdict_lines += [f"- {reason}" for reason in verdict["reasons"]]
-    verdict_lines += [
-        "",
-        f"Registered **{registration.name} v{registration.version}** "
-        f"(alias: {registration.alias or 'none'}; {registration.reason}).",
-    ]
-    create_markdown_artifact(
-        key="robustness-report",
-        markdown=layout.report_file.read_text() + "\n" + "\n".join(verdict_lines) + "\n",
-        description="Threat model, per-attack robust accuracy, trust flags and the gate verdict",
-    )
+def metrics_table(evaluation: dict) -> list[dict]:
+    """Rows of the ``robustness-metrics`` artifact: each figure, hardened beside natural.
+    Some attacks run against the hardened model only (transfer from the natural model)."""
     natural = evaluation["natural"]
     rows = [
         {
@@ -57,10 +44,30 @@ def publish_report(layout: Layout, verdict: dict, registration: Registration) ->
         {
             "metric": f"robust_accuracy/{name}",
             "hardened": value,
-            "natural": natural["attacks"][name],
+            "natural": natural["attacks"].get(name),
         }
         for name, value in evaluation["attacks"].items()
     ]
+    return rows
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(layout: Layout, verdict: dict, registration: Registration) -> None:
+    """The Prefect artifacts: the markdown report and the metrics table."""
+    evaluation = read_json(layout.metrics_file("evaluate"))
+    verdict_lines = [f"## Gate: {'passed' if verdict['passed'] else 'FAILED'}", ""]
+    verdict_lines += [f"- {reason}" for reason in verdict["reasons"]]
+    verdict_lines += [
+        "",
+        f"Registered **{registration.name} v{registration.version}** "
+        f"(alias: {registration.alias or 'none'}; {registration.reason}).",
+    ]
+    create_markdown_artifact(
+        key="robustness-report",
+        markdown=layout.report_file.read_text() + "\n" + "\n".join(verdict_lines) + "\n",
+        description="Threat model, per-attack robust accuracy, trust flags and the gate verdict",
+    )
+    rows = metrics_table(evaluation)
     create_table_artifact(
         key="robustness-metrics",
         table=rows,
