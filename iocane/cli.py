@@ -19,10 +19,8 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "iocane")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from iocane.config import load_config
-from iocane.errors import ModelUriError, exit_code_for, report_error
+from iocane.errors import GATE_FAILED, ModelUriError, exit_code_for, report_error
 from iocane.logs import setup_console_logging
-
-GATE_FAILED = 3
 
 
 def _run(args: argparse.Namespace) -> int:

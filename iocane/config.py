@@ -8,8 +8,6 @@ the offending key (``train.eps``) so a user can fix the file without reading cod
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass
@@ -108,11 +106,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def section_hash(self, *sections: str) -> str:
-        """A short stable hash of some sections: what a stage's result depends on."""
-        payload = {name: self.to_dict()[name] for name in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -1,5 +1,6 @@
 """Exit codes and one-line messages for the errors a user can cause.
 
+3 means the gate failed (or a promotion was refused): the model is not good enough yet.
 2 means bad input (params, data, model files, model URIs): fix the named thing and run again.
 1 means anything else; the traceback is printed because it is a bug or an environment problem.
 """
@@ -13,6 +14,7 @@ from iocane.config import ConfigError
 from iocane.modelio import ModelFileError
 from tasks.datasets import DataError
 
+GATE_FAILED = 3
 BAD_INPUT = 2
 OTHER_ERROR = 1
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iocane.config import Config, load_config
-from iocane.errors import exit_code_for, report_error
+from iocane.errors import GATE_FAILED, exit_code_for, report_error
 from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from tasks.data import prepare_data
@@ -21,8 +21,6 @@ from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.registry import run_register
 from tasks.train import run_train, run_warmup
-
-GATE_FAILED = 3
 
 STAGES: dict[str, Callable[[Config, Layout], object]] = {
     "prepare": prepare_data,

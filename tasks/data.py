@@ -180,9 +180,5 @@ def load_prepared(layout: Layout) -> PreparedData:
     return PreparedData(split("train"), split("val"), split("test"), meta)
 
 
-def prepared_fingerprint(layout: Layout) -> str:
-    return read_json(layout.prepared_meta)["fingerprint"]
-
-
 # Caching that follows the data fingerprint is issue 5's; until then every run recomputes.
 prepare_task = task(prepare_data, name="prepare", cache_policy=NO_CACHE)
