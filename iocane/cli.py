@@ -137,13 +137,18 @@ def _review(args: argparse.Namespace) -> int:
 
     name = args.name or load_config(args.params).registry.model_name
     client = MlflowClient(tracking_uri=tracking_uri(Path.cwd()))
+    # search_model_versions leaves aliases empty: the registered model holds the alias map.
+    aliases: dict[str, list[str]] = {}
+    if client.search_registered_models(f"name = '{name}'"):
+        for alias, number in client.get_registered_model(name).aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
     rows = []
     for version in client.search_model_versions(f"name = '{name}'"):
         tags = version.tags
         rows.append(
             {
                 "version": int(version.version),
-                "aliases": ",".join(version.aliases),
+                "aliases": ",".join(sorted(aliases.get(str(version.version), []))),
                 "gate": tags.get("gate", "?"),
                 "clean": tags.get("clean_accuracy"),
                 "robust": tags.get("robust_accuracy"),

@@ -129,7 +129,10 @@ def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[st
     review = _iocane(project, env, "review", "--name", "iocane-test", "--json")
     assert review.returncode == 0, review.stderr[-2000:]
     rows = json.loads(review.stdout)
-    assert [(row["version"], row["gate"]) for row in rows] == [(2, "failed"), (1, "passed")]
+    assert [(row["version"], row["gate"], row["aliases"]) for row in rows] == [
+        (2, "failed", ""),
+        (1, "passed", "champion"),
+    ]
 
 
 def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:
