@@ -64,7 +64,7 @@ def main() -> None:
 
     started = time.perf_counter()
     reference = AutoAttack(model, norm=norm, eps=eps, version="standard", device="cpu", seed=0)
-    adversarial = reference.run_standard_evaluation(images, labels, batch_size=250)
+    adversarial, _ = reference.run_standard_evaluation(images, labels, batch_size=250)
     reference_seconds = time.perf_counter() - started
     with torch.no_grad():
         reference_robust = model(adversarial).argmax(1) == labels
