@@ -209,27 +209,22 @@ def _checkpoint_path(directory: Path, epoch: int) -> Path:
     return directory / f"epoch-{epoch:04d}.pt"
 
 
-def _find_resumable(directory: Path, run_key: str) -> dict | None:
-    """The newest readable checkpoint of this exact run; stale or broken ones are skipped."""
+def _take_resumable(directory: Path, run_key: str) -> dict | None:
+    """The newest checkpoint of this exact run, reading each file once; checkpoints of other
+    runs and unreadable files are deleted so the directory only ever holds one run."""
+    resumable = None
     for path in sorted(directory.glob("epoch-*.pt"), reverse=True):
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            # mmap: tensors are read only if this checkpoint is the one resumed.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # a torn or foreign file must not stop a resume
-            log.warning("skipping unreadable checkpoint %s: %s", path, error)
-            continue
-        if checkpoint.get("run_key") == run_key:
-            return checkpoint
-    return None
-
-
-def _remove_stale_checkpoints(directory: Path, run_key: str) -> None:
-    for path in directory.glob("epoch-*.pt"):
-        try:
-            key = torch.load(path, map_location="cpu", weights_only=True).get("run_key")
-        except Exception:
-            key = None
-        if key != run_key:
+            log.warning("removing unreadable checkpoint %s: %s", path, error)
+            checkpoint = {}
+        if checkpoint.get("run_key") != run_key:
             path.unlink()
+        elif resumable is None:
+            resumable = checkpoint
+    return resumable
 
 
 def _save_checkpoint(path: Path, checkpoint: dict) -> None:
@@ -266,14 +261,13 @@ def fit(
     started = time.perf_counter()
     directory = layout.checkpoint_dir(stage)
     directory.mkdir(parents=True, exist_ok=True)
-    _remove_stale_checkpoints(directory, run_key)
     train, val = data.train.to(device), data.val.to(device)
     optimizer = make_optimizer(model, optim)
     scheduler = make_scheduler(optimizer, optim)
     shuffle = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     start_epoch = 0
-    resumed = _find_resumable(directory, run_key)
+    resumed = _take_resumable(directory, run_key)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
