@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from attacks.apgd import APGD, APGDTargeted
+from attacks.autoattack_reference import AutoAttackReference
 from attacks.cw import CarliniWagnerL2
 from attacks.fgsm import FGSM
 from attacks.pgd import PGD
@@ -26,6 +27,25 @@ CURVE_BUDGETS = {"quick": (100, 10), "standard": (200, 50), "thorough": (500, 10
 # Black-box attacks: the trust checks expect them never to beat the white-box ones.
 BLACK_BOX = frozenset({"square", "transfer"})
 
+# Independent implementations run as a cross-check: the trust checks flag points they break that
+# every one of iocane's own attacks missed.
+REFERENCES = frozenset({"autoattack"})
+
+# (weaker, stronger) pairs on the same loss: more steps and restarts, or a better optimiser of
+# the same cross-entropy, must not raise robust accuracy (Carlini et al. 2019).
+BUDGET_ORDER = (("pgd_short", "pgd"), ("pgd", "apgd_ce"))
+
+
+def _pgd_pair(eps: float, norm: str, steps: int, restarts: int, seed: int) -> dict[str, PGD]:
+    """PGD at the preset's budget and at a fifth of its steps with one restart: the
+    steps-and-restarts monotonicity check compares the two."""
+    return {
+        "pgd_short": PGD(
+            eps=eps, norm=norm, steps=max(2, steps // 5), restarts=1, seed=seed, name="pgd_short"
+        ),
+        "pgd": PGD(eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed),
+    }
+
 
 def build_suite(
     preset: str, norm: str, eps: float, seed: int = 0, surrogate: nn.Module | None = None
@@ -35,13 +55,13 @@ def build_suite(
     if preset == "quick":
         suite = {
             "fgsm": FGSM(eps=eps, norm=norm),
-            "pgd": PGD(eps=eps, norm=norm, steps=10, restarts=1, seed=seed),
+            **_pgd_pair(eps, norm, steps=10, restarts=1, seed=seed),
             "apgd_ce": APGD(eps=eps, norm=norm, steps=20, seed=seed),
         }
     elif preset == "standard":
         suite = {
             "fgsm": FGSM(eps=eps, norm=norm),
-            "pgd": PGD(eps=eps, norm=norm, steps=50, restarts=2, seed=seed),
+            **_pgd_pair(eps, norm, steps=50, restarts=2, seed=seed),
             "apgd_ce": APGD(eps=eps, norm=norm, steps=100, seed=seed),
             "apgd_t": APGDTargeted(eps=eps, norm=norm, steps=100, n_target_classes=3, seed=seed),
             "square": SquareAttack(eps=eps, norm=norm, n_queries=1000, seed=seed),
@@ -49,7 +69,7 @@ def build_suite(
     elif preset == "thorough":
         suite = {
             "fgsm": FGSM(eps=eps, norm=norm),
-            "pgd": PGD(eps=eps, norm=norm, steps=100, restarts=5, seed=seed),
+            **_pgd_pair(eps, norm, steps=100, restarts=5, seed=seed),
             "pgd_margin": PGD(
                 eps=eps,
                 norm=norm,
@@ -63,6 +83,7 @@ def build_suite(
             "apgd_dlr": APGD(eps=eps, norm=norm, steps=100, loss="dlr", seed=seed, name="apgd_dlr"),
             "apgd_t": APGDTargeted(eps=eps, norm=norm, steps=100, n_target_classes=9, seed=seed),
             "square": SquareAttack(eps=eps, norm=norm, n_queries=5000, seed=seed),
+            "autoattack": AutoAttackReference(eps=eps, norm=norm, seed=seed),
         }
     else:
         raise ValueError(f"unknown suite preset {preset!r}; known: {', '.join(PRESETS)}")

@@ -8,7 +8,6 @@ process, and prints one JSON document: both robust accuracies, the points AutoAt
 iocane misses, and the wall-time ratio. Targets (issue 3): iocane's robust accuracy no higher
 than AutoAttack's, at no more than half its time.
 
-    pip install -e ".[bench]"
     .venv/bin/python benchmarks/vs_autoattack.py                        # digits
     .venv/bin/python benchmarks/vs_autoattack.py --set data.dataset=fashion_mnist \\
         --set data.root=/usr/share/datasets/fashion-mnist --set model.name=madry_cnn \\

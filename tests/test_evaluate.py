@@ -8,8 +8,14 @@ import torch
 from torch import nn
 
 from attacks import FGSM, PGD
+from attacks.autoattack_reference import AutoAttackReference
 from attacks.square import SquareAttack
-from tasks.evaluate import comparison_flags, evaluate_robustness
+from tasks.evaluate import (
+    broken_only_by_reference,
+    comparison_flags,
+    cross_check_flags,
+    evaluate_robustness,
+)
 
 
 class Softmaxed(nn.Module):
@@ -53,7 +59,7 @@ def test_honest_model_raises_no_flag_and_reports_the_worst_case(trained_digits_m
     model, images, labels = trained_digits_model
     result = _evaluate(model, images, labels)
     assert result.flags == []
-    assert set(result.per_attack) == {"fgsm", "pgd", "apgd_ce"}
+    assert set(result.per_attack) == {"fgsm", "pgd_short", "pgd", "apgd_ce"}
     assert result.robust_accuracy <= min(result.per_attack.values())
     assert result.robust_accuracy <= result.clean_accuracy
     assert sum(result.robust_per_sample) == round(result.robust_accuracy * len(labels))
@@ -90,7 +96,46 @@ def test_comparison_flags() -> None:
     assert "weaker than single-step" in comparison_flags({"fgsm": 0.4, "pgd": 0.5})[0]
     assert "black-box" in comparison_flags({"fgsm": 0.6, "pgd": 0.5, "square": 0.3})[0]
     assert "black-box attack transfer" in comparison_flags({"pgd": 0.5, "transfer": 0.4})[0]
-    assert "APGD-CE" in comparison_flags({"pgd": 0.5, "apgd_ce": 0.6})[0]
+    assert (
+        "apgd_ce (0.6000) is weaker than pgd" in comparison_flags({"pgd": 0.5, "apgd_ce": 0.6})[0]
+    )
+    # More steps and restarts must not raise robust accuracy, beyond chance.
+    more_steps_help = comparison_flags({"pgd_short": 0.5, "pgd": 0.52}, n_clean_correct=1000)
+    assert "pgd (0.5200) is weaker than pgd_short" in more_steps_help[0]
+    assert comparison_flags({"pgd_short": 0.5, "pgd": 0.505}, n_clean_correct=1000) == []
+    # On 100 points, three samples are within chance.
+    assert comparison_flags({"pgd_short": 0.5, "pgd": 0.52}, n_clean_correct=100) == []
+
+
+def test_cross_check_counts_points_only_the_reference_breaks() -> None:
+    clean = torch.ones(400, dtype=torch.bool)
+    ours = torch.ones(400, dtype=torch.bool)
+    ours[:100] = False
+    reference = ours.clone()
+    assert broken_only_by_reference({"pgd": ours, "autoattack": reference}, clean) == {
+        "autoattack": 0
+    }
+    reference[100:102] = False  # two points, 0.5%: within the noise of random restarts
+    missed = broken_only_by_reference({"pgd": ours, "autoattack": reference}, clean)
+    assert missed == {"autoattack": 2} and cross_check_flags(missed, 400) == []
+    reference[102:110] = False
+    missed = broken_only_by_reference({"pgd": ours, "autoattack": reference}, clean)
+    (flag,) = cross_check_flags(missed, 400)
+    assert "broke 10 of 400" in flag
+
+
+def test_autoattack_cross_check_catches_a_weak_suite(trained_digits_model) -> None:
+    # FGSM alone is far weaker than AutoAttack's APGD-CE on a natural model: the cross-check
+    # must say so, and the worst case must include the reference's points. (AutoAttack's
+    # standard version takes minutes here; its APGD-CE alone takes seconds.)
+    model, images, labels = trained_digits_model
+    images, labels = images[:60], labels[:60]
+    reference = AutoAttackReference(eps=0.1, version="custom", attacks=("apgd-ce",))
+    suite = {"fgsm": FGSM(eps=0.1), "autoattack": reference}
+    result = _evaluate(model, images, labels, attacks=suite)
+    assert any("independent reference autoattack" in flag for flag in result.flags)
+    assert result.robust_accuracy <= result.per_attack["autoattack"] < result.per_attack["fgsm"]
+    assert result.broken_only_by_reference["autoattack"] > 0
 
 
 def test_unknown_preset_and_norm_fail_before_work(trained_digits_model) -> None:
