@@ -1,10 +1,11 @@
 """Attack suites: the presets ``quick``, ``standard`` and ``thorough``.
 
 A preset is a list of attacks, in order, at the evaluation's threat model. ``standard`` is the
-default for promotion: it runs the attacks of AutoAttack's standard ensemble that iocane has
-(APGD-CE, APGD-T, Square; FAB-T is not built yet) with fewer targets and queries, plus FGSM and
-PGD as the references the trust checks compare against. ``thorough`` runs them at AutoAttack's
-budgets and more restarts. ``quick`` is for CI and development loops, not for promotion.
+default for promotion: it runs the attacks of AutoAttack's standard ensemble (APGD-CE, APGD-T,
+FAB-T, Square) with fewer targets and queries, plus FGSM and PGD as the references the trust
+checks compare against. ``thorough`` runs them at AutoAttack's budgets and more restarts, and
+AutoAttack's own implementation beside them as an independent cross-check. ``quick`` is for CI
+and development loops, not for promotion.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from attacks.apgd import APGD, APGDTargeted
 from attacks.autoattack_reference import AutoAttackReference
 from attacks.cw import CarliniWagnerL2
+from attacks.fab import FABTargeted
 from attacks.fgsm import FGSM
 from attacks.pgd import PGD
 from attacks.square import SquareAttack
@@ -64,6 +66,7 @@ def build_suite(
             **_pgd_pair(eps, norm, steps=50, restarts=2, seed=seed),
             "apgd_ce": APGD(eps=eps, norm=norm, steps=100, seed=seed),
             "apgd_t": APGDTargeted(eps=eps, norm=norm, steps=100, n_target_classes=3, seed=seed),
+            "fab_t": FABTargeted(eps=eps, norm=norm, steps=100, n_target_classes=3, seed=seed),
             "square": SquareAttack(eps=eps, norm=norm, n_queries=1000, seed=seed),
         }
     elif preset == "thorough":
@@ -82,16 +85,15 @@ def build_suite(
             "apgd_ce": APGD(eps=eps, norm=norm, steps=100, restarts=5, seed=seed),
             "apgd_dlr": APGD(eps=eps, norm=norm, steps=100, loss="dlr", seed=seed, name="apgd_dlr"),
             "apgd_t": APGDTargeted(eps=eps, norm=norm, steps=100, n_target_classes=9, seed=seed),
+            "fab_t": FABTargeted(eps=eps, norm=norm, steps=100, n_target_classes=9, seed=seed),
             "square": SquareAttack(eps=eps, norm=norm, n_queries=5000, seed=seed),
             "autoattack": AutoAttackReference(eps=eps, norm=norm, seed=seed),
         }
     else:
         raise ValueError(f"unknown suite preset {preset!r}; known: {', '.join(PRESETS)}")
-    if norm != "Linf":
-        suite.pop("square", None)  # the Square attack's L2 variant is not built yet
-        if preset != "quick":  # C&W is an L2 attack: it joins the L2 suites
-            search_steps, steps = (9, 200) if preset == "thorough" else (5, 100)
-            suite["cw_l2"] = CarliniWagnerL2(eps=eps, steps=steps, search_steps=search_steps)
+    if norm != "Linf" and preset != "quick":  # C&W is an L2 attack: it joins the L2 suites
+        search_steps, steps = (9, 200) if preset == "thorough" else (5, 100)
+        suite["cw_l2"] = CarliniWagnerL2(eps=eps, steps=steps, search_steps=search_steps)
     if surrogate is not None and preset != "quick":
         steps = 100 if preset == "thorough" else 50
         suite["transfer"] = TransferAttack(

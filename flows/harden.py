@@ -8,10 +8,15 @@ so no tensor ever passes through Prefect. A failed gate still registers the vers
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from iocane.config import Config, load_config
@@ -51,9 +56,23 @@ def metrics_table(evaluation: dict) -> list[dict]:
     return rows
 
 
+def png_data_url(path: Path) -> str:
+    """A PNG as a ``data:`` URL. Prefect image artifacts are URLs; a data URL needs no server
+    that the Prefect UI's browser can reach, and the artifact outlives the run's local files."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def inline_images(markdown: str, layout: Layout) -> str:
+    """The report with its relative plot links (right beside the files, in git and MLflow)
+    replaced by data URLs, so the Prefect UI shows the images."""
+    for plot in (layout.curves_plot, layout.examples_plot):
+        markdown = markdown.replace(f"](../plots/{plot.name})", f"]({png_data_url(plot)})")
+    return markdown
+
+
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish_report(layout: Layout, verdict: dict, registration: Registration) -> None:
-    """The Prefect artifacts: the markdown report and the metrics table."""
+    """The Prefect artifacts: the markdown report, the metrics table and the two figures."""
     evaluation = read_json(layout.metrics_file("evaluate"))
     verdict_lines = [f"## Gate: {'passed' if verdict['passed'] else 'FAILED'}", ""]
     verdict_lines += [f"- {reason}" for reason in verdict["reasons"]]
@@ -64,7 +83,10 @@ def publish_report(layout: Layout, verdict: dict, registration: Registration) ->
     ]
     create_markdown_artifact(
         key="robustness-report",
-        markdown=layout.report_file.read_text() + "\n" + "\n".join(verdict_lines) + "\n",
+        markdown=inline_images(layout.report_file.read_text(), layout)
+        + "\n"
+        + "\n".join(verdict_lines)
+        + "\n",
         description="Threat model, per-attack robust accuracy, trust flags and the gate verdict",
     )
     rows = metrics_table(evaluation)
@@ -73,6 +95,16 @@ def publish_report(layout: Layout, verdict: dict, registration: Registration) ->
         table=rows,
         description=f"{evaluation['threat_model']} eps {evaluation['eps']:g}, "
         f"{evaluation['n_samples']} test images",
+    )
+    create_image_artifact(
+        image_url=png_data_url(layout.curves_plot),
+        key="robustness-curves",
+        description="Accuracy against perturbation size, Linf and L2, hardened and natural model",
+    )
+    create_image_artifact(
+        image_url=png_data_url(layout.examples_plot),
+        key="adversarial-examples",
+        description="Clean and attacked test images with the hardened model's predictions",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -59,6 +60,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
         result = harden(params_path=str(params), project_root=str(project))
         report = Artifact.get("robustness-report")
         table = Artifact.get("robustness-metrics")
+        figures = [Artifact.get(key) for key in ("robustness-curves", "adversarial-examples")]
 
     assert result["gate"] == "passed" and result["alias"] == "champion"
     evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
@@ -100,6 +102,13 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert report is not None and "Robustness report" in report.data
     assert "Gate: passed" in report.data
     assert table is not None and "robust_accuracy" in str(table.data)
+    # The figures travel inside the artifacts: the Prefect UI needs no access to local files.
+    assert "](../plots/" not in report.data and "](data:image/png;base64," in report.data
+    for figure in figures:
+        assert figure is not None and figure.type == "image"
+        assert figure.data.startswith("data:image/png;base64,")
+        png = base64.b64decode(figure.data.split(",", 1)[1])
+        assert png.startswith(b"\x89PNG")
 
     checkpoint_dir = project / "checkpoints" / "train"
     import torch
