@@ -17,6 +17,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "iocane")
 # The temporary Prefect server gets 20 s to start by default: too little on a loaded laptop.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# Against a tracking server MLflow prints "View run ... at" links on stdout when a run ends;
+# stdout carries the commands' JSON result, so they are left out.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# `iocane evaluate` logs outside any flow run: no warning per line about the missing run.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from iocane.config import load_config
 from iocane.errors import GATE_FAILED, ModelUriError, exit_code_for, report_error
@@ -129,60 +134,56 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _review(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _registry_client(name: str | None, params: str):
     from mlflow import MlflowClient
 
     from tasks.registry import tracking_uri
 
-    name = args.name or load_config(args.params).registry.model_name
-    client = MlflowClient(tracking_uri=tracking_uri(Path.cwd()))
-    # search_model_versions leaves aliases empty: the registered model holds the alias map.
-    aliases: dict[str, list[str]] = {}
-    if client.search_registered_models(f"name = '{name}'"):
-        for alias, number in client.get_registered_model(name).aliases.items():
-            aliases.setdefault(str(number), []).append(alias)
-    rows = []
-    for version in client.search_model_versions(f"name = '{name}'"):
-        tags = version.tags
-        rows.append(
-            {
-                "version": int(version.version),
-                "aliases": ",".join(sorted(aliases.get(str(version.version), []))),
-                "gate": tags.get("gate", "?"),
-                "clean": tags.get("clean_accuracy"),
-                "robust": tags.get("robust_accuracy"),
-                "threat": tags.get("threat_model"),
-                "eps": tags.get("eps"),
-                "data": tags.get("data_fingerprint", "")[:12],
-                "created": pd.Timestamp(version.creation_timestamp, unit="ms").strftime(
-                    "%Y-%m-%d %H:%M"
-                ),
-            }
-        )
-    rows.sort(key=lambda row: row["version"], reverse=True)
+    uri = tracking_uri(Path.cwd())
+    return MlflowClient(tracking_uri=uri), uri, name or load_config(params).registry.model_name
+
+
+def _review(args: argparse.Namespace) -> int:
+    """The registry as a table, and champion against challenger with the deltas."""
+    import pandas as pd
+
+    from tasks.review import champion_vs_challenger, version_rows
+
+    client, _, name = _registry_client(args.name, args.params)
+    rows = version_rows(client, name)
+    comparison = champion_vs_challenger(client, name)
     if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not rows:
+        print(json.dumps({"model": name, "versions": rows, "comparison": comparison}, indent=2))
+        return 0
+    if not rows:
         print(f"no versions of {name} in the registry")
-    else:
-        print(pd.DataFrame(rows).to_string(index=False))
+        return 0
+    print(f"{name}: {len(rows)} version(s)\n")
+    print(pd.DataFrame(rows).drop(columns=["alias_reason"]).to_string(index=False))
+    print()
+    print(comparison["summary"])
+    if comparison["metrics"]:
+        table = pd.DataFrame(comparison["metrics"]).set_index("metric")
+        table["delta"] = table["delta"].map(lambda delta: "" if pd.isna(delta) else f"{delta:+.4f}")
+        print(table.to_string(float_format=lambda value: f"{value:.4f}"))
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
-    client, version = _client_and_version(f"models:/{args.name}/{args.version}")
-    gate = version.tags.get("gate")
-    flags = version.tags.get("trust_flags", "0")
-    if gate != "passed" or flags != "0":
-        print(
-            f"refused: {args.name} v{args.version} has gate={gate or 'missing'} and "
-            f"{flags} trust flag(s); only a version that passed the gate can be champion",
-            file=sys.stderr,
-        )
+    from tasks.registry import PromotionRefused, promote, rollback
+
+    client, uri, _ = _registry_client(args.name, "params.yaml")
+    reason = args.reason or ("rollback" if args.rollback else "promoted by hand")
+    try:
+        if args.rollback:
+            message = rollback(client, uri, args.name, reason)
+        else:
+            _client_and_version(f"models:/{args.name}/{args.version}")  # exists, or exit 2
+            message = promote(client, uri, args.name, args.version, reason)
+    except PromotionRefused as refusal:
+        print(str(refusal), file=sys.stderr)
         return GATE_FAILED
-    client.set_registered_model_alias(args.name, "champion", args.version)
-    print(f"{args.name} v{args.version} is now champion")
+    print(message)
     return 0
 
 
@@ -226,9 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     review = with_params(commands.add_parser("review", help="the registry as a table"))
     review.add_argument("--name", help="registered model name (default: registry.model_name)")
     review.add_argument("--json", action="store_true", help="machine-readable output")
-    promote = commands.add_parser("promote", help="make a version champion (gate enforced)")
-    promote.add_argument("--name", required=True)
-    promote.add_argument("--version", required=True)
+    promote = commands.add_parser(
+        "promote", help="make a version champion (gate enforced), or --rollback"
+    )
+    promote.add_argument("--name", required=True, help="registered model name")
+    target = promote.add_mutually_exclusive_group(required=True)
+    target.add_argument("--version", help="the version to make champion")
+    target.add_argument(
+        "--rollback", action="store_true", help="return champion to the version before it"
+    )
+    promote.add_argument("--reason", help="why: recorded on the version with who and when")
     serve = with_params(commands.add_parser("serve", help="serve the harden flow on a schedule"))
     serve.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * 1"')
     return parser

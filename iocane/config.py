@@ -91,6 +91,8 @@ class GateConfig:
 @dataclass(frozen=True)
 class RegistryConfig:
     model_name: str
+    # How much clean accuracy a new champion may give up against the current one.
+    max_clean_regression: float
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,7 @@ def _require(condition: bool, key: str, message: str) -> None:
 def validate(config: Config) -> None:
     """Range and consistency checks that the types alone cannot express."""
     data, train, evaluate, gate = config.data, config.train, config.evaluate, config.gate
+    registry = config.registry
     _require(config.seed >= 0, "seed", "must be >= 0")
     _require(0.0 < data.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
     _require(0.0 < data.test_fraction < 0.5, "data.test_fraction", "must be in (0, 0.5)")
@@ -261,3 +264,8 @@ def validate(config: Config) -> None:
     _require(evaluate.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
     for key in ("min_clean_accuracy", "max_clean_drop", "min_robust_accuracy"):
         _require(0 <= getattr(gate, key) <= 1, f"gate.{key}", "must be in [0, 1]")
+    _require(
+        0 <= registry.max_clean_regression <= 1,
+        "registry.max_clean_regression",
+        "must be in [0, 1]",
+    )

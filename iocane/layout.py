@@ -60,3 +60,7 @@ class Layout:
     @property
     def registration_file(self) -> Path:
         return self.root / "reports" / "registration.json"
+
+    @property
+    def model_card_file(self) -> Path:
+        return self.root / "reports" / "model_card.md"

@@ -7,6 +7,7 @@ A model file holds the architecture spec and a state_dict, nothing else, and is 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -37,11 +38,21 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     except FileNotFoundError:
         raise ModelFileError(f"model file {path} is missing") from None
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        raise ModelFileError(f"model file {path} cannot be loaded safely: {error}") from None
+        # torch's message runs to many lines of advice (including weights_only=False): keep the
+        # part that says what the file tried to import.
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"it imports {unsafe.group(1)}" if unsafe else str(error).strip().splitlines()[0]
+        raise ModelFileError(
+            f"model file {path} cannot be loaded safely: {what}; iocane reads only files "
+            "written by save_model (an architecture spec and a state_dict)"
+        ) from None
     if not isinstance(payload, dict) or not {"spec", "state_dict"} <= set(payload):
         raise ModelFileError(f"model file {path} is not an iocane model (no spec/state_dict)")
-    spec = ModelSpec.from_dict(payload["spec"])
-    model = build_model(spec)
+    try:
+        spec = ModelSpec.from_dict(payload["spec"])
+        model = build_model(spec)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"model file {path} has an invalid spec: {error}") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +29,24 @@ from tasks.datasets import DataError, RawDataset, load_raw_dataset
 log = logging.getLogger("iocane")
 
 SPLITS = ("train", "val", "test")
+
+
+def dvc_directory_hash(directory: Path) -> str:
+    """The version DVC records for a directory output in ``dvc.lock`` (``<md5>.dir``): the md5
+    of the sorted JSON listing of its files' md5s. Tagged on registered versions so a reviewer
+    can find the data in DVC's cache or remote, whether the run was a flow or ``dvc repro``."""
+    files = [path for path in directory.rglob("*") if path.is_file()]
+    entries = sorted(
+        (
+            {
+                "md5": hashlib.md5(path.read_bytes()).hexdigest(),
+                "relpath": path.relative_to(directory).as_posix(),
+            }
+            for path in files
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
 @dataclass(frozen=True)

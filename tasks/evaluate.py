@@ -289,6 +289,16 @@ def suite_from_config(config: Config, surrogate: nn.Module | None = None) -> dic
     )
 
 
+def guarantee(robust_accuracy: float, norm: str, eps: float, attacks: list[str]) -> str:
+    """The empirical statement a robust accuracy supports, and no more."""
+    return (
+        f"Empirically, the hardened model keeps an accuracy of at least "
+        f"**{robust_accuracy:.1%}** against every attack in this suite for any {norm} "
+        f"perturbation up to eps = {eps:g} (per-sample worst case over {', '.join(attacks)}). "
+        "This is an upper bound on true robustness, not a certificate."
+    )
+
+
 def render_report(evaluation: dict) -> str:
     """The markdown robustness report (also the Prefect artifact ``robustness-report``)."""
     hardened, natural = evaluation["hardened"], evaluation["natural"]
@@ -314,11 +324,7 @@ def render_report(evaluation: dict) -> str:
         )
     lines += [
         "",
-        f"Empirically, the hardened model keeps an accuracy of at least "
-        f"**{hardened['robust_accuracy']:.1%}** against every attack in this suite for any "
-        f"{norm} perturbation up to eps = {eps:g} (per-sample worst case over "
-        f"{', '.join(hardened['per_attack'])}). This is an upper bound on true robustness, "
-        "not a certificate.",
+        guarantee(hardened["robust_accuracy"], norm, eps, list(hardened["per_attack"])),
         "",
         "## Evaluation trust",
         "",
@@ -428,7 +434,10 @@ def evaluate_and_report(
     curves = {}
     for curve_norm, grid in grids.items():
         log.info(
-            "accuracy-vs-eps curve, %s, %d images, APGD-CE %d steps", curve_norm, samples, steps
+            "accuracy-vs-eps curve, %s, %d images, APGD-CE %d steps",
+            curve_norm,
+            len(subset_labels),
+            steps,
         )
         curves[curve_norm] = {"eps": grid}
         for label, model in models.items():

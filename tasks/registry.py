@@ -1,22 +1,29 @@
 """MLflow: one run with the whole evidence, a registered version with its tags, and the alias.
 
 One MLflow run per hardening run, its figures under clear stage prefixes (``warmup/``,
-``train/``, ``natural/``, ``robust_accuracy/``): one place for a reviewer to read everything,
-and the same run whether the pipeline ran as a Prefect flow or as ``dvc repro``. The model is
-logged as ``pt2`` (torch.export, free of pickle) and as a weights-only ``state_dict``.
+``train/``, ``natural/``, ``robust_accuracy/``) rather than nested runs per stage: one place
+for a reviewer to read everything, one run id to link from the version, and the same run whether
+the pipeline ran as a Prefect flow or as ``dvc repro`` (where each stage is its own process). The
+model is logged as ``pt2`` (torch.export; MLflow loads it with torch's restricted unpickler) and
+as a weights-only ``state_dict``, which is what iocane's own loaders read.
 
-Promotion: a version whose gate passed becomes ``champion`` when no champion exists or when it is
-at least as robust (worst case) as the champion under the same threat model and eps; otherwise
-``challenger``. A failed gate registers the version tagged ``gate=failed`` and moves no alias.
+Aliases follow ``tasks.promotion``: a passing version becomes ``champion`` when it beats the
+champion under the same threat model, else ``challenger``; a failed gate moves no alias. Every
+move of ``champion`` (on registration, by ``iocane promote``, by a rollback) is recorded: who,
+when and why as tags on the version, and the stack of champions as a tag on the registered
+model, so a rollback restores the one before. Alias decisions run under a lock, so two flows
+registering at once cannot both claim ``champion``.
 """
 
 from __future__ import annotations
 
 import csv
+import getpass
+import json
 import logging
-import math
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,13 +35,29 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from iocane.config import Config
-from iocane.files import read_json, write_json
+from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
+from iocane.locks import exclusive_lock, registry_lock_path
 from iocane.modelio import load_model
+from tasks.data import dvc_directory_hash
+from tasks.model_card import as_description, render_model_card
+from tasks.promotion import (
+    CHALLENGER,
+    CHAMPION,
+    Decision,
+    Evidence,
+    alias_for_new_version,
+    promotion_refusal,
+)
 
 log = logging.getLogger("iocane")
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+# Registered-model tag: the versions that held `champion`, oldest first (a rollback pops it).
+CHAMPION_STACK = "champion_stack"
+
+
+class PromotionRefused(Exception):
+    """A promotion or rollback the registry's rules do not allow; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -90,133 +113,244 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         ]
 
 
-def choose_alias(
-    client: MlflowClient, name: str, passed: bool, norm: str, eps: float, robust: float
-) -> tuple[str | None, str]:
-    """Which alias a new version earns, and why."""
-    if not passed:
-        return None, "gate failed: nothing promoted"
+# --- aliases -------------------------------------------------------------------------------
+
+
+def current_evidence(client: MlflowClient, name: str, alias: str) -> Evidence | None:
+    """The evidence of the version holding ``alias``, or None when no version does."""
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
+        version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
-        return CHAMPION, "first version to pass the gate"
-    tags = champion.tags
-    if tags.get("threat_model") != norm or not math.isclose(float(tags.get("eps", "nan")), eps):
-        return CHALLENGER, (
-            f"champion v{champion.version} was judged under {tags.get('threat_model')} eps "
-            f"{tags.get('eps')}, this version under {norm} eps {eps:g}: not compared"
+        return None
+    return Evidence.from_tags(version.version, version.tags)
+
+
+def champion_stack(client: MlflowClient, name: str) -> list[str]:
+    """The versions that held ``champion``, oldest first."""
+    return json.loads(client.get_registered_model(name).tags.get(CHAMPION_STACK, "[]"))
+
+
+def _who() -> str:
+    try:
+        return os.environ.get("IOCANE_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        return "unknown"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _crown(client: MlflowClient, name: str, version: str, action: str, reason: str) -> None:
+    """Move ``champion`` to ``version`` and record who, when and why. Under the registry lock.
+    MLflow moves an alias in one call: a reader sees the old champion or the new one."""
+    stack = champion_stack(client, name)
+    if action == "rollback":
+        stack.pop()
+    else:
+        stack.append(version)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_tag(name, CHAMPION_STACK, json.dumps(stack[-100:]))
+    for key, value in {
+        "champion_action": action,
+        "champion_by": _who(),
+        "champion_at": _now(),
+        "champion_reason": reason,
+    }.items():
+        client.set_model_version_tag(name, version, key, value)
+    challenger = current_evidence(client, name, CHALLENGER)
+    if challenger is not None and challenger.version == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def assign_alias(
+    client: MlflowClient, uri: str, name: str, version: str, max_clean_regression: float
+) -> Decision:
+    """Set the alias a new version earns (``tasks.promotion``), under the registry lock."""
+    with exclusive_lock(registry_lock_path(uri)):
+        candidate = Evidence.from_tags(version, client.get_model_version(name, version).tags)
+        decision = alias_for_new_version(
+            candidate, current_evidence(client, name, CHAMPION), max_clean_regression
         )
-    champion_robust = float(tags["robust_accuracy"])
-    if robust >= champion_robust:
-        return CHAMPION, (
-            f"robust accuracy {robust:.4f} >= champion v{champion.version}'s {champion_robust:.4f}"
-        )
-    return CHALLENGER, (
-        f"robust accuracy {robust:.4f} < champion v{champion.version}'s {champion_robust:.4f}"
+        if decision.alias == CHAMPION:
+            _crown(client, name, version, "registered", decision.reason)
+        elif decision.alias == CHALLENGER:
+            client.set_registered_model_alias(name, CHALLENGER, version)
+        client.set_model_version_tag(name, version, "alias_reason", decision.reason)
+    return decision
+
+
+def promote(client: MlflowClient, uri: str, name: str, version: str, reason: str) -> str:
+    """A reviewer makes ``version`` champion. Re-reads its gate evidence and raises
+    ``PromotionRefused`` for a failed, flagged or incomparable version."""
+    with exclusive_lock(registry_lock_path(uri)):
+        candidate = Evidence.from_tags(version, client.get_model_version(name, version).tags)
+        champion = current_evidence(client, name, CHAMPION)
+        refusal = promotion_refusal(candidate, champion)
+        if refusal:
+            raise PromotionRefused(f"refused: {refusal}")
+        if champion is not None and champion.version == candidate.version:
+            return f"{name} v{version} is already champion"
+        _crown(client, name, candidate.version, "promoted", reason)
+    was = f" (was v{champion.version})" if champion else ""
+    return f"{name} v{candidate.version} is now champion{was}"
+
+
+def rollback(client: MlflowClient, uri: str, name: str, reason: str) -> str:
+    """Return ``champion`` to the version that held it before the current one."""
+    with exclusive_lock(registry_lock_path(uri)):
+        champion = current_evidence(client, name, CHAMPION)
+        if champion is None:
+            raise PromotionRefused(f"refused: {name} has no champion to roll back")
+        stack = champion_stack(client, name)
+        if not stack or stack[-1] != champion.version:
+            # `champion` was moved outside iocane (in the MLflow UI): count it as the newest.
+            stack.append(champion.version)
+            client.set_registered_model_tag(name, CHAMPION_STACK, json.dumps(stack))
+        if len(stack) < 2:
+            raise PromotionRefused(
+                f"refused: v{champion.version} is the first champion of {name}; there is no "
+                "earlier one to return to"
+            )
+        previous = stack[-2]
+        _crown(client, name, previous, "rollback", reason)
+        for key, value in {
+            "demoted_at": _now(),
+            "demoted_by": _who(),
+            "demoted_reason": reason,
+        }.items():
+            client.set_model_version_tag(name, champion.version, key, value)
+    return f"{name}: champion rolled back from v{champion.version} to v{previous}"
+
+
+# --- the register stage --------------------------------------------------------------------
+
+
+def _log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: dict) -> None:
+    """Params, per-epoch and final metrics, and the files, into the active run."""
+    mlflow.log_params(flatten(config.to_dict()))
+    for stage in ("warmup", "train"):
+        for row in _read_history(layout.history_file(stage)):
+            step = int(row.pop("epoch"))
+            mlflow.log_metrics({f"{stage}/{key}": value for key, value in row.items()}, step)
+    final = {
+        "clean_accuracy": evaluation["clean_accuracy"],
+        "robust_accuracy": evaluation["robust_accuracy"],
+        "natural/clean_accuracy": evaluation["natural"]["clean_accuracy"],
+        "natural/robust_accuracy": evaluation["natural"]["robust_accuracy"],
+        "clean_drop": verdict["clean_drop"],
+        "trust_flags": len(evaluation["flags"]),
+        "gate_passed": float(verdict["passed"]),
+    }
+    final.update({f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()})
+    final.update(
+        {f"natural/robust_accuracy/{k}": v for k, v in evaluation["natural"]["attacks"].items()}
     )
+    mlflow.log_metrics(final)
+    for stage in ("warmup", "train", "evaluate", "gate"):
+        mlflow.log_artifact(str(layout.metrics_file(stage)), "metrics")
+    for path in (
+        layout.history_file("warmup"),
+        layout.history_file("train"),
+        layout.curves_file,
+        layout.curves_plot,
+        layout.examples_plot,
+    ):
+        mlflow.log_artifact(str(path), "plots")
+    mlflow.log_artifact(str(layout.report_file), "reports")
+    mlflow.log_artifact(str(layout.prepared_meta), "data")
+    mlflow.log_artifact(str(layout.model_file("train")), "weights")
+    # The natural baseline too: `iocane evaluate` re-runs the comparison and the transfer
+    # attack from it.
+    mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
 
 
 def run_register(config: Config, layout: Layout) -> Registration:
-    """The ``register`` stage: log the evidence to MLflow, register a version, set its alias."""
+    """The ``register`` stage: log the evidence to MLflow, register a version with its tags and
+    model card, set its alias."""
     evaluation = read_json(layout.metrics_file("evaluate"))
     verdict = read_json(layout.metrics_file("gate"))
     meta = read_json(layout.prepared_meta)
     model, spec = load_model(layout.model_file("train"))
     gate = "passed" if verdict["passed"] else "failed"
     name = config.registry.model_name
-    commit = git_commit(layout.root)
+    uri = tracking_uri(layout.root)
+    provenance = {
+        "data_fingerprint": meta["fingerprint"],
+        "dvc_data_version": dvc_directory_hash(layout.prepared_dir),
+        "dataset": meta["dataset"],
+        "git_commit": git_commit(layout.root),
+        "suite_preset": evaluation["preset"],
+    }
 
-    mlflow.set_tracking_uri(tracking_uri(layout.root))
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(name)
     client = MlflowClient()
     with mlflow.start_run(run_name=f"harden-{config.train.norm}-eps{config.train.eps:g}") as run:
-        mlflow.log_params(flatten(config.to_dict()))
         mlflow.set_tags(
             {
-                "data_fingerprint": meta["fingerprint"],
-                "dataset": meta["dataset"],
-                "git_commit": commit,
+                **provenance,
                 "gate": gate,
                 "threat_model": config.train.norm,
                 "eps": str(config.train.eps),
             }
         )
-        for stage in ("warmup", "train"):
-            for row in _read_history(layout.history_file(stage)):
-                step = int(row.pop("epoch"))
-                mlflow.log_metrics({f"{stage}/{key}": value for key, value in row.items()}, step)
-        final = {
-            "clean_accuracy": evaluation["clean_accuracy"],
-            "robust_accuracy": evaluation["robust_accuracy"],
-            "natural/clean_accuracy": evaluation["natural"]["clean_accuracy"],
-            "natural/robust_accuracy": evaluation["natural"]["robust_accuracy"],
-            "clean_drop": verdict["clean_drop"],
-            "trust_flags": len(evaluation["flags"]),
-            "gate_passed": float(verdict["passed"]),
-        }
-        final.update({f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()})
-        mlflow.log_metrics(final)
-        for path in (
-            layout.metrics_file("warmup"),
-            layout.metrics_file("train"),
-            layout.metrics_file("evaluate"),
-            layout.metrics_file("gate"),
-        ):
-            mlflow.log_artifact(str(path), "metrics")
-        for path in (
-            layout.history_file("warmup"),
-            layout.history_file("train"),
-            layout.curves_file,
-            layout.curves_plot,
-            layout.examples_plot,
-        ):
-            mlflow.log_artifact(str(path), "plots")
-        mlflow.log_artifact(str(layout.report_file), "reports")
-        mlflow.log_artifact(str(layout.prepared_meta), "data")
-        mlflow.log_artifact(str(layout.model_file("train")), "weights")
-        # The natural baseline too: `iocane evaluate` re-runs the comparison and the transfer
-        # attack from it.
-        mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
+        _log_run_evidence(config, layout, evaluation, verdict)
         example = np.zeros((2, spec.in_channels, spec.image_size, spec.image_size), np.float32)
         model_info = mlflow.pytorch.log_model(
             model, name="model", input_example=example, serialization_format="pt2"
         )
-        version = mlflow.register_model(model_info.model_uri, name).version
+        version = str(mlflow.register_model(model_info.model_uri, name).version)
+        links = {
+            f"{key}_uri": f"runs:/{run.info.run_id}/{path}"
+            for key, path in {
+                "report": "reports/robustness.md",
+                "model_card": "reports/model_card.md",
+                "curves": "plots/robustness_curves.png",
+                "examples": "plots/adversarial_examples.png",
+            }.items()
+        }
+        card = render_model_card(
+            config,
+            evaluation,
+            verdict,
+            meta,
+            {**provenance, "mlflow_run": run.info.run_id},
+            title=f"{name} v{version}",
+        )
+        write_text(layout.model_card_file, card)
+        mlflow.log_artifact(str(layout.model_card_file), "reports")
+        client.update_model_version(
+            name, version, description=as_description(card, links["model_card_uri"])
+        )
         tags = {
+            **provenance,
+            **links,
             "gate": gate,
             "threat_model": config.train.norm,
             "eps": str(config.train.eps),
             "clean_accuracy": f"{evaluation['clean_accuracy']:.6f}",
             "robust_accuracy": f"{evaluation['robust_accuracy']:.6f}",
             "natural_clean_accuracy": f"{evaluation['natural']['clean_accuracy']:.6f}",
-            "data_fingerprint": meta["fingerprint"],
-            "dataset": meta["dataset"],
-            "git_commit": commit,
             "trust_flags": str(len(evaluation["flags"])),
             "run_id": run.info.run_id,
+            "params": json.dumps(config.to_dict(), separators=(",", ":")),
         }
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-        alias, reason = choose_alias(
-            client,
-            name,
-            verdict["passed"],
-            config.train.norm,
-            config.train.eps,
-            evaluation["robust_accuracy"],
-        )
-        if alias is not None:
-            client.set_registered_model_alias(name, alias, version)
+        decision = assign_alias(client, uri, name, version, config.registry.max_clean_regression)
         mlflow.set_tag("registered_version", f"{name}/{version}")
-    registration = Registration(name, str(version), alias, run.info.run_id, gate, reason)
+    registration = Registration(
+        name, version, decision.alias, run.info.run_id, gate, decision.reason
+    )
     write_json(layout.registration_file, asdict(registration))
     log.info(
         "registered %s version %s (gate %s) -> %s: %s",
         name,
         version,
         gate,
-        alias or "no alias",
-        reason,
+        decision.alias or "no alias",
+        decision.reason,
     )
     return registration
 

@@ -78,7 +78,7 @@ def test_stage_outputs_match_the_layout() -> None:
         str(layout.examples_plot),
     } <= declared("evaluate")
     assert str(layout.metrics_file("gate")) in declared("gate")
-    assert str(layout.registration_file) in declared("register")
+    assert {str(layout.registration_file), str(layout.model_card_file)} <= declared("register")
     for name, stage in stages.items():
         module = {"prepare": "data", "gate": "gate", "register": "registry"}.get(name, name)
         module = {"warmup": "train"}.get(module, module)
@@ -93,6 +93,12 @@ def test_dvc_repro_runs_every_stage_and_registers(dvc_project) -> None:
         assert f"Running stage '{stage}'" in completed.stdout
     registration = json.loads((project / "reports" / "registration.json").read_text())
     assert registration["gate"] == "passed" and registration["alias"] == "champion"
+    # The version names the data as DVC versions it: the prepare output's hash in dvc.lock.
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    (prepared,) = lock["stages"]["prepare"]["outs"]
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version(registration["name"], registration["version"])
+    assert version.tags["dvc_data_version"] == prepared["md5"]
     metrics = _dvc(project, env, "metrics", "show", "--json")
     assert metrics.returncode == 0 and "robust_accuracy" in metrics.stdout
 

@@ -85,6 +85,14 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert tags["gate"] == "passed" and tags["threat_model"] == "Linf"
     assert float(tags["robust_accuracy"]) == pytest.approx(evaluation["robust_accuracy"], abs=1e-6)
     assert tags["data_fingerprint"] == result["data_fingerprint"]
+    assert tags["suite_preset"] == "quick" and tags["dvc_data_version"].endswith(".dir")
+    assert json.loads(tags["params"])["train"]["eps"] == 0.1
+    assert tags["model_card_uri"] == f"runs:/{version.run_id}/reports/model_card.md"
+    assert tags["champion_action"] == "registered" and tags["champion_by"]
+    # The model card is the version's description, and an artifact of its run.
+    assert version.description.startswith("# Model card: iocane-test v1")
+    for section in ("Intended use", "Threat model", "Training recipe", "Known limits"):
+        assert f"## {section}" in version.description
 
     run = client.get_run(version.run_id)
     assert run.data.metrics["robust_accuracy"] == pytest.approx(evaluation["robust_accuracy"])
@@ -93,6 +101,8 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert [point.step for point in history] == [1, 2]
     artifacts = {item.path for item in client.list_artifacts(version.run_id)}
     assert {"metrics", "plots", "reports", "weights", "data"} <= artifacts
+    reports = {item.path for item in client.list_artifacts(version.run_id, "reports")}
+    assert {"reports/robustness.md", "reports/model_card.md"} <= reports
     plots = {item.path for item in client.list_artifacts(version.run_id, "plots")}
     assert {"plots/robustness_curves.png", "plots/adversarial_examples.png"} <= plots
     curves = json.loads((project / "plots" / "robustness_curves.json").read_text())
@@ -137,11 +147,16 @@ def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[st
 
     review = _iocane(project, env, "review", "--name", "iocane-test", "--json")
     assert review.returncode == 0, review.stderr[-2000:]
-    rows = json.loads(review.stdout)
+    rows = json.loads(review.stdout)["versions"]
     assert [(row["version"], row["gate"], row["aliases"]) for row in rows] == [
         (2, "failed", ""),
         (1, "passed", "champion"),
     ]
+    table = _iocane(project, env, "review", "--name", "iocane-test")
+    assert "no champion/challenger pair to compare (champion v1)" in table.stdout
+
+    lone = _iocane(project, env, "promote", "--name", "iocane-test", "--rollback")
+    assert lone.returncode == 3 and "no earlier one" in lone.stderr
 
 
 def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:

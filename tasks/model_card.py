@@ -1,0 +1,135 @@
+"""The model card: what a reviewer needs to decide about a registered version, on one page.
+
+Logged as ``reports/model_card.md`` with the run and set as the registered version's
+description, so the registry UI shows it next to the version (Mitchell et al. 2019, "Model
+Cards for Model Reporting", adapted to adversarial robustness).
+"""
+
+from __future__ import annotations
+
+from iocane.config import Config
+from tasks.evaluate import guarantee
+
+# MLflow stores a version's description in a 5,000-character column.
+DESCRIPTION_LIMIT = 5000
+
+
+def _row(label: str, hardened: float | None, natural: float | None) -> str:
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return f"| {label} | {cell(hardened)} | {cell(natural)} |"
+
+
+def render_model_card(
+    config: Config,
+    evaluation: dict,
+    verdict: dict,
+    meta: dict,
+    provenance: dict[str, str],
+    title: str,
+) -> str:
+    """The card as markdown. ``evaluation`` is ``metrics/evaluate.json``, ``verdict``
+    ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``; ``provenance`` maps
+    labels (git commit, DVC data version, ...) to values."""
+    train, warmup, model = config.train, config.warmup, config.model
+    norm, eps = evaluation["threat_model"], evaluation["eps"]
+    natural = evaluation["natural"]
+    lines = [
+        f"# Model card: {title}",
+        "",
+        f"**Gate: {'passed' if verdict['passed'] else 'FAILED'}.** "
+        f"Clean accuracy {evaluation['clean_accuracy']:.4f}, worst-case robust accuracy "
+        f"{evaluation['robust_accuracy']:.4f} against {norm} perturbations up to eps = {eps:g}.",
+        "",
+        "## Intended use",
+        "",
+        f"Classifying `{meta['dataset']}` images ({meta.get('image_size', '?')}x"
+        f"{meta.get('image_size', '?')}, {meta['num_classes']} classes, pixels in [0, 1]) where "
+        f"an attacker may add a {norm} perturbation of size up to {eps:g} to the input. Not for "
+        "other input distributions, other image sizes or other threat models without a new "
+        "evaluation.",
+        "",
+        "## Threat model",
+        "",
+        f"- Perturbation: {norm} norm, eps = {eps:g} in [0, 1] pixel units; adversarial images "
+        "stay in [0, 1].",
+        "- Attacker: white-box (knows the architecture and the weights and uses gradients), and "
+        "score-based black-box and transfer attacks beside it.",
+        f"- Evaluation: the `{evaluation['preset']}` suite on {evaluation['n_samples']} test "
+        "images; a sample counts as robust only if no attack fools it (per-sample worst case).",
+        "",
+        "## Training recipe",
+        "",
+        f"- Model: `{model.name}` (width {model.width}, depth {model.depth}), input "
+        "normalisation inside the model.",
+        f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
+        f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, {warmup.lr_schedule} "
+        "schedule.",
+        f"- PGD adversarial training (Madry et al. 2018): {train.epochs} epochs, {train.norm} "
+        f"eps {train.eps:g}, {train.steps} steps of {train.step_size:g}, random start "
+        f"{'on' if train.random_start else 'off'}, adversarial loss weight {train.adv_weight:g}, "
+        f"eps ramped over {train.eps_ramp_epochs} epochs; SGD lr {train.lr:g}, momentum "
+        f"{train.momentum:g}, weight decay {train.weight_decay:g}, {train.lr_schedule} schedule; "
+        f"seed {config.seed}.",
+        "",
+        "## Results",
+        "",
+        "| metric | hardened | natural baseline |",
+        "|---|---|---|",
+        _row("clean accuracy", evaluation["clean_accuracy"], natural["clean_accuracy"]),
+        _row(
+            "robust accuracy (worst case)",
+            evaluation["robust_accuracy"],
+            natural["robust_accuracy"],
+        ),
+    ]
+    lines += [
+        _row(f"robust accuracy: {name}", value, natural["attacks"].get(name))
+        for name, value in evaluation["attacks"].items()
+    ]
+    if evaluation.get("cw_median_l2") is not None:
+        lines.append(
+            _row(
+                "median L2 distance to an adversarial example (C&W)",
+                evaluation["cw_median_l2"],
+                natural.get("cw_median_l2"),
+            )
+        )
+    lines += [
+        "",
+        guarantee(evaluation["robust_accuracy"], norm, eps, list(evaluation["attacks"])),
+        "",
+        "## Evaluation trust",
+        "",
+    ]
+    if evaluation["flags"]:
+        lines += [f"- {flag}" for flag in evaluation["flags"]]
+    else:
+        lines.append("No trust check fired (see the robustness report for the list of checks).")
+    lines += ["", "## Gate", ""]
+    lines += [f"- {reason}" for reason in verdict["reasons"]]
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        f"- Not robust beyond eps = {eps:g}: accuracy falls as the perturbation grows (see the "
+        "accuracy-vs-eps curves).",
+        f"- Not evaluated against other threat models than {norm} (other norms, rotations, "
+        "translations, colour shifts, patches) unless the curves say so.",
+        "- Physical-world perturbations (printed, photographed, sensor noise) are untested.",
+        "- The robust accuracy is empirical: a stronger, unknown attack may find more.",
+        "",
+        "## Provenance",
+        "",
+    ]
+    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def as_description(card: str, link: str) -> str:
+    """The card as a version description, cut to MLflow's limit with a pointer to the whole."""
+    if len(card) <= DESCRIPTION_LIMIT:
+        return card
+    tail = f"\n\n... (cut; the whole card: {link})\n"
+    return card[: DESCRIPTION_LIMIT - len(tail)] + tail
