@@ -19,6 +19,17 @@ TINY_OVERRIDES = {
     "registry": {"model_name": "iocane-test"},
 }
 
+# Version tags DESIGN.md promises other tools.
+CONTRACT_VERSION_TAGS = (
+    "gate",
+    "threat_model",
+    "eps",
+    "clean_accuracy",
+    "robust_accuracy",
+    "data_fingerprint",
+    "git_commit",
+)
+
 
 def write_tiny_params(path: Path, **sections: dict) -> Path:
     """The project's params.yaml with the tiny overrides (and any given sections) applied."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from .pipeline_params import write_tiny_params
+from .pipeline_params import CONTRACT_VERSION_TAGS, write_tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -72,15 +72,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     version = client.get_model_version_by_alias("iocane-test", "champion")
     assert str(version.version) == result["version"] == "1"
     tags = version.tags
-    for key in (
-        "gate",
-        "threat_model",
-        "eps",
-        "clean_accuracy",
-        "robust_accuracy",
-        "data_fingerprint",
-        "git_commit",
-    ):
+    for key in CONTRACT_VERSION_TAGS:
         assert key in tags, key
     assert tags["gate"] == "passed" and tags["threat_model"] == "Linf"
     assert float(tags["robust_accuracy"]) == pytest.approx(evaluation["robust_accuracy"], abs=1e-6)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from .pipeline_params import TINY_OVERRIDES, write_tiny_params
+from .pipeline_params import CONTRACT_VERSION_TAGS, TINY_OVERRIDES, write_tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -188,15 +188,7 @@ def test_run_registers_the_champion_on_the_server(
     assert str(version.version) == registration["version"] == "1"
     assert version.run_id == registration["run_id"]
     tags = version.tags
-    for key in (
-        "gate",
-        "threat_model",
-        "eps",
-        "clean_accuracy",
-        "robust_accuracy",
-        "data_fingerprint",
-        "git_commit",
-    ):
+    for key in CONTRACT_VERSION_TAGS:
         assert key in tags, key
     assert tags["gate"] == "passed" and tags["threat_model"] == "Linf"
     meta = json.loads((project / "data" / "prepared" / "meta.json").read_text())
