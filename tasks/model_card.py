@@ -14,6 +14,12 @@ from tasks.evaluate import guarantee
 DESCRIPTION_LIMIT = 5000
 
 
+def _capacity(width: int, depth: int) -> str:
+    """0 means the architecture's default (models/)."""
+    parts = [f"{label} {value}" for label, value in (("width", width), ("depth", depth)) if value]
+    return ", ".join(parts) or "default width and depth"
+
+
 def _row(label: str, hardened: float | None, natural: float | None) -> str:
     def cell(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
@@ -61,7 +67,7 @@ def render_model_card(
         "",
         "## Training recipe",
         "",
-        f"- Model: `{model.name}` (width {model.width}, depth {model.depth}), input "
+        f"- Model: `{model.name}` ({_capacity(model.width, model.depth)}), input "
         "normalisation inside the model.",
         f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
         f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, {warmup.lr_schedule} "
@@ -108,7 +114,11 @@ def render_model_card(
     else:
         lines.append("No trust check fired (see the robustness report for the list of checks).")
     lines += ["", "## Gate", ""]
-    lines += [f"- {reason}" for reason in verdict["reasons"]]
+    lines += [
+        f"- {check['name']} = {check['value']:.4f}, required {check['rule']} "
+        f"{check['threshold']:.4f}: {'met' if check['passed'] else 'NOT met'}"
+        for check in verdict["checks"]
+    ]
     lines += [
         "",
         "## Known limits",
