@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -39,3 +41,15 @@ def write_tiny_params(path: Path, **sections: dict) -> Path:
             document[section].update(values)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def run_iocane(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """The ``iocane`` command as a user runs it, in ``project``, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "iocane.cli", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -5,14 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from .pipeline_params import CONTRACT_VERSION_TAGS, write_tiny_params
+from .pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +29,6 @@ def env(project: Path) -> dict[str, str]:
         "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-
-
-def _iocane(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "iocane.cli", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_flow_registers_a_gated_champion_with_artifacts(
@@ -122,7 +109,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
 
 def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[str, str]) -> None:
     params = write_tiny_params(project / "strict.yaml", gate={"min_robust_accuracy": 0.99})
-    completed = _iocane(project, env, "run", "--params", str(params))
+    completed = run_iocane(project, env, "run", "--params", str(params))
     assert completed.returncode == 3, completed.stderr[-2000:]
     assert "gate FAILED" in completed.stderr
     gate = json.loads((project / "metrics" / "gate.json").read_text())
@@ -133,28 +120,28 @@ def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[st
     assert failed.tags["gate"] == "failed" and failed.aliases == []
     assert str(client.get_model_version_by_alias("iocane-test", "champion").version) == "1"
 
-    refused = _iocane(project, env, "promote", "--name", "iocane-test", "--version", "2")
+    refused = run_iocane(project, env, "promote", "--name", "iocane-test", "--version", "2")
     assert refused.returncode == 3 and "refused" in refused.stderr
     assert str(client.get_model_version_by_alias("iocane-test", "champion").version) == "1"
 
-    review = _iocane(project, env, "review", "--name", "iocane-test", "--json")
+    review = run_iocane(project, env, "review", "--name", "iocane-test", "--json")
     assert review.returncode == 0, review.stderr[-2000:]
     rows = json.loads(review.stdout)["versions"]
     assert [(row["version"], row["gate"], row["aliases"]) for row in rows] == [
         (2, "failed", ""),
         (1, "passed", "champion"),
     ]
-    table = _iocane(project, env, "review", "--name", "iocane-test")
+    table = run_iocane(project, env, "review", "--name", "iocane-test")
     assert "no champion/challenger pair to compare (champion v1)" in table.stdout
 
-    lone = _iocane(project, env, "promote", "--name", "iocane-test", "--rollback")
+    lone = run_iocane(project, env, "promote", "--name", "iocane-test", "--rollback")
     assert lone.returncode == 3 and "no earlier one" in lone.stderr
 
 
 def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:
     uri = "models:/iocane-test@champion"
     params = str(project / "params.yaml")
-    completed = _iocane(project, env, "evaluate", "--model-uri", uri, "--params", params)
+    completed = run_iocane(project, env, "evaluate", "--model-uri", uri, "--params", params)
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout)
     assert result["version"] == "1"
@@ -173,7 +160,7 @@ def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str
     }
     assert {"evaluate.json", "robustness.md", "robustness_curves.png"} <= logged
 
-    missing = _iocane(project, env, "evaluate", "--model-uri", "models:/iocane-test@nosuch")
+    missing = run_iocane(project, env, "evaluate", "--model-uri", "models:/iocane-test@nosuch")
     assert missing.returncode == 2 and "no registered model" in missing.stderr
 
 
@@ -193,7 +180,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
 ) -> None:
     params = write_tiny_params(tmp_path / "params.yaml")
     isolated = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    completed = _iocane(tmp_path, isolated, "run", "--params", str(params), *args)
+    completed = run_iocane(tmp_path, isolated, "run", "--params", str(params), *args)
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert message in completed.stderr
     assert not (tmp_path / "mlflow.db").exists()

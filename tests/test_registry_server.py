@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from .pipeline_params import CONTRACT_VERSION_TAGS, TINY_OVERRIDES, write_tiny_params
+from .pipeline_params import CONTRACT_VERSION_TAGS, TINY_OVERRIDES, run_iocane, write_tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -129,23 +129,12 @@ def env(project: Path, server: dict) -> dict[str, str]:
     }
 
 
-def _iocane(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "iocane.cli", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def pipeline(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """``iocane run`` once, against the server."""
     # Fewer evaluation images than the tiny default: the accuracy-vs-eps curves dominate the run.
     params = write_tiny_params(project / "params.yaml", evaluate={"n_samples": 60})
-    completed = _iocane(project, env, "run", "--params", str(params))
+    completed = run_iocane(project, env, "run", "--params", str(params))
     (project / "run.log").write_text(completed.stderr)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed
@@ -252,14 +241,14 @@ def test_weights_and_pt2_model_load_through_the_server(
 def test_review_and_evaluate_against_the_server(
     registration: dict, project: Path, env: dict[str, str], client: MlflowClient
 ) -> None:
-    review = _iocane(project, env, "review", "--name", NAME, "--json")
+    review = run_iocane(project, env, "review", "--name", NAME, "--json")
     assert review.returncode == 0, review.stderr[-2000:]
     rows = json.loads(review.stdout)["versions"]
     assert [(row["version"], row["gate"], row["aliases"]) for row in rows] == [
         (1, "passed", "champion")
     ]
 
-    evaluated = _iocane(
+    evaluated = run_iocane(
         project,
         env,
         "evaluate",
