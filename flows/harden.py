@@ -1,4 +1,5 @@
-"""The ``harden`` flow: prepare -> warmup -> train -> evaluate -> gate -> register.
+"""The ``harden`` flow (prepare -> warmup -> train -> evaluate -> gate -> register) and the
+data-triggered ``reharden`` flow.
 
 Straight-line wiring of the same plain functions the DVC stages run (see ``iocane.stages``).
 Each task reads its inputs from the project layout and returns a reference (a path and a hash),
@@ -9,11 +10,14 @@ so no tensor ever passes through Prefect. A failed gate still registers the vers
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
+from urllib.parse import quote
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
+    create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -22,10 +26,11 @@ from prefect.cache_policies import NO_CACHE
 from iocane.config import Config, load_config
 from iocane.files import read_json
 from iocane.layout import Layout
+from tasks.caching import run_stage
 from tasks.data import prepare_task
 from tasks.evaluate import evaluate_task
 from tasks.gate import gate_task
-from tasks.registry import Registration, register_task
+from tasks.registry import Registration, champion_data_task, register_task, tracking_uri
 from tasks.train import train_task, warmup_task
 
 
@@ -70,24 +75,50 @@ def inline_images(markdown: str, layout: Layout) -> str:
     return markdown
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(layout: Layout, verdict: dict, registration: Registration) -> None:
-    """The Prefect artifacts: the markdown report, the metrics table and the two figures."""
-    evaluation = read_json(layout.metrics_file("evaluate"))
-    verdict_lines = [f"## Gate: {'passed' if verdict['passed'] else 'FAILED'}", ""]
-    verdict_lines += [f"- {reason}" for reason in verdict["reasons"]]
-    verdict_lines += [
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """Where a person opens the MLflow UI: ``IOCANE_MLFLOW_UI_URL``, else the tracking server
+    itself, else the address ``mlflow ui`` serves on by default."""
+    explicit = os.environ.get("IOCANE_MLFLOW_UI_URL")
+    if explicit:
+        return explicit.rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def verdict_markdown(verdict: dict, registration: Registration) -> str:
+    """The gate's checks as a table, its reasons, and what the registry did with the version."""
+    lines = [f"## Gate: {'passed' if verdict['passed'] else 'FAILED'}", ""]
+    lines += ["| check | value | rule | threshold | passed |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {check['name']} | {check['value']:.4f} | {check['rule']} | "
+        f"{check['threshold']:.4f} | {'yes' if check['passed'] else 'NO'} |"
+        for check in verdict["checks"]
+    ]
+    lines += [""] + [f"- {reason}" for reason in verdict["reasons"]]
+    lines += [
         "",
         f"Registered **{registration.name} v{registration.version}** "
         f"(alias: {registration.alias or 'none'}; {registration.reason}).",
     ]
+    return "\n".join(lines) + "\n"
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(layout: Layout, verdict: dict, registration: Registration) -> None:
+    """The Prefect artifacts of every run: the markdown report, the metrics table, the two
+    figures, the gate verdict and links to the MLflow run and the registered version."""
+    evaluation = read_json(layout.metrics_file("evaluate"))
+    verdict_text = verdict_markdown(verdict, registration)
     create_markdown_artifact(
         key="robustness-report",
-        markdown=inline_images(layout.report_file.read_text(), layout)
-        + "\n"
-        + "\n".join(verdict_lines)
-        + "\n",
+        markdown=inline_images(layout.report_file.read_text(), layout) + "\n" + verdict_text,
         description="Threat model, per-attack robust accuracy, trust flags and the gate verdict",
+    )
+    create_markdown_artifact(
+        key="gate-verdict",
+        markdown=verdict_text,
+        description=f"gate {'passed' if verdict['passed'] else 'failed'}",
     )
     rows = metrics_table(evaluation)
     create_table_artifact(
@@ -106,20 +137,34 @@ def publish_report(layout: Layout, verdict: dict, registration: Registration) ->
         key="adversarial-examples",
         description="Clean and attacked test images with the hardened model's predictions",
     )
+    ui = mlflow_ui_url(tracking_uri(layout.root))
+    create_link_artifact(
+        key="mlflow-run",
+        link=f"{ui}/#/experiments/{registration.experiment_id}/runs/{registration.run_id}",
+        link_text=f"MLflow run {registration.run_id}",
+        description="Params, metrics, plots, reports and the model of this hardening run",
+    )
+    create_link_artifact(
+        key="registered-version",
+        link=f"{ui}/#/models/{quote(registration.name)}/versions/{registration.version}",
+        link_text=f"{registration.name} v{registration.version}",
+        description=f"gate {registration.gate}; alias {registration.alias or 'none'}",
+    )
 
 
 @flow(name="harden")
 def harden(
     params_path: str = "params.yaml", overrides: list[str] | None = None, project_root: str = "."
 ) -> dict:
-    """Harden a model end to end and register it; returns the gate verdict and the version."""
+    """Harden a model end to end and register it; returns the gate verdict and the version.
+    Stages whose params, inputs and code did not change come from the cache."""
     config: Config = load_config(params_path, overrides or [])
     layout = Layout(Path(project_root).resolve())
-    prepared = prepare_task(config, layout)
-    natural = warmup_task(config, layout, wait_for=[prepared])
-    hardened = train_task(config, layout, wait_for=[natural])
-    evaluation = evaluate_task(config, layout, wait_for=[hardened])
-    verdict = gate_task(config, layout, wait_for=[evaluation])
+    prepared = run_stage(prepare_task, config, layout)
+    natural = run_stage(warmup_task, config, layout, wait_for=[prepared])
+    hardened = run_stage(train_task, config, layout, wait_for=[natural])
+    evaluation = run_stage(evaluate_task, config, layout, wait_for=[hardened])
+    verdict = run_stage(gate_task, config, layout, wait_for=[evaluation])
     registration = register_task(config, layout, wait_for=[verdict])
     publish_report(layout, verdict, registration)
     return {
@@ -131,4 +176,42 @@ def harden(
         "version": registration.version,
         "alias": registration.alias,
         "data_fingerprint": prepared.fingerprint,
+    }
+
+
+@flow(name="reharden")
+def reharden(
+    params_path: str = "params.yaml", overrides: list[str] | None = None, project_root: str = "."
+) -> dict:
+    """Re-harden when the data changed: prepare the data and compare its fingerprint with the
+    one the ``champion`` was trained on. The same: say so and stop. Different, or no champion
+    yet: run ``harden`` (as a subflow; its unchanged stages come from the cache)."""
+    config: Config = load_config(params_path, overrides or [])
+    layout = Layout(Path(project_root).resolve())
+    logger = get_run_logger()
+    prepared = run_stage(prepare_task, config, layout)
+    champion = champion_data_task(config, layout, wait_for=[prepared])
+    name = config.registry.model_name
+    if champion is not None and champion.data_fingerprint == prepared.fingerprint:
+        decision = (
+            f"data unchanged: fingerprint {prepared.fingerprint[:12]} is the one {name} "
+            f"v{champion.version} (champion) was trained on; nothing to do"
+        )
+        logger.info(decision)
+        create_markdown_artifact(key="reharden-decision", markdown=decision)
+        return {"status": "unchanged", "reason": decision, "data_fingerprint": prepared.fingerprint}
+    if champion is None:
+        decision = f"{name} has no champion yet: hardening"
+    else:
+        decision = (
+            f"data changed: fingerprint {prepared.fingerprint[:12]} differs from "
+            f"{champion.data_fingerprint[:12]}, the data of {name} v{champion.version} "
+            "(champion): re-hardening"
+        )
+    logger.info(decision)
+    create_markdown_artifact(key="reharden-decision", markdown=decision)
+    return {
+        "status": "rehardened",
+        "reason": decision,
+        **harden(params_path, overrides, project_root),
     }

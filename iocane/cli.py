@@ -24,21 +24,28 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from iocane.config import load_config
-from iocane.errors import GATE_FAILED, ModelUriError, exit_code_for, report_error
+from iocane.errors import BAD_INPUT, GATE_FAILED, ModelUriError, exit_code_for, report_error
 from iocane.logs import setup_console_logging
+from tasks.datasets import check_data_source
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Validate before any work: a bad key fails here, before Prefect or MLflow are touched.
-    load_config(args.params, args.set)
-    from flows.harden import harden
+    # Validate before any work: a bad key or a missing data directory fails here, before
+    # Prefect or MLflow are touched.
+    data = load_config(args.params, args.set).data
+    check_data_source(data.dataset, data.root, data.download)
+    from flows.harden import harden, reharden
 
-    result = harden(
+    flow = reharden if args.if_data_changed else harden
+    result = flow(
         params_path=str(Path(args.params).resolve()),
         overrides=list(args.set),
         project_root=str(Path.cwd()),
     )
     print(json.dumps(result, indent=2))
+    if result.get("status") == "unchanged":
+        print(result["reason"], file=sys.stderr)
+        return 0
     return 0 if result["gate"] == "passed" else GATE_FAILED
 
 
@@ -188,17 +195,43 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Serve ``harden`` (or ``reharden``) on a cron schedule; runs until stopped. Needs a Prefect
+    server (``PREFECT_API_URL``): the deployment and its runs show in the Prefect UI."""
     load_config(args.params, args.set)
-    from flows.harden import harden
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL
 
-    harden.serve(
-        name="harden-scheduled",
+    try:
+        CronSchedule(cron=args.cron)
+    except ValueError:
+        print(
+            f"error: --cron {args.cron!r} is not a cron expression "
+            '(five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * 1")',
+            file=sys.stderr,
+        )
+        return BAD_INPUT
+    if not PREFECT_API_URL.value():
+        print(
+            "error: iocane serve needs a Prefect server; start one with `prefect server start` "
+            "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)",
+            file=sys.stderr,
+        )
+        return BAD_INPUT
+    from flows.harden import harden, reharden
+
+    flow = reharden if args.if_data_changed else harden
+    name = args.name or f"{flow.name}-scheduled"
+    print(f"serving {flow.name}/{name} on cron {args.cron!r}; stop with Ctrl-C", file=sys.stderr)
+    flow.serve(
+        name=name,
         cron=args.cron,
         parameters={
             "params_path": str(Path(args.params).resolve()),
             "overrides": list(args.set),
             "project_root": str(Path.cwd()),
         },
+        description=flow.description,
+        tags=["iocane"],
     )
     return 0
 
@@ -220,7 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    with_params(commands.add_parser("run", help="harden, evaluate, gate and register a model"))
+    run = with_params(
+        commands.add_parser("run", help="harden, evaluate, gate and register a model")
+    )
+    run.add_argument(
+        "--if-data-changed",
+        action="store_true",
+        help="only when the data fingerprint differs from the champion's (the reharden flow)",
+    )
     evaluate = with_params(commands.add_parser("evaluate", help="the suite on a registered model"))
     evaluate.add_argument("--model-uri", required=True, help="models:/NAME@ALIAS or models:/NAME/N")
     evaluate.add_argument("--out", help="where the report goes (reports/evaluations/NAME-vN)")
@@ -239,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", help="why: recorded on the version with who and when")
     serve = with_params(commands.add_parser("serve", help="serve the harden flow on a schedule"))
     serve.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * 1"')
+    serve.add_argument("--name", help="deployment name (default: FLOW-scheduled)")
+    serve.add_argument(
+        "--if-data-changed",
+        action="store_true",
+        help="serve the reharden flow: harden only when the data changed",
+    )
     return parser
 
 

@@ -64,3 +64,7 @@ class Layout:
     @property
     def model_card_file(self) -> Path:
         return self.root / "reports" / "model_card.md"
+
+    def stage_record(self, stage: str) -> Path:
+        """The Prefect cache's record of a stage's key and outputs (see ``tasks.caching``)."""
+        return self.root / ".iocane" / "stages" / f"{stage}.json"

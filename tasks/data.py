@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import train_test_split
 
 from iocane.config import Config, DataConfig, ModelConfig
 from iocane.files import read_json, write_atomic, write_json
 from iocane.layout import Layout
 from models import ModelSpec
+from tasks.caching import stage_task
 from tasks.datasets import DataError, RawDataset, load_raw_dataset
+from tasks.retries import RETRY_OPTIONS, retry_if_transient
 
 log = logging.getLogger("iocane")
 
@@ -200,5 +200,7 @@ def load_prepared(layout: Layout) -> PreparedData:
     return PreparedData(split("train"), split("val"), split("test"), meta)
 
 
-# Caching that follows the data fingerprint is issue 5's; until then every run recomputes.
-prepare_task = task(prepare_data, name="prepare", cache_policy=NO_CACHE)
+# A download can flake; a retry of bad data fails the same way and is not attempted.
+prepare_task = stage_task(
+    prepare_data, "prepare", **RETRY_OPTIONS, retry_condition_fn=retry_if_transient
+)

@@ -100,31 +100,37 @@ def load_raw_dataset(name: str, root: str | None, download: bool = False) -> Raw
     With `download=True` torchvision may fetch missing files into `root` (or into the iocane
     cache when `root` is None). Raises DataError for anything wrong with the data.
     """
+    root_path = check_data_source(name, root, download)
+    if root_path is None:
+        return _load_digits()
+    if name in ("mnist", "fashion_mnist"):
+        return _load_mnist_like(name, root_path, download)
+    if name == "cifar10":
+        return _load_cifar10(root_path, download)
+    return _load_svhn(root_path, download)
+
+
+def check_data_source(name: str, root: str | None, download: bool) -> Path | None:
+    """The directory dataset ``name`` is read from (None for the bundled digits), or DataError
+    when it cannot be: cheap, so ``iocane run`` checks it before starting any work."""
     if name not in DATASET_NAMES:
         raise DataError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASET_NAMES)}")
     if name == "digits":
-        return _load_digits()
-
+        return None
     if root is None:
         if not download:
             raise DataError(
                 f"{name}: no data directory given; set data.root to the directory holding the "
                 f"{name} files (or set data.download to let torchvision fetch them)"
             )
-        root_path = _cache_base() / "downloads"
-    else:
-        root_path = Path(root).expanduser()
+        return _cache_base() / "downloads"
+    root_path = Path(root).expanduser()
     if not download and not root_path.is_dir():
         raise DataError(
             f"{name}: data directory {root_path} (data.root) does not exist; "
             f"expected it to hold {_expected_files_hint(name)}"
         )
-
-    if name in ("mnist", "fashion_mnist"):
-        return _load_mnist_like(name, root_path, download)
-    if name == "cifar10":
-        return _load_cifar10(root_path, download)
-    return _load_svhn(root_path, download)
+    return root_path
 
 
 # --------------------------------------------------------------------------------------------

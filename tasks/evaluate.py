@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from attacks import PGD, Attack, threat_model
@@ -28,6 +26,7 @@ from iocane.config import Config
 from iocane.files import write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
+from tasks.caching import stage_task
 from tasks.curves import (
     MULTIPLIERS,
     accuracy_curve,
@@ -495,4 +494,4 @@ def evaluate_and_report(
     return metrics
 
 
-evaluate_task = task(run_evaluate, name="evaluate", cache_policy=NO_CACHE)
+evaluate_task = stage_task(run_evaluate, "evaluate")

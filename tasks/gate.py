@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from iocane.config import Config, GateConfig
 from iocane.files import read_json, write_json
 from iocane.layout import Layout
+from tasks.caching import stage_task
 
 log = logging.getLogger("iocane")
 
@@ -82,4 +80,4 @@ def _summary(check: dict) -> str:
     return f"{check['name']} {check['value']:.4f} {check['rule']} {check['threshold']:.4f}"
 
 
-gate_task = task(run_gate, name="gate", cache_policy=NO_CACHE)
+gate_task = stage_task(run_gate, "gate")

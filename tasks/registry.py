@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
 from iocane.locks import exclusive_lock, registry_lock_path
 from iocane.modelio import load_model
+from tasks.caching import stage_key
 from tasks.data import dvc_directory_hash
 from tasks.model_card import as_description, render_model_card
 from tasks.promotion import (
@@ -49,6 +51,7 @@ from tasks.promotion import (
     alias_for_new_version,
     promotion_refusal,
 )
+from tasks.retries import RETRY_OPTIONS, retry_if_transient
 
 log = logging.getLogger("iocane")
 
@@ -68,6 +71,7 @@ class Registration:
     run_id: str
     gate: str  # passed | failed
     reason: str  # why this alias (or none)
+    experiment_id: str = ""  # for links into the MLflow UI
 
 
 def tracking_uri(root: Path) -> str:
@@ -166,17 +170,22 @@ def _crown(client: MlflowClient, name: str, version: str, action: str, reason: s
 def assign_alias(
     client: MlflowClient, uri: str, name: str, version: str, max_clean_regression: float
 ) -> Decision:
-    """Set the alias a new version earns (``tasks.promotion``), under the registry lock."""
+    """Set the alias a new version earns (``tasks.promotion``), under the registry lock.
+    If a registry call fails halfway, ``champion`` goes back to the version that held it."""
     with exclusive_lock(registry_lock_path(uri)):
         candidate = Evidence.from_tags(version, client.get_model_version(name, version).tags)
-        decision = alias_for_new_version(
-            candidate, current_evidence(client, name, CHAMPION), max_clean_regression
-        )
-        if decision.alias == CHAMPION:
-            _crown(client, name, version, "registered", decision.reason)
-        elif decision.alias == CHALLENGER:
-            client.set_registered_model_alias(name, CHALLENGER, version)
+        champion = current_evidence(client, name, CHAMPION)
+        decision = alias_for_new_version(candidate, champion, max_clean_regression)
         client.set_model_version_tag(name, version, "alias_reason", decision.reason)
+        try:
+            if decision.alias == CHAMPION:
+                _crown(client, name, version, "registered", decision.reason)
+            elif decision.alias == CHALLENGER:
+                client.set_registered_model_alias(name, CHALLENGER, version)
+        except BaseException:
+            if champion is not None and decision.alias == CHAMPION:
+                client.set_registered_model_alias(name, CHAMPION, champion.version)
+            raise
     return decision
 
 
@@ -223,6 +232,33 @@ def rollback(client: MlflowClient, uri: str, name: str, reason: str) -> str:
     return f"{name}: champion rolled back from v{champion.version} to v{previous}"
 
 
+@dataclass(frozen=True)
+class ChampionData:
+    version: str
+    data_fingerprint: str
+
+
+def champion_data(config: Config, layout: Layout) -> ChampionData | None:
+    """The data fingerprint the current ``champion`` was trained on; None without a champion."""
+    client = MlflowClient(tracking_uri=tracking_uri(layout.root))
+    try:
+        version = client.get_model_version_by_alias(config.registry.model_name, CHAMPION)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return ChampionData(str(version.version), version.tags.get("data_fingerprint", ""))
+
+
+champion_data_task = task(
+    champion_data,
+    name="champion-data",
+    cache_policy=NO_CACHE,
+    **RETRY_OPTIONS,
+    retry_condition_fn=retry_if_transient,
+)
+
+
 # --- the register stage --------------------------------------------------------------------
 
 
@@ -265,9 +301,32 @@ def _log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict:
     mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
 
 
+def registered_from(client: MlflowClient, name: str, evidence_key: str) -> Registration | None:
+    """The version already registered from exactly this evidence (model, evaluation, verdict,
+    params and code: ``tasks.caching.stage_key``), so a rerun does not register a duplicate."""
+    found = client.search_model_versions(f"name='{name}' and tags.evidence_key='{evidence_key}'")
+    if not found:
+        return None
+    version = max(found, key=lambda found_version: int(found_version.version))
+    number = str(version.version)
+    aliases = client.get_registered_model(name).aliases
+    held = sorted(alias for alias, holder in aliases.items() if str(holder) == number)
+    return Registration(
+        name,
+        number,
+        CHAMPION if CHAMPION in held else (held[0] if held else None),
+        version.run_id,
+        version.tags.get("gate", "failed"),
+        f"already registered from the same evidence ({version.tags.get('alias_reason', '')})",
+        client.get_run(version.run_id).info.experiment_id,
+    )
+
+
 def run_register(config: Config, layout: Layout) -> Registration:
     """The ``register`` stage: log the evidence to MLflow, register a version with its tags and
-    model card, set its alias."""
+    model card, set its alias. Registering the same evidence again returns the existing version.
+    A failure after the version was created deletes it (the run is marked failed): no version
+    is left without its evidence or with an alias it did not earn."""
     evaluation = read_json(layout.metrics_file("evaluate"))
     verdict = read_json(layout.metrics_file("gate"))
     meta = read_json(layout.prepared_meta)
@@ -275,6 +334,7 @@ def run_register(config: Config, layout: Layout) -> Registration:
     gate = "passed" if verdict["passed"] else "failed"
     name = config.registry.model_name
     uri = tracking_uri(layout.root)
+    evidence_key = stage_key("register", config, layout)
     provenance = {
         "data_fingerprint": meta["fingerprint"],
         "dvc_data_version": dvc_directory_hash(layout.prepared_dir),
@@ -284,8 +344,21 @@ def run_register(config: Config, layout: Layout) -> Registration:
     }
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(name)
     client = MlflowClient()
+    existing = registered_from(client, name, evidence_key)
+    if existing is not None:
+        _restore_model_card(existing.run_id, layout)
+        write_json(layout.registration_file, asdict(existing))
+        log.info(
+            "%s version %s was already registered from this evidence (alias %s); not "
+            "registering it again",
+            name,
+            existing.version,
+            existing.alias or "none",
+        )
+        return existing
+
+    mlflow.set_experiment(name)
     with mlflow.start_run(run_name=f"harden-{config.train.norm}-eps{config.train.eps:g}") as run:
         mlflow.set_tags(
             {
@@ -301,47 +374,62 @@ def run_register(config: Config, layout: Layout) -> Registration:
             model, name="model", input_example=example, serialization_format="pt2"
         )
         version = str(mlflow.register_model(model_info.model_uri, name).version)
-        links = {
-            f"{key}_uri": f"runs:/{run.info.run_id}/{path}"
-            for key, path in {
-                "report": "reports/robustness.md",
-                "model_card": "reports/model_card.md",
-                "curves": "plots/robustness_curves.png",
-                "examples": "plots/adversarial_examples.png",
-            }.items()
-        }
-        card = render_model_card(
-            config,
-            evaluation,
-            verdict,
-            meta,
-            {**provenance, "mlflow_run": run.info.run_id},
-            title=f"{name} v{version}",
-        )
-        write_text(layout.model_card_file, card)
-        mlflow.log_artifact(str(layout.model_card_file), "reports")
-        client.update_model_version(
-            name, version, description=as_description(card, links["model_card_uri"])
-        )
-        tags = {
-            **provenance,
-            **links,
-            "gate": gate,
-            "threat_model": config.train.norm,
-            "eps": str(config.train.eps),
-            "clean_accuracy": f"{evaluation['clean_accuracy']:.6f}",
-            "robust_accuracy": f"{evaluation['robust_accuracy']:.6f}",
-            "natural_clean_accuracy": f"{evaluation['natural']['clean_accuracy']:.6f}",
-            "trust_flags": str(len(evaluation["flags"])),
-            "run_id": run.info.run_id,
-            "params": json.dumps(config.to_dict(), separators=(",", ":")),
-        }
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        decision = assign_alias(client, uri, name, version, config.registry.max_clean_regression)
-        mlflow.set_tag("registered_version", f"{name}/{version}")
+        try:
+            links = {
+                f"{key}_uri": f"runs:/{run.info.run_id}/{path}"
+                for key, path in {
+                    "report": "reports/robustness.md",
+                    "model_card": "reports/model_card.md",
+                    "curves": "plots/robustness_curves.png",
+                    "examples": "plots/adversarial_examples.png",
+                }.items()
+            }
+            card = render_model_card(
+                config,
+                evaluation,
+                verdict,
+                meta,
+                {**provenance, "mlflow_run": run.info.run_id},
+                title=f"{name} v{version}",
+            )
+            write_text(layout.model_card_file, card)
+            mlflow.log_artifact(str(layout.model_card_file), "reports")
+            client.update_model_version(
+                name, version, description=as_description(card, links["model_card_uri"])
+            )
+            tags = {
+                **provenance,
+                **links,
+                "gate": gate,
+                "threat_model": config.train.norm,
+                "eps": str(config.train.eps),
+                "clean_accuracy": f"{evaluation['clean_accuracy']:.6f}",
+                "robust_accuracy": f"{evaluation['robust_accuracy']:.6f}",
+                "natural_clean_accuracy": f"{evaluation['natural']['clean_accuracy']:.6f}",
+                "trust_flags": str(len(evaluation["flags"])),
+                "run_id": run.info.run_id,
+                "params": json.dumps(config.to_dict(), separators=(",", ":")),
+                # Last: its presence marks a version whose evidence is complete.
+                "evidence_key": evidence_key,
+            }
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            mlflow.set_tag("registered_version", f"{name}/{version}")
+            decision = assign_alias(
+                client, uri, name, version, config.registry.max_clean_regression
+            )
+        except BaseException:
+            log.error("registering %s version %s failed; deleting the version", name, version)
+            client.delete_model_version(name, version)
+            raise
     registration = Registration(
-        name, version, decision.alias, run.info.run_id, gate, decision.reason
+        name,
+        version,
+        decision.alias,
+        run.info.run_id,
+        gate,
+        decision.reason,
+        run.info.experiment_id,
     )
     write_json(layout.registration_file, asdict(registration))
     log.info(
@@ -355,4 +443,22 @@ def run_register(config: Config, layout: Layout) -> Registration:
     return registration
 
 
-register_task = task(run_register, name="register", cache_policy=NO_CACHE)
+def _restore_model_card(run_id: str, layout: Layout) -> None:
+    """reports/model_card.md of an existing version, from its run."""
+    with tempfile.TemporaryDirectory() as scratch:
+        card = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="reports/model_card.md", dst_path=scratch
+        )
+        write_text(layout.model_card_file, Path(card).read_text())
+
+
+# Not cached by Prefect: the registry, not a local result store, knows what is registered
+# (``registered_from`` makes a rerun idempotent). Retried, with backoff, when the registry
+# could not be reached; the failed attempt's version was deleted, so a retry starts clean.
+register_task = task(
+    run_register,
+    name="register",
+    cache_policy=NO_CACHE,
+    **RETRY_OPTIONS,
+    retry_condition_fn=retry_if_transient,
+)

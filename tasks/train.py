@@ -27,8 +27,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 import attacks
@@ -39,6 +37,7 @@ from iocane.files import sha256_file, write_atomic, write_json
 from iocane.layout import Layout
 from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
+from tasks.caching import stage_task
 from tasks.data import PreparedData, Split, load_prepared
 
 log = logging.getLogger("iocane")
@@ -501,5 +500,7 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
     return ModelRef(str(path), sha256_file(path))
 
 
-warmup_task = task(run_warmup, name="warmup", cache_policy=NO_CACHE)
-train_task = task(run_train, name="train", cache_policy=NO_CACHE)
+# No retries: a failed training run is not repeated blindly. Run the flow again and it resumes
+# from the last complete checkpoint (the run key guards against resuming other params or code).
+warmup_task = stage_task(run_warmup, "warmup")
+train_task = stage_task(run_train, "train")

@@ -7,16 +7,10 @@ through the server, never touching the artifact folder themselves.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,17 +18,11 @@ import pytest
 from mlflow import MlflowClient
 
 from .pipeline_params import CONTRACT_VERSION_TAGS, TINY_OVERRIDES, run_iocane, write_tiny_params
+from .servers import free_port, running_server
 
 pytestmark = pytest.mark.slow
 
 NAME = TINY_OVERRIDES["registry"]["model_name"]
-SERVER_STARTUP_SECONDS = 120
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _without_mlflow_settings(environ: dict[str, str]) -> dict[str, str]:
@@ -42,29 +30,10 @@ def _without_mlflow_settings(environ: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if not key.startswith("MLFLOW_")}
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Terminate the server's whole process group: mlflow's CLI and its uvicorn child."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        process.poll()  # reap the CLI, or the group never looks empty
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path | str]]:
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -82,33 +51,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path 
     ]
     # The server's background job runner (huey) is for GenAI jobs: not needed here.
     env = {**_without_mlflow_settings(os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + SERVER_STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited with {process.returncode}:\n{log_path.read_text()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server not healthy after {SERVER_STARTUP_SECONDS}s:\n"
-                    f"{log_path.read_text()}"
-                )
-            time.sleep(0.5)
+    with running_server(command, env, root, f"{url}/health") as log_path:
         yield {"url": url, "root": root, "log": log_path}
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(scope="module")

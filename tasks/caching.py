@@ -1,0 +1,275 @@
+"""Prefect caching that follows the params, the data and the code, as DVC's does.
+
+A stage's cache key is the sha256 of the project root, the params the stage reads (the keys
+dvc.yaml lists for it), the content of each file it reads, and the source of the code it runs.
+It is never a hash of a pickled tensor: models and data travel between tasks as paths and
+hashes, and the cached results are small JSON records.
+
+A key alone is not enough when outputs live at fixed paths. After a run with ``train.eps=0.05``
+the result stored for ``train.eps=0.1`` is still in Prefect's store, but ``checkpoints/train``
+now holds the other model. So every stage that completes records its key and the sha256 of its
+outputs in ``.iocane/stages/STAGE.json``, and the flow lets a stage use a stored result only
+while the files on disk are the ones that key produced; otherwise the stage runs again and
+overwrites the stored result. (Going back to an earlier setting recomputes it: ``dvc exp`` and
+DVC's run cache are the tools that restore old outputs.)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+
+from iocane.config import Config
+from iocane.files import read_json, sha256_file, write_json
+from iocane.layout import Layout
+
+# Where the packages iocane's stages import live (the repository root in a checkout).
+CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage reads and writes. ``dvc.yaml`` declares the same (tests/test_dvc.py checks)."""
+
+    name: str
+    params: tuple[str, ...]  # dotted params keys
+    code: tuple[str, ...]  # source files or package directories, relative to CODE_ROOT
+    inputs: tuple[str, ...]  # files from earlier stages, relative to the project root
+    outputs: tuple[str, ...]  # files this stage writes that later stages or people read
+
+
+def _optim_keys(section: str) -> tuple[str, ...]:
+    keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule")
+    return tuple(f"{section}.{key}" for key in keys)
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            "prepare",
+            params=(
+                "seed",
+                "data.dataset",
+                "data.root",
+                "data.download",
+                "data.val_fraction",
+                "data.test_fraction",
+                "data.limit_train",
+                "data.limit_test",
+            ),
+            code=("tasks/data.py", "tasks/datasets.py"),
+            inputs=(),
+            outputs=("data/prepared/arrays.npz", "data/prepared/meta.json"),
+        ),
+        StageSpec(
+            "warmup",
+            params=("seed", "model.name", "model.width", "model.depth", *_optim_keys("warmup")),
+            code=("tasks/train.py", "models"),
+            inputs=("data/prepared/meta.json",),
+            outputs=("checkpoints/warmup/model.pt", "metrics/warmup.json", "plots/warmup.csv"),
+        ),
+        StageSpec(
+            "train",
+            params=(
+                "seed",
+                *_optim_keys("train"),
+                "train.norm",
+                "train.eps",
+                "train.step_size",
+                "train.steps",
+                "train.random_start",
+                "train.adv_weight",
+                "train.eps_ramp_epochs",
+            ),
+            code=("tasks/train.py", "models", "attacks"),
+            inputs=("data/prepared/meta.json", "checkpoints/warmup/model.pt"),
+            outputs=("checkpoints/train/model.pt", "metrics/train.json", "plots/train.csv"),
+        ),
+        StageSpec(
+            "evaluate",
+            params=(
+                "seed",
+                "train.norm",
+                "train.eps",
+                "evaluate.n_samples",
+                "evaluate.batch_size",
+                "evaluate.preset",
+            ),
+            code=("tasks/evaluate.py", "tasks/curves.py", "models", "attacks"),
+            inputs=(
+                "data/prepared/meta.json",
+                "checkpoints/warmup/model.pt",
+                "checkpoints/train/model.pt",
+            ),
+            outputs=(
+                "metrics/evaluate.json",
+                "reports/robustness.md",
+                "plots/robustness_curves.json",
+                "plots/robustness_curves.png",
+                "plots/adversarial_examples.png",
+            ),
+        ),
+        StageSpec(
+            "gate",
+            params=(
+                "gate.min_clean_accuracy",
+                "gate.max_clean_drop",
+                "gate.min_robust_accuracy",
+                "gate.require_trusted",
+            ),
+            code=("tasks/gate.py",),
+            inputs=("metrics/evaluate.json",),
+            outputs=("metrics/gate.json",),
+        ),
+        StageSpec(
+            "register",
+            params=("registry.model_name", "registry.max_clean_regression"),
+            code=("tasks/registry.py", "tasks/promotion.py", "tasks/model_card.py"),
+            inputs=(
+                "data/prepared/meta.json",
+                "metrics/gate.json",
+                "metrics/evaluate.json",
+                "checkpoints/warmup/model.pt",
+                "checkpoints/train/model.pt",
+            ),
+            outputs=("reports/registration.json", "reports/model_card.md"),
+        ),
+    )
+}
+
+
+def param_values(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
+    tree = config.to_dict()
+    values = {}
+    for key in keys:
+        node: Any = tree
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
+
+
+@functools.cache
+def code_version(paths: tuple[str, ...]) -> str:
+    """sha256 of the source a stage runs (cached per process: code does not change under it)."""
+    digest = hashlib.sha256()
+    for relative in paths:
+        path = CODE_ROOT / relative
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(CODE_ROOT)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def raw_data_signature(config: Config) -> list:
+    """What identifies the raw dataset ``prepare`` reads: the bundled digits by the version of
+    scikit-learn that ships them; files under ``data.root`` by name, size and modification time
+    (new data arriving at the same path changes the key without hashing gigabytes)."""
+    if config.data.dataset == "digits":
+        import sklearn
+
+        return ["sklearn", sklearn.__version__]
+    root = Path(config.data.root).expanduser() if config.data.root else None
+    if root is None or not root.is_dir():
+        return [str(root)]
+    entries = []
+    for directory, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            stat = (Path(directory) / name).stat()
+            relative = os.path.relpath(Path(directory) / name, root)
+            entries.append([relative, stat.st_size, stat.st_mtime_ns])
+    return entries
+
+
+def _file_hash(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
+
+
+def stage_key(stage: str, config: Config, layout: Layout) -> str:
+    """The cache key of ``stage`` for this config in this project, from what is on disk now."""
+    spec = STAGES[stage]
+    inputs: dict[str, Any] = {name: _file_hash(layout.root / name) for name in spec.inputs}
+    if stage == "prepare":
+        inputs["raw"] = raw_data_signature(config)
+    payload = {
+        "stage": stage,
+        "root": str(layout.root.resolve()),
+        "params": param_values(config, spec.params),
+        "inputs": inputs,
+        "code": code_version(spec.code),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _outputs(stage: str, layout: Layout) -> dict[str, str | None]:
+    return {name: _file_hash(layout.root / name) for name in STAGES[stage].outputs}
+
+
+def record_outputs(stage: str, config: Config, layout: Layout) -> None:
+    """After ``stage`` ran: its key and the hashes of the outputs that key produced."""
+    record = {"key": stage_key(stage, config, layout), "outputs": _outputs(stage, layout)}
+    write_json(layout.stage_record(stage), record)
+
+
+def outputs_current(stage: str, config: Config, layout: Layout) -> bool:
+    """Whether the files on disk are the ones ``stage`` produced under its current key."""
+    try:
+        record = read_json(layout.stage_record(stage))
+    except (FileNotFoundError, ValueError):
+        return False
+    return record.get("key") == stage_key(stage, config, layout) and record.get(
+        "outputs"
+    ) == _outputs(stage, layout)
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """Prefect cache policy: the key of ``stage_key`` (params, input hashes, code)."""
+
+    stage: str = ""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return stage_key(self.stage, inputs["config"], inputs["layout"])
+
+
+def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options: Any) -> Task:
+    """The Prefect task of a stage: ``function`` (what the DVC stage calls), cached by
+    ``StageCache``, then the record of what it wrote. Results are stored as JSON, not pickle."""
+
+    @functools.wraps(function)
+    def run_and_record(config: Config, layout: Layout) -> Any:
+        result = function(config, layout)
+        record_outputs(stage, config, layout)
+        return result
+
+    return task(
+        run_and_record,
+        name=stage,
+        cache_policy=StageCache(stage=stage),
+        result_serializer="json",
+        **options,
+    )
+
+
+def run_stage(stage_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
+    """Call a cached stage task; when the outputs on disk are not the ones its key produced,
+    run it anyway and overwrite the stored result (see the module docstring)."""
+    current = outputs_current(stage_task.name, config, layout)
+    return stage_task.with_options(refresh_cache=not current)(config, layout, **options)
