@@ -60,8 +60,9 @@ class WarmupConfig(OptimConfig):
 
 @dataclass(frozen=True)
 class TrainConfig(OptimConfig):
-    """PGD adversarial training (Madry et al. 2018), continuing from the warmup weights."""
+    """Adversarial training, continuing from the warmup weights (recipes: tasks/recipes.py)."""
 
+    method: Literal["pgd", "trades", "fgsm_rs", "free", "alp", "multi"]
     norm: Literal["Linf", "L2"]
     eps: float
     step_size: float
@@ -69,6 +70,11 @@ class TrainConfig(OptimConfig):
     random_start: bool
     adv_weight: float  # weight of the adversarial loss; 1.0 is pure Madry, 0.5 the 50/50 mix
     eps_ramp_epochs: int  # eps grows linearly from 0 over this many epochs; 0 = no ramp
+    trades_beta: float  # trades: weight of the KL term
+    alp_weight: float  # alp: weight of the logit-pairing term
+    free_replays: int  # free: replays m of each minibatch
+    multi_other_eps: float  # multi: eps of the other norm, alternated with train.norm
+    select: Literal["best", "last"]  # which epoch's weights become the model (robust overfitting)
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,22 @@ def validate(config: Config) -> None:
     _require(train.step_size > 0, "train.step_size", "must be > 0")
     _require(train.steps >= 1, "train.steps", "must be >= 1")
     _require(0 <= train.adv_weight <= 1, "train.adv_weight", "must be in [0, 1]")
+    _require(train.trades_beta > 0, "train.trades_beta", "must be > 0")
+    _require(train.alp_weight >= 0, "train.alp_weight", "must be >= 0")
+    _require(train.free_replays >= 1, "train.free_replays", "must be >= 1")
+    _require(train.multi_other_eps > 0, "train.multi_other_eps", "must be > 0")
+    if train.norm == "L2":
+        _require(
+            train.multi_other_eps <= 1,
+            "train.multi_other_eps",
+            "the other norm is Linf: an eps above 1 covers the whole [0,1] image",
+        )
+    if train.method in ("pgd", "fgsm_rs", "multi", "alp"):
+        _require(
+            train.adv_weight > 0,
+            "train.adv_weight",
+            f"must be > 0 for train.method={train.method} (0 would be natural training)",
+        )
     _require(
         0 <= train.eps_ramp_epochs <= train.epochs,
         "train.eps_ramp_epochs",

@@ -20,6 +20,48 @@ def _capacity(width: int, depth: int) -> str:
     return ", ".join(parts) or "default width and depth"
 
 
+def method_description(config: Config) -> str:
+    """The training recipe in words, with the settings that matter for it."""
+    train = config.train
+    pgd = (
+        f"{train.steps} steps of {train.step_size:g}, random start "
+        f"{'on' if train.random_start else 'off'}"
+    )
+    descriptions = {
+        "pgd": f"PGD (Madry et al. 2018), {pgd}, adversarial loss weight {train.adv_weight:g}",
+        "trades": f"TRADES (Zhang et al. 2019), beta {train.trades_beta:g}, KL attack {pgd}",
+        "fgsm_rs": "FGSM with random start (Wong et al. 2020), one step of 1.25 eps, "
+        f"adversarial loss weight {train.adv_weight:g}",
+        "free": f"free adversarial training (Shafahi et al. 2019), {train.free_replays} "
+        "replays per minibatch",
+        "alp": f"adversarial logit pairing (Kannan et al. 2018), pairing weight "
+        f"{train.alp_weight:g}, PGD {pgd}, adversarial loss weight {train.adv_weight:g}",
+        "multi": f"multi-threat PGD alternating {train.norm} eps {train.eps:g} with "
+        f"{'L2' if train.norm == 'Linf' else 'Linf'} eps {train.multi_other_eps:g}, {pgd}",
+    }
+    return descriptions[train.method]
+
+
+def checkpoint_lines(training: dict | None) -> list[str]:
+    """Which epoch's weights this model is, and any collapse of training."""
+    if not training or "selected_epoch" not in training:
+        return []
+    lines = [
+        f"- Weights: epoch {training['selected_epoch']} of {training['last_epoch']} "
+        f"(`{training['selection']}`; the best validation PGD accuracy was at epoch "
+        f"{training['best_epoch']})."
+    ]
+    collapse = training.get("catastrophic_overfitting")
+    if collapse:
+        lines.append(
+            f"- Catastrophic overfitting at epoch {collapse['epoch']}: validation PGD accuracy "
+            f"fell to {collapse['val_adv_accuracy']:.3f} from "
+            f"{collapse['best_val_adv_accuracy']:.3f}; training stopped on the weights of epoch "
+            f"{collapse['restored_epoch']}."
+        )
+    return lines
+
+
 def _row(label: str, hardened: float | None, natural: float | None) -> str:
     def cell(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
@@ -34,10 +76,12 @@ def render_model_card(
     meta: dict,
     provenance: dict[str, str],
     title: str,
+    training: dict | None = None,
 ) -> str:
     """The card as markdown. ``evaluation`` is ``metrics/evaluate.json``, ``verdict``
-    ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``; ``provenance`` maps
-    labels (git commit, DVC data version, ...) to values."""
+    ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``, ``training``
+    ``metrics/train.json``; ``provenance`` maps labels (git commit, DVC data version, ...) to
+    values."""
     train, warmup, model = config.train, config.warmup, config.model
     norm, eps = evaluation["threat_model"], evaluation["eps"]
     natural = evaluation["natural"]
@@ -72,12 +116,11 @@ def render_model_card(
         f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
         f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, {warmup.lr_schedule} "
         "schedule.",
-        f"- PGD adversarial training (Madry et al. 2018): {train.epochs} epochs, {train.norm} "
-        f"eps {train.eps:g}, {train.steps} steps of {train.step_size:g}, random start "
-        f"{'on' if train.random_start else 'off'}, adversarial loss weight {train.adv_weight:g}, "
-        f"eps ramped over {train.eps_ramp_epochs} epochs; SGD lr {train.lr:g}, momentum "
-        f"{train.momentum:g}, weight decay {train.weight_decay:g}, {train.lr_schedule} schedule; "
-        f"seed {config.seed}.",
+        f"- Adversarial training, {method_description(config)}: {train.epochs} epochs, "
+        f"{train.norm} eps {train.eps:g}, eps ramped over {train.eps_ramp_epochs} epochs; SGD "
+        f"lr {train.lr:g}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, "
+        f"{train.lr_schedule} schedule; seed {config.seed}.",
+        *checkpoint_lines(training),
         "",
         "## Results",
         "",

@@ -329,6 +329,7 @@ def run_register(config: Config, layout: Layout) -> Registration:
     is left without its evidence or with an alias it did not earn."""
     evaluation = read_json(layout.metrics_file("evaluate"))
     verdict = read_json(layout.metrics_file("gate"))
+    training = read_json(layout.metrics_file("train"))
     meta = read_json(layout.prepared_meta)
     model, spec = load_model(layout.model_file("train"))
     gate = "passed" if verdict["passed"] else "failed"
@@ -391,6 +392,7 @@ def run_register(config: Config, layout: Layout) -> Registration:
                 meta,
                 {**provenance, "mlflow_run": run.info.run_id},
                 title=f"{name} v{version}",
+                training=training,
             )
             write_text(layout.model_card_file, card)
             mlflow.log_artifact(str(layout.model_card_file), "reports")
@@ -407,6 +409,8 @@ def run_register(config: Config, layout: Layout) -> Registration:
                 "robust_accuracy": f"{evaluation['robust_accuracy']:.6f}",
                 "natural_clean_accuracy": f"{evaluation['natural']['clean_accuracy']:.6f}",
                 "trust_flags": str(len(evaluation["flags"])),
+                "train_method": config.train.method,
+                "checkpoint": _checkpoint_tag(training),
                 "run_id": run.info.run_id,
                 "params": json.dumps(config.to_dict(), separators=(",", ":")),
                 # Last: its presence marks a version whose evidence is complete.
@@ -441,6 +445,17 @@ def run_register(config: Config, layout: Layout) -> Registration:
         decision.reason,
     )
     return registration
+
+
+def _checkpoint_tag(training: dict) -> str:
+    """Which epoch was registered, e.g. ``best: epoch 14 of 20``; says so after a collapse."""
+    if "selected_epoch" not in training:
+        return "last"
+    tag = f"{training['selection']}: epoch {training['selected_epoch']} of {training['last_epoch']}"
+    collapse = training.get("catastrophic_overfitting")
+    if collapse:
+        tag += f" (catastrophic overfitting at epoch {collapse['epoch']})"
+    return tag
 
 
 def _restore_model_card(run_id: str, layout: Layout) -> None:

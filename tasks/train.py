@@ -39,6 +39,7 @@ from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
 from tasks.caching import stage_task
 from tasks.data import PreparedData, Split, load_prepared
+from tasks.recipes import AdversarialRecipe, free_step, recipe_loss, training_loss
 
 log = logging.getLogger("iocane")
 
@@ -82,56 +83,6 @@ def ramped_eps(eps: float, ramp_epochs: int, epoch: int, batch: int, n_batches: 
         return eps
     progress = (epoch + (batch + 1) / n_batches) / ramp_epochs
     return eps * min(1.0, progress)
-
-
-@dataclass
-class BatchStats:
-    """Sums over a batch, kept as device tensors so the loop never waits on the host."""
-
-    clean_loss: torch.Tensor
-    clean_correct: torch.Tensor
-    adv_loss: torch.Tensor | None
-    adv_correct: torch.Tensor | None
-
-
-def training_loss(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    attack: Attack | None,
-    adv_weight: float,
-) -> tuple[torch.Tensor, BatchStats]:
-    """The loss to minimise: ``(1 - adv_weight) * CE(clean) + adv_weight * CE(adversarial)``."""
-    adversarial = None
-    if attack is not None and adv_weight > 0:
-        model.eval()
-        adversarial = attack(model, images, labels)
-        model.train()
-    if adversarial is None or adv_weight < 1:
-        clean_logits = model(images)
-        clean_loss = F.cross_entropy(clean_logits, labels)
-    else:
-        # Pure Madry: the clean pass is only reported, so it neither trains nor moves BN stats.
-        with torch.no_grad():
-            model.eval()
-            clean_logits = model(images)
-            model.train()
-            clean_loss = F.cross_entropy(clean_logits, labels)
-    stats = BatchStats(
-        clean_loss=clean_loss.detach() * len(labels),
-        clean_correct=(clean_logits.argmax(1) == labels).sum(),
-        adv_loss=None,
-        adv_correct=None,
-    )
-    if adversarial is None:
-        return clean_loss, stats
-    adv_logits = model(adversarial)
-    adv_loss = F.cross_entropy(adv_logits, labels)
-    stats.adv_loss = adv_loss.detach() * len(labels)
-    stats.adv_correct = (adv_logits.argmax(1) == labels).sum()
-    if adv_weight == 1:
-        return adv_loss, stats
-    return (1 - adv_weight) * clean_loss + adv_weight * adv_loss, stats
 
 
 @torch.no_grad()
@@ -178,30 +129,6 @@ def make_scheduler(
         milestones = [math.ceil(optim.epochs * 0.5), math.ceil(optim.epochs * 0.75)]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-@dataclass(frozen=True)
-class AdversarialRecipe:
-    """How a stage crafts its training examples; None in ``fit`` means natural training."""
-
-    norm: str
-    eps: float
-    step_size: float
-    steps: int
-    random_start: bool
-    adv_weight: float
-    eps_ramp_epochs: int
-
-    def attack(self, eps: float, seed: int) -> PGD:
-        # The step keeps its ratio to eps while eps ramps up.
-        return PGD(
-            eps=eps,
-            norm=self.norm,
-            steps=self.steps,
-            step_size=self.step_size * eps / self.eps,
-            random_start=self.random_start,
-            seed=seed,
-        )
 
 
 def _checkpoint_path(directory: Path, epoch: int) -> Path:
@@ -255,8 +182,11 @@ def fit(
     seed: int,
     run_key: str,
     device: torch.device,
+    select: str = "last",
 ) -> dict:
-    """Train for ``optim.epochs``, checkpointing every epoch; returns the final figures."""
+    """Train for ``optim.epochs``, checkpointing every epoch, and write the selected epoch's
+    weights as the stage's model (``select``: ``best`` validation PGD accuracy, or ``last``).
+    Stops early, on the last good weights, when adversarial training collapses."""
     started = time.perf_counter()
     directory = layout.checkpoint_dir(stage)
     directory.mkdir(parents=True, exist_ok=True)
@@ -266,6 +196,9 @@ def fit(
     shuffle = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     start_epoch = 0
+    collapse: dict | None = None
+    # free: the perturbation persists across replays and minibatches (Shafahi et al.).
+    free_delta = torch.zeros((optim.batch_size, *train.images.shape[1:]), device=device)
     resumed = _take_resumable(directory, run_key)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -277,7 +210,12 @@ def fit(
             torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
         history = list(resumed["history"])
         start_epoch = resumed["epoch"]
-        if start_epoch >= optim.epochs:
+        collapse = resumed.get("collapse")
+        if resumed.get("free_delta") is not None:
+            free_delta = resumed["free_delta"].to(device)
+        if collapse is not None:
+            log.info("%s: stopped at epoch %d by catastrophic overfitting", stage, start_epoch)
+        elif start_epoch >= optim.epochs:
             log.info(
                 "%s: all %d epochs were already trained with these params, data and code; "
                 "reusing %s",
@@ -289,7 +227,7 @@ def fit(
             log.info("%s: resuming after epoch %d from %s", stage, start_epoch, directory)
 
     n_batches = math.ceil(len(train) / optim.batch_size)
-    for epoch in range(start_epoch, optim.epochs):
+    for epoch in range(start_epoch if collapse is None else optim.epochs, optim.epochs):
         epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(len(train), generator=shuffle).to(device)
@@ -299,16 +237,23 @@ def fit(
         for batch in range(n_batches):
             index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
             images, labels = train.images[index], train.labels[index]
-            attack = None
-            if recipe is not None:
+            if recipe is None:
+                loss, stats = training_loss(model, images, labels, None, 0.0)
+            else:
                 eps = ramped_eps(recipe.eps, recipe.eps_ramp_epochs, epoch, batch, n_batches)
-                attack = recipe.attack(eps, seed=seed * 1_000_003 + epoch * 10_007 + batch)
-            loss, stats = training_loss(
-                model, images, labels, attack, recipe.adv_weight if recipe else 0.0
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if recipe is not None and recipe.method == "free":
+                n = len(labels)
+                delta, stats = free_step(
+                    model, optimizer, images, labels, free_delta[:n], eps, recipe
+                )
+                free_delta[:n] = delta
+            else:
+                if recipe is not None:
+                    attack = recipe.attack(eps, seed * 1_000_003 + epoch * 10_007 + batch, batch)
+                    loss, stats = recipe_loss(recipe, model, images, labels, attack)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
             sums["cl"] += stats.clean_loss
             sums["cc"] += stats.clean_correct
             if stats.adv_loss is not None:
@@ -333,6 +278,22 @@ def fit(
             row["train_adv_loss"] = sums["al"].item() / len(train)
             row["train_adv_accuracy"] = sums["ac"].item() / len(train)
         history.append(row)
+        if recipe is not None and catastrophic_overfitting(history):
+            collapse = {
+                "epoch": epoch + 1,
+                "val_adv_accuracy": row["val_adv_accuracy"],
+                "best_val_adv_accuracy": max(r["val_adv_accuracy"] for r in history[:-1]),
+                "restored_epoch": epoch,
+            }
+            log.warning(
+                "%s: catastrophic overfitting at epoch %d: validation PGD accuracy fell to %.3f "
+                "(best so far %.3f); restoring the weights of epoch %d and stopping",
+                stage,
+                epoch + 1,
+                collapse["val_adv_accuracy"],
+                collapse["best_val_adv_accuracy"],
+                epoch,
+            )
         _save_checkpoint(
             _checkpoint_path(directory, epoch + 1),
             {
@@ -350,6 +311,10 @@ def fit(
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 },
                 "history": history,
+                "collapse": collapse,
+                "free_delta": free_delta
+                if recipe is not None and recipe.method == "free"
+                else None,
             },
         )
         _write_history(layout.history_file(stage), history)
@@ -367,11 +332,15 @@ def fit(
             _format_optional(row.get("val_adv_accuracy")),
             row["seconds"],
         )
+        if collapse is not None:
+            break
 
-    save_model(layout.model_file(stage), model, spec)
-    final = dict(history[-1])
+    selection = _select_weights(stage, directory, model, spec, history, select, collapse, layout)
+    final = dict(history[selection["selected_epoch"] - 1])
     final.update(
         {
+            **selection,
+            "catastrophic_overfitting": collapse,
             "epochs": optim.epochs,
             "resumed_after_epoch": resumed["epoch"] if resumed is not None else None,
             "seconds": time.perf_counter() - started,
@@ -381,6 +350,64 @@ def fit(
     )
     write_json(layout.metrics_file(stage), final)
     return final
+
+
+COLLAPSE_DROP = 0.2  # a fall of validation PGD accuracy this far below its best is a collapse
+
+
+def catastrophic_overfitting(history: list[dict]) -> bool:
+    """Whether the latest epoch's validation PGD accuracy fell more than ``COLLAPSE_DROP``
+    below the best epoch before it. Catastrophic overfitting (Wong et al. 2020) takes robust
+    accuracy to near zero within an epoch while single-step accuracy stays high."""
+    accuracies = [row.get("val_adv_accuracy") for row in history]
+    if len(accuracies) < 2 or accuracies[-1] is None or accuracies[0] is None:
+        return False
+    return accuracies[-1] < max(accuracies[:-1]) - COLLAPSE_DROP
+
+
+def select_epoch(history: list[dict], select: str, collapse: dict | None) -> int:
+    """The epoch whose weights become the model: the best validation PGD accuracy (the latest
+    on a tie) or the last epoch, never one at or after a collapse."""
+    candidates = history if collapse is None else history[: collapse["restored_epoch"]]
+    scored = [row for row in candidates if row.get("val_adv_accuracy") is not None]
+    if select == "last" or not scored:
+        return int(candidates[-1]["epoch"])
+    return int(max(scored, key=lambda row: (row["val_adv_accuracy"], row["epoch"]))["epoch"])
+
+
+def _select_weights(
+    stage: str,
+    directory: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    history: list[dict],
+    select: str,
+    collapse: dict | None,
+    layout: Layout,
+) -> dict:
+    """Write ``best.pt``, ``last.pt`` and the selected one as ``model.pt``; say which."""
+    chosen = select_epoch(history, select, collapse)
+    best = select_epoch(history, "best", collapse)
+    last = int(history[-1]["epoch"])
+    for name, epoch in (("best", best), ("last", last)):
+        checkpoint = torch.load(_checkpoint_path(directory, epoch), weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        save_model(directory / f"{name}.pt", model, spec)
+    checkpoint = torch.load(_checkpoint_path(directory, chosen), weights_only=True)
+    model.load_state_dict(checkpoint["model"])
+    save_model(layout.model_file(stage), model, spec)
+    if len(history) > 1 and stage == "train":
+        log.info(
+            "%s: the model is epoch %d of %d (%s; best validation PGD accuracy at epoch %d, "
+            "last epoch %d)",
+            stage,
+            chosen,
+            len(history),
+            select if collapse is None else f"{select}, before the collapse",
+            best,
+            last,
+        )
+    return {"selected_epoch": chosen, "selection": select, "best_epoch": best, "last_epoch": last}
 
 
 def _log_progress(
@@ -408,7 +435,7 @@ def _format_optional(value: float | None) -> str:
 def code_fingerprint() -> str:
     """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
     digest = hashlib.sha256()
-    files = [Path(__file__)]
+    files = [Path(__file__), Path(__file__).with_name("recipes.py")]
     for package in (attacks, models):
         files += sorted(Path(package.__file__).parent.glob("*.py"))
     for path in files:
@@ -476,6 +503,11 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
         random_start=train.random_start,
         adv_weight=train.adv_weight,
         eps_ramp_epochs=train.eps_ramp_epochs,
+        method=train.method,
+        trades_beta=train.trades_beta,
+        alp_weight=train.alp_weight,
+        free_replays=train.free_replays,
+        multi_other_eps=train.multi_other_eps,
     )
     fit(
         stage="train",
@@ -495,6 +527,7 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
             sha256_file(warmup_file),
         ),
         device=device,
+        select=train.select,
     )
     path = layout.model_file("train")
     return ModelRef(str(path), sha256_file(path))

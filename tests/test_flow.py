@@ -118,6 +118,9 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert json.loads(tags["params"])["train"]["eps"] == 0.1
     assert tags["model_card_uri"] == f"runs:/{version.run_id}/reports/model_card.md"
     assert tags["champion_action"] == "registered" and tags["champion_by"]
+    training = json.loads((project / "metrics" / "train.json").read_text())
+    assert tags["train_method"] == "pgd"
+    assert tags["checkpoint"] == f"best: epoch {training['selected_epoch']} of 2"
     # The model card is the version's description, and an artifact of its run.
     assert version.description.startswith("# Model card: iocane-test v1")
     for section in ("Intended use", "Threat model", "Training recipe", "Known limits"):
