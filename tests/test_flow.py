@@ -277,7 +277,12 @@ def test_a_failing_registry_call_fails_the_run_and_registers_nothing(
     assert latest.info.status == "FAILED"
 
 
-def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[str, str]) -> None:
+def test_cli_failed_gate_registers_without_promoting(
+    project: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # The model trained at eps 0.05 above: only the gate and the registration run again.
     params = write_tiny_params(
         project / "strict.yaml", gate={"min_robust_accuracy": 0.99}, train={"eps": 0.05}
@@ -297,16 +302,21 @@ def test_cli_failed_gate_registers_without_promoting(project: Path, env: dict[st
     assert failed.tags["gate"] == "failed" and failed.aliases == []
     assert str(client.get_model_version_by_alias("iocane-test", "champion").version) == "1"
 
-    refused = run_iocane(project, env, "promote", "--name", "iocane-test", "--version", number)
-    assert refused.returncode == 3 and "refused" in refused.stderr
+    # promote and review in process: the same main() as the command, without its start-up.
+    from iocane.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    assert main(["promote", "--name", "iocane-test", "--version", number]) == 3
+    assert "refused" in capsys.readouterr().err
     assert str(client.get_model_version_by_alias("iocane-test", "champion").version) == "1"
 
-    review = run_iocane(project, env, "review", "--name", "iocane-test", "--json")
-    assert review.returncode == 0, review.stderr[-2000:]
-    rows = json.loads(review.stdout)["versions"]
-    listed = [(row["version"], row["gate"], row["aliases"]) for row in rows]
+    assert main(["review", "--name", "iocane-test", "--json"]) == 0
+    review = json.loads(capsys.readouterr().out)
+    listed = [(row["version"], row["gate"], row["aliases"]) for row in review["versions"]]
     assert listed[0] == (int(number), "failed", "") and listed[-1] == (1, "passed", "champion")
-    assert "champion v1" in json.loads(review.stdout)["comparison"]["summary"]
+    assert "champion v1" in review["comparison"]["summary"]
 
 
 def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:
