@@ -275,8 +275,8 @@ def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options:
     )
 
 
-def run_stage(stage_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
+def run_stage(cached_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
     """Call a cached stage task; when the outputs on disk are not the ones its key produced,
     run it anyway and overwrite the stored result (see the module docstring)."""
-    current = outputs_current(stage_task.name, config, layout)
-    return stage_task.with_options(refresh_cache=not current)(config, layout, **options)
+    current = outputs_current(cached_task.name, config, layout)
+    return cached_task.with_options(refresh_cache=not current)(config, layout, **options)
