@@ -63,6 +63,12 @@ class PGD:
         step_size = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
         generator = make_generator(self.seed, images.device)
         images = images.detach()
+        if self.restarts == 1:
+            # One run needs no bookkeeping: no per-sample selection, so no host sync (training
+            # calls this every batch) and no extra forward pass to score the result.
+            return self._one_run(model, images, labels, threat, step_size, generator, score=False)[
+                0
+            ]
         best = images.clone()
         best_loss = torch.full((len(images),), float("-inf"), device=images.device)
         fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
@@ -88,7 +94,8 @@ class PGD:
         threat: ThreatModel,
         step_size: float,
         generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        score: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.random_start:
             delta = threat.random_start(images.shape, self.eps, generator, images.device)
             delta = (images + delta).clamp(0.0, 1.0) - images
@@ -104,9 +111,11 @@ class PGD:
             with torch.no_grad():
                 delta = threat.project(delta + threat.step(grad, step_size), self.eps)
                 delta = (images + delta).clamp(0.0, 1.0) - images
+        adversarial = (images + delta).detach()
+        if not score:
+            return adversarial, None, None
         with torch.no_grad():
-            adversarial = images + delta
             logits = model(adversarial)
             final_loss = per_sample_loss(logits, labels, self.loss)
             is_fooled = logits.argmax(dim=1) != labels
-        return adversarial.detach(), final_loss, is_fooled
+        return adversarial, final_loss, is_fooled

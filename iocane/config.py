@@ -78,6 +78,14 @@ class TrainConfig(OptimConfig):
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How training uses the hardware (tasks/hardware.py); evaluation always runs in float32."""
+
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, float32 elsewhere
+    compile: bool  # torch.compile the training passes
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """The validation suite; its threat model is the one the model was trained for."""
 
@@ -108,6 +116,7 @@ class Config:
     model: ModelConfig
     warmup: WarmupConfig
     train: TrainConfig
+    runtime: RuntimeConfig
     evaluate: EvaluateConfig
     gate: GateConfig
     registry: RegistryConfig

@@ -53,6 +53,8 @@ def _optim_keys(section: str) -> tuple[str, ...]:
     return tuple(f"{section}.{key}" for key in keys)
 
 
+RUNTIME_KEYS = ("runtime.precision", "runtime.compile")
+
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
@@ -74,8 +76,15 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "warmup",
-            params=("seed", "model.name", "model.width", "model.depth", *_optim_keys("warmup")),
-            code=("tasks/train.py", "models"),
+            params=(
+                "seed",
+                "model.name",
+                "model.width",
+                "model.depth",
+                *_optim_keys("warmup"),
+                *RUNTIME_KEYS,
+            ),
+            code=("tasks/train.py", "tasks/recipes.py", "tasks/hardware.py", "models"),
             inputs=("data/prepared/meta.json",),
             outputs=("checkpoints/warmup/model.pt", "metrics/warmup.json", "plots/warmup.csv"),
         ),
@@ -97,8 +106,9 @@ STAGES: dict[str, StageSpec] = {
                 "train.free_replays",
                 "train.multi_other_eps",
                 "train.select",
+                *RUNTIME_KEYS,
             ),
-            code=("tasks/train.py", "tasks/recipes.py", "models", "attacks"),
+            code=("tasks/train.py", "tasks/recipes.py", "tasks/hardware.py", "models", "attacks"),
             inputs=("data/prepared/meta.json", "checkpoints/warmup/model.pt"),
             outputs=("checkpoints/train/model.pt", "metrics/train.json", "plots/train.csv"),
         ),

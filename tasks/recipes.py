@@ -24,6 +24,8 @@ training pass itself, in train mode.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +36,8 @@ from attacks import PGD, Attack
 from attacks.threat import make_generator, threat_model
 
 METHODS = ("pgd", "trades", "fgsm_rs", "free", "alp", "multi")
+# A context for the forward passes of a training step (bf16 autocast, or nothing).
+Autocast = Callable[[], contextlib.AbstractContextManager]
 FGSM_RS_STEP = 1.25  # Wong et al.: the step is 1.25 eps
 
 
@@ -260,6 +264,7 @@ def free_step(
     delta: torch.Tensor,
     eps: float,
     recipe: AdversarialRecipe,
+    autocast: Autocast = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, BatchStats]:
     """``free_replays`` weight updates on one minibatch, each also stepping the persistent
     perturbation ``delta`` by eps along its gradient's sign (Linf) or direction (L2). Returns
@@ -269,13 +274,49 @@ def free_step(
     delta = (images + delta).clamp(0, 1) - images
     for _ in range(recipe.free_replays):
         delta.requires_grad_(True)
-        adv_logits = model(images + delta)
-        loss = F.cross_entropy(adv_logits, labels)
+        with autocast():
+            adv_logits = model(images + delta)
+            loss = F.cross_entropy(adv_logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
             delta = threat.project(delta + threat.step(delta.grad, eps), eps)
             delta = (images + delta).clamp(0, 1) - images
-    clean_logits = _reported_clean_logits(model, images)
+    with autocast():
+        clean_logits = _reported_clean_logits(model, images)
     return delta.detach(), _stats(clean_logits, adv_logits, labels)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: AdversarialRecipe | None,
+    eps: float,
+    seed: int,
+    batch: int,
+    free_delta: torch.Tensor,
+    autocast: Autocast = contextlib.nullcontext,
+) -> BatchStats:
+    """One training step on a batch: natural when ``recipe`` is None. The attack's random start
+    is seeded with ``seed``; ``free`` updates its persistent perturbation ``free_delta`` in
+    place. Nothing here waits on the host: the figures come back as device tensors."""
+    if recipe is not None and recipe.method == "free":
+        n = len(labels)
+        delta, stats = free_step(
+            model, optimizer, images, labels, free_delta[:n], eps, recipe, autocast
+        )
+        free_delta[:n] = delta
+        return stats
+    with autocast():  # the attack's passes too; the backward pass runs outside, as advised
+        if recipe is None:
+            loss, stats = training_loss(model, images, labels, None, 0.0)
+        else:
+            attack = recipe.attack(eps, seed, batch)
+            loss, stats = recipe_loss(recipe, model, images, labels, attack)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return stats

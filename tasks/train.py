@@ -39,7 +39,8 @@ from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
 from tasks.caching import stage_task
 from tasks.data import PreparedData, Split, load_prepared
-from tasks.recipes import AdversarialRecipe, free_step, recipe_loss, training_loss
+from tasks.hardware import Hardware, resolve_hardware
+from tasks.recipes import AdversarialRecipe, train_step
 
 log = logging.getLogger("iocane")
 
@@ -183,11 +184,17 @@ def fit(
     run_key: str,
     device: torch.device,
     select: str = "last",
+    hardware: Hardware | None = None,
 ) -> dict:
     """Train for ``optim.epochs``, checkpointing every epoch, and write the selected epoch's
     weights as the stage's model (``select``: ``best`` validation PGD accuracy, or ``last``).
-    Stops early, on the last good weights, when adversarial training collapses."""
+    Stops early, on the last good weights, when adversarial training collapses. ``hardware``
+    (default: float32, the default memory format, eager) says how the training steps run."""
     started = time.perf_counter()
+    if hardware is None:
+        hardware = Hardware(device=device, bf16=False, channels_last=False, compile=False)
+    hardware.place_model(model)
+    training_model = hardware.training_model(model)
     directory = layout.checkpoint_dir(stage)
     directory.mkdir(parents=True, exist_ok=True)
     train, val = data.train.to(device), data.val.to(device)
@@ -236,24 +243,21 @@ def fit(
         last_progress = epoch_started
         for batch in range(n_batches):
             index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
-            images, labels = train.images[index], train.labels[index]
-            if recipe is None:
-                loss, stats = training_loss(model, images, labels, None, 0.0)
-            else:
+            images, labels = hardware.batch(train.images[index]), train.labels[index]
+            if recipe is not None:
                 eps = ramped_eps(recipe.eps, recipe.eps_ramp_epochs, epoch, batch, n_batches)
-            if recipe is not None and recipe.method == "free":
-                n = len(labels)
-                delta, stats = free_step(
-                    model, optimizer, images, labels, free_delta[:n], eps, recipe
-                )
-                free_delta[:n] = delta
-            else:
-                if recipe is not None:
-                    attack = recipe.attack(eps, seed * 1_000_003 + epoch * 10_007 + batch, batch)
-                    loss, stats = recipe_loss(recipe, model, images, labels, attack)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            stats = train_step(
+                training_model,
+                optimizer,
+                images,
+                labels,
+                recipe,
+                eps,
+                seed * 1_000_003 + epoch * 10_007 + batch,
+                batch,
+                free_delta,
+                hardware.autocast,
+            )
             sums["cl"] += stats.clean_loss
             sums["cc"] += stats.clean_correct
             if stats.adv_loss is not None:
@@ -345,6 +349,8 @@ def fit(
             "resumed_after_epoch": resumed["epoch"] if resumed is not None else None,
             "seconds": time.perf_counter() - started,
             "device": str(device),
+            "precision": "bf16" if hardware.bf16 else "fp32",
+            "compiled": hardware.compile,
             "run_key": run_key,
         }
     )
@@ -435,7 +441,8 @@ def _format_optional(value: float | None) -> str:
 def code_fingerprint() -> str:
     """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
     digest = hashlib.sha256()
-    files = [Path(__file__), Path(__file__).with_name("recipes.py")]
+    here = Path(__file__)
+    files = [here, here.with_name("recipes.py"), here.with_name("hardware.py")]
     for package in (attacks, models):
         files += sorted(Path(package.__file__).parent.glob("*.py"))
     for path in files:
@@ -458,6 +465,7 @@ def validation_attack(config: Config) -> PGD:
 def run_warmup(config: Config, layout: Layout) -> ModelRef:
     """The ``warmup`` stage: natural training from scratch; the natural baseline."""
     device = resolve_device()
+    hardware = resolve_hardware(device, config.runtime)
     data = load_prepared(layout)
     spec = data.model_spec(config.model)
     torch.manual_seed(config.seed)
@@ -480,8 +488,10 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
             config.to_dict()["model"],
             config.to_dict()["warmup"],
             data.meta["fingerprint"],
+            hardware.describe(),
         ),
         device=device,
+        hardware=hardware,
     )
     path = layout.model_file("warmup")
     return ModelRef(str(path), sha256_file(path))
@@ -490,6 +500,7 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
 def run_train(config: Config, layout: Layout) -> ModelRef:
     """The ``train`` stage: PGD adversarial training starting from the warmup weights."""
     device = resolve_device()
+    hardware = resolve_hardware(device, config.runtime)
     data = load_prepared(layout)
     warmup_file = layout.model_file("warmup")
     model, spec = load_model(warmup_file, device)
@@ -525,9 +536,11 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
             config.to_dict()["train"],
             data.meta["fingerprint"],
             sha256_file(warmup_file),
+            hardware.describe(),
         ),
         device=device,
         select=train.select,
+        hardware=hardware,
     )
     path = layout.model_file("train")
     return ModelRef(str(path), sha256_file(path))

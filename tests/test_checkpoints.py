@@ -14,7 +14,8 @@ from iocane.layout import Layout
 from iocane.modelio import ModelFileError, load_model, save_model
 from models import ModelSpec, build_model
 from tasks.data import PreparedData, Split
-from tasks.train import AdversarialRecipe, fit
+from tasks.recipes import AdversarialRecipe
+from tasks.train import fit
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
 OPTIM = OptimConfig(

@@ -48,6 +48,8 @@ def test_overrides_are_typed_yaml_values() -> None:
         ("gate", "min_clean_accuracy", 1.2, "gate.min_clean_accuracy"),
         ("model", "name", "vgg", "model.name"),
         ("registry", "model_name", "", "registry.model_name"),
+        ("runtime", "precision", "fp16", "runtime.precision"),
+        ("runtime", "compile", "yes", "runtime.compile"),
     ],
 )
 def test_bad_values_name_the_key(

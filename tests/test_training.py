@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from attacks import PGD
-from tasks.train import make_scheduler, ramped_eps, training_loss
+from tasks.recipes import training_loss
+from tasks.train import make_scheduler, ramped_eps
 
 
 def test_eps_ramp_is_linear_then_flat() -> None:

@@ -1,0 +1,65 @@
+"""How training uses the hardware it runs on (params.yaml ``runtime``), chosen at run time.
+
+- Precision: ``auto`` is bf16 autocast on a CUDA device that supports it and float32 elsewhere;
+  ``bf16`` asks for it on any device (CPU autocast included), ``fp32`` never uses it. bf16 keeps
+  float32's range, so no loss scaling is needed; batch norm and the losses run in float32 under
+  autocast. Only training uses it: evaluation, and the per-epoch validation attack that selects
+  the checkpoint, always run in float32 so that no reported figure depends on rounding.
+- Memory format: on CUDA the model and each batch are channels-last, which the convolution
+  kernels of recent GPUs prefer; on CPU the default layout is faster.
+- ``compile``: the training forward passes go through ``torch.compile``. Compiling costs a
+  minute or more up front, so it pays off on long runs on a GPU. The weights are shared with
+  the eager module, which is what checkpoints and the validation pass use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from iocane.config import RuntimeConfig
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    compile: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def place_model(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` (in place) to the device and memory format."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def training_model(self, model: nn.Module) -> nn.Module:
+        """What the training steps call: ``model`` itself, or its compiled form."""
+        return torch.compile(model) if self.compile else model
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def describe(self) -> dict[str, object]:
+        """What changes a trained model's numbers; part of a checkpoint's run key."""
+        return {"bf16": self.bf16, "compile": self.compile}
+
+
+def resolve_hardware(device: torch.device, runtime: RuntimeConfig) -> Hardware:
+    on_cuda = device.type == "cuda"
+    if runtime.precision == "auto":
+        bf16 = on_cuda and torch.cuda.is_bf16_supported()
+    else:
+        bf16 = runtime.precision == "bf16"
+    return Hardware(device=device, bf16=bf16, channels_last=on_cuda, compile=runtime.compile)
