@@ -34,6 +34,7 @@ from torch import nn
 
 from attacks import PGD, Attack
 from attacks.threat import make_generator, threat_model
+from iocane.config import TrainConfig
 
 METHODS = ("pgd", "trades", "fgsm_rs", "free", "alp", "multi")
 # A context for the forward passes of a training step (bf16 autocast, or nothing).
@@ -143,6 +144,24 @@ class AdversarialRecipe:
     alp_weight: float = 0.5
     free_replays: int = 4
     multi_other_eps: float = 0.5
+
+    @classmethod
+    def from_config(cls, train: TrainConfig) -> AdversarialRecipe:
+        """The recipe params.yaml's ``train`` section describes."""
+        return cls(
+            norm=train.norm,
+            eps=train.eps,
+            step_size=train.step_size,
+            steps=train.steps,
+            random_start=train.random_start,
+            adv_weight=train.adv_weight,
+            eps_ramp_epochs=train.eps_ramp_epochs,
+            method=train.method,
+            trades_beta=train.trades_beta,
+            alp_weight=train.alp_weight,
+            free_replays=train.free_replays,
+            multi_other_eps=train.multi_other_eps,
+        )
 
     def attack(self, eps: float, seed: int, batch: int = 0) -> Attack | None:
         """The attack crafting batch ``batch``'s examples at (ramped) ``eps``; None for

@@ -392,6 +392,7 @@ def _select_weights(
     layout: Layout,
 ) -> dict:
     """Write ``best.pt``, ``last.pt`` and the selected one as ``model.pt``; say which."""
+    model.to(memory_format=torch.contiguous_format)  # model files carry the default layout
     chosen = select_epoch(history, select, collapse)
     best = select_epoch(history, "best", collapse)
     last = int(history[-1]["epoch"])
@@ -506,20 +507,7 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
     model, spec = load_model(warmup_file, device)
     torch.manual_seed(config.seed + 1)
     train = config.train
-    recipe = AdversarialRecipe(
-        norm=train.norm,
-        eps=train.eps,
-        step_size=train.step_size,
-        steps=train.steps,
-        random_start=train.random_start,
-        adv_weight=train.adv_weight,
-        eps_ramp_epochs=train.eps_ramp_epochs,
-        method=train.method,
-        trades_beta=train.trades_beta,
-        alp_weight=train.alp_weight,
-        free_replays=train.free_replays,
-        multi_other_eps=train.multi_other_eps,
-    )
+    recipe = AdversarialRecipe.from_config(train)
     fit(
         stage="train",
         model=model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ import yaml
 from torch import nn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share the cores: one thread each, in this process and in the stages,
+    # servers and CLI runs it starts. Several torch threads per worker on a shared core make
+    # small operations many times slower than one.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

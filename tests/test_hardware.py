@@ -127,7 +127,7 @@ def test_single_restart_pgd_is_its_one_run() -> None:
 def test_runtime_precision_is_resolved_for_the_device(precision, device, bf16) -> None:
     hardware = resolve_hardware(torch.device(device), RuntimeConfig(precision, compile=False))
     assert hardware.bf16 is bf16
-    assert hardware.channels_last is False, "channels-last is for CUDA only"
+    assert hardware.channels_last is True
 
 
 def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_weights() -> None:
