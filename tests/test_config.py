@@ -20,6 +20,16 @@ def test_project_params_load_with_real_types() -> None:
     assert config.train.random_start is True
 
 
+def test_the_shipped_dataset_params_files_load() -> None:
+    files = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+    assert files, "configs/ holds the per-dataset params files"
+    for path in files:
+        config = load_config(path)
+        assert config.data.dataset == path.stem, f"{path.name} is for {config.data.dataset}"
+    fashion = load_config(PROJECT_ROOT / "configs" / "fashion_mnist.yaml")
+    assert fashion.train.method == "free", "the recipe benchmarks/recipes.py chose"
+
+
 def test_overrides_are_typed_yaml_values() -> None:
     config = load_config(
         PROJECT_ROOT / "params.yaml", ["train.eps=0.2", "train.random_start=false", "seed=3"]
