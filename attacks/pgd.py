@@ -66,9 +66,10 @@ class PGD:
         if self.restarts == 1:
             # One run needs no bookkeeping: no per-sample selection, so no host sync (training
             # calls this every batch) and no extra forward pass to score the result.
-            return self._one_run(model, images, labels, threat, step_size, generator, score=False)[
-                0
-            ]
+            adversarial, _, _ = self._one_run(
+                model, images, labels, threat, step_size, generator, score=False
+            )
+            return adversarial
         best = images.clone()
         best_loss = torch.full((len(images),), float("-inf"), device=images.device)
         fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
