@@ -23,7 +23,13 @@ class ModelUriError(ValueError):
     """A registry URI naming a model, version or alias that does not exist."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss or the weights became non-finite; the message names epoch and step."""
+
+
 USER_ERRORS = (ConfigError, DataError, ModelFileError, ModelUriError, FileNotFoundError)
+# Not the user's input, but fully explained by its message: no traceback.
+EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged)
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -31,7 +37,7 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def report_error(error: BaseException) -> None:
-    if isinstance(error, USER_ERRORS):
+    if isinstance(error, EXPLAINED_ERRORS):
         print(f"error: {error}", file=sys.stderr)
     else:
         traceback.print_exception(error)

@@ -54,6 +54,7 @@ class BatchStats:
     clean_correct: torch.Tensor
     adv_loss: torch.Tensor | None
     adv_correct: torch.Tensor | None
+    objective: torch.Tensor | None = None  # the loss the step minimised (detached)
 
 
 def mixed_cross_entropy(
@@ -304,7 +305,9 @@ def free_step(
             delta = (images + delta).clamp(0, 1) - images
     with autocast():
         clean_logits = _reported_clean_logits(model, images)
-    return delta.detach(), _stats(clean_logits, adv_logits, labels)
+    stats = _stats(clean_logits, adv_logits, labels)
+    stats.objective = loss.detach()  # a non-finite replay leaves the last one non-finite too
+    return delta.detach(), stats
 
 
 def train_step(
@@ -338,4 +341,5 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    stats.objective = loss.detach()
     return stats

@@ -33,6 +33,7 @@ import attacks
 import models
 from attacks import PGD, Attack
 from iocane.config import Config, OptimConfig
+from iocane.errors import TrainingDiverged
 from iocane.files import sha256_file, write_atomic, write_json
 from iocane.layout import Layout
 from iocane.modelio import load_model, save_model
@@ -241,6 +242,9 @@ def fit(
         sums = {key: torch.zeros((), device=device) for key in ("cl", "cc", "al", "ac")}
         eps = 0.0
         last_progress = epoch_started
+        # The first step whose loss was not finite, kept on the device and read once per epoch,
+        # so that the loop never waits on the host.
+        first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
         for batch in range(n_batches):
             index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
             images, labels = hardware.batch(train.images[index]), train.labels[index]
@@ -258,6 +262,8 @@ def fit(
                 free_delta,
                 hardware.autocast,
             )
+            nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
+            first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)
             sums["cl"] += stats.clean_loss
             sums["cc"] += stats.clean_correct
             if stats.adv_loss is not None:
@@ -266,6 +272,7 @@ def fit(
             if time.perf_counter() - last_progress > PROGRESS_SECONDS:
                 last_progress = time.perf_counter()
                 _log_progress(stage, epoch, optim.epochs, batch, n_batches, epoch_started)
+        _check_finite(stage, epoch, first_nonfinite, model, directory)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_figures = evaluate_split(model, val, val_attack, batch_size=512)
@@ -356,6 +363,24 @@ def fit(
     )
     write_json(layout.metrics_file(stage), final)
     return final
+
+
+def _check_finite(
+    stage: str, epoch: int, first_nonfinite: torch.Tensor, model: nn.Module, directory: Path
+) -> None:
+    """Stop before this epoch is checkpointed if its loss or weights stopped being finite; the
+    checkpoints of the epochs before it stay, and nothing downstream runs."""
+    step = int(first_nonfinite)
+    weights_finite = bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
+    if step < 0 and weights_finite:
+        return
+    where = f"at epoch {epoch + 1}, step {step + 1}" if step >= 0 else f"during epoch {epoch + 1}"
+    kept = sorted(directory.glob("epoch-*.pt"))
+    raise TrainingDiverged(
+        f"{stage}: training diverged: the {'loss' if step >= 0 else 'weights'} became "
+        f"non-finite {where}. Lower {stage}.lr (or train.eps); "
+        + (f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no epoch was kept")
+    )
 
 
 COLLAPSE_DROP = 0.2  # a fall of validation PGD accuracy this far below its best is a collapse

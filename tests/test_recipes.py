@@ -16,6 +16,7 @@ import tasks.train
 from attacks import PGD
 from attacks.threat import make_generator
 from iocane.config import OptimConfig
+from iocane.errors import TrainingDiverged
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from models import ModelSpec, build_model
@@ -305,3 +306,48 @@ def test_every_recipe_trains_deterministically_under_a_seed(tmp_path: Path, meth
     ]
     assert _same(*weights)
     assert first["train_adv_loss"] == second["train_adv_loss"]
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: a weight turns NaN before the 2nd step of epoch 2 (4 steps an epoch)."""
+    real_step = tasks.train.train_step
+    calls = []
+
+    def poisoned_step(model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("nan")
+        return real_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.train, "train_step", poisoned_step)
+    with pytest.raises(TrainingDiverged, match=r"loss became non-finite at epoch 2, step 2"):
+        _fit(tmp_path, _recipe("pgd"), epochs=3)
+    directory = tmp_path / "checkpoints" / "train"
+    assert sorted(path.name for path in directory.glob("epoch-*.pt")) == ["epoch-0001.pt"]
+    assert torch.isfinite(_epoch_weights(directory, 1)["net.features.0.weight"]).all()
+    assert not Layout(tmp_path).model_file("train").exists(), "no model for later stages"
+
+
+def test_a_real_divergence_is_caught_in_its_first_epoch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    optim = OptimConfig(
+        epochs=2, batch_size=32, lr=1e30, momentum=0.9, weight_decay=0.0, lr_schedule="constant"
+    )
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step \d.*no epoch was kept"):
+        fit(
+            stage="warmup",
+            model=build_model(SPEC),
+            spec=SPEC,
+            data=_data(),
+            optim=optim,
+            recipe=None,
+            val_attack=None,
+            layout=Layout(tmp_path),
+            seed=0,
+            run_key="key",
+            device=torch.device("cpu"),
+        )
+    assert not list((tmp_path / "checkpoints" / "warmup").glob("*.pt"))
