@@ -10,6 +10,7 @@ so no tensor ever passes through Prefect. A failed gate still registers the vers
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +27,8 @@ from prefect.cache_policies import NO_CACHE
 from iocane.config import Config, load_config
 from iocane.files import read_json
 from iocane.layout import Layout
+from iocane.locks import project_lock
+from tasks.attempts import attempt_run
 from tasks.caching import run_stage
 from tasks.data import prepare_task
 from tasks.evaluate import evaluate_task
@@ -160,13 +163,16 @@ def harden(
     Stages whose params, inputs and code did not change come from the cache."""
     config: Config = load_config(params_path, overrides or [])
     layout = Layout(Path(project_root).resolve())
-    prepared = run_stage(prepare_task, config, layout)
-    natural = run_stage(warmup_task, config, layout, wait_for=[prepared])
-    hardened = run_stage(train_task, config, layout, wait_for=[natural])
-    evaluation = run_stage(evaluate_task, config, layout, wait_for=[hardened])
-    verdict = run_stage(gate_task, config, layout, wait_for=[evaluation])
-    registration = register_task(config, layout, wait_for=[verdict])
-    publish_report(layout, verdict, registration)
+    # One run at a time in a project (a second one waits and says so); every attempt has an
+    # MLflow run that ends FINISHED, FAILED or KILLED (tasks.attempts).
+    with project_lock(layout.run_lock, "iocane run"), attempt_run(config, layout) as attempt:
+        prepared = run_stage(prepare_task, config, layout)
+        natural = run_stage(warmup_task, config, layout, wait_for=[prepared])
+        hardened = run_stage(train_task, config, layout, wait_for=[natural])
+        evaluation = run_stage(evaluate_task, config, layout, wait_for=[hardened])
+        verdict = run_stage(gate_task, config, layout, wait_for=[evaluation])
+        registration = register_task(config, layout, attempt.run_id, wait_for=[verdict])
+        publish_report(layout, verdict, registration)
     return {
         "gate": "passed" if verdict["passed"] else "failed",
         "reasons": verdict["reasons"],
@@ -189,6 +195,17 @@ def reharden(
     config: Config = load_config(params_path, overrides or [])
     layout = Layout(Path(project_root).resolve())
     logger = get_run_logger()
+    with project_lock(layout.run_lock, "iocane run --if-data-changed"):
+        return _reharden(config, layout, logger, params_path, overrides)
+
+
+def _reharden(
+    config: Config,
+    layout: Layout,
+    logger: logging.Logger | logging.LoggerAdapter,
+    params_path: str,
+    overrides: list[str] | None,
+) -> dict:
     prepared = run_stage(prepare_task, config, layout)
     champion = champion_data_task(config, layout, wait_for=[prepared])
     name = config.registry.model_name
@@ -213,5 +230,5 @@ def reharden(
     return {
         "status": "rehardened",
         "reason": decision,
-        **harden(params_path, overrides, project_root),
+        **harden(params_path, overrides, str(layout.root)),
     }

@@ -25,6 +25,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from iocane.config import load_config
 from iocane.errors import BAD_INPUT, GATE_FAILED, ModelUriError, exit_code_for, report_error
+from iocane.interrupts import stop_on_signals
 from iocane.logs import setup_console_logging
 from tasks.datasets import check_data_source
 
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console_logging()
     try:
-        return COMMANDS[args.command](args)
+        with stop_on_signals():
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

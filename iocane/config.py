@@ -8,6 +8,7 @@ the offending key (``train.eps``) so a user can fix the file without reading cod
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -172,7 +173,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {_describe(values)}")
     hints = typing.get_type_hints(cls)
     fields = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(fields))
+    # Keys need not be strings in YAML (1:, true:): compare and report them as text.
+    unknown = sorted(str(key) for key in values if key not in fields)
     if unknown:
         raise ConfigError(
             f"unknown key {prefix}{unknown[0]} (known keys in {where}: {', '.join(fields)})"
@@ -213,7 +215,13 @@ def _coerce(annotation: Any, value: Any, key: str) -> Any:
             if isinstance(value, str) and _parses_as_float(value):
                 hint = " (YAML reads 5e-4 as text: write 5.0e-4)"
             raise ConfigError(f"{key}: expected a number, got {_describe(value)}{hint}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: expected a non-empty string, got {_describe(value)}")

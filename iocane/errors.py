@@ -2,6 +2,8 @@
 
 3 means the gate failed (or a promotion was refused): the model is not good enough yet.
 2 means bad input (params, data, model files, model URIs): fix the named thing and run again.
+128 + N means signal N stopped the run (130 for SIGINT, 143 for SIGTERM), as a shell reports it;
+the message says what was saved.
 1 means anything else; the traceback is printed because it is a bug or an environment problem.
 """
 
@@ -11,6 +13,7 @@ import sys
 import traceback
 
 from iocane.config import ConfigError
+from iocane.interrupts import Interrupted
 from iocane.modelio import ModelFileError
 from tasks.datasets import DataError
 
@@ -29,10 +32,12 @@ class TrainingDiverged(RuntimeError):
 
 USER_ERRORS = (ConfigError, DataError, ModelFileError, ModelUriError, FileNotFoundError)
 # Not the user's input, but fully explained by its message: no traceback.
-EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged)
+EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged, Interrupted)
 
 
 def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, Interrupted):
+        return error.exit_code
     return BAD_INPUT if isinstance(error, USER_ERRORS) else OTHER_ERROR
 
 

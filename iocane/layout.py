@@ -65,6 +65,11 @@ class Layout:
     def model_card_file(self) -> Path:
         return self.root / "reports" / "model_card.md"
 
+    @property
+    def run_lock(self) -> Path:
+        """Held by the run working in this project (see ``iocane.locks.project_lock``)."""
+        return self.root / ".iocane" / "run.lock"
+
     def stage_record(self, stage: str) -> Path:
         """The Prefect cache's record of a stage's key and outputs (see ``tasks.caching``)."""
         return self.root / ".iocane" / "stages" / f"{stage}.json"

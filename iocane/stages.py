@@ -14,7 +14,9 @@ from pathlib import Path
 
 from iocane.config import Config, load_config
 from iocane.errors import GATE_FAILED, exit_code_for, report_error
+from iocane.interrupts import stop_on_signals
 from iocane.layout import Layout
+from iocane.locks import project_lock
 from iocane.logs import setup_console_logging
 from tasks.data import prepare_data
 from tasks.evaluate import run_evaluate
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_console_logging()
     try:
         config = load_config(args.params)
-        result = STAGES[args.stage](config, Layout(Path.cwd()))
+        layout = Layout(Path.cwd())
+        with stop_on_signals(), project_lock(layout.run_lock, f"stage {args.stage}"):
+            result = STAGES[args.stage](config, layout)
     except Exception as error:  # mapped to a documented exit code with a one-line message
         report_error(error)
         return exit_code_for(error)

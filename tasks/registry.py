@@ -49,6 +49,7 @@ from tasks.promotion import (
     Decision,
     Evidence,
     alias_for_new_version,
+    eligibility_problem,
     promotion_refusal,
 )
 from tasks.retries import RETRY_OPTIONS, retry_if_transient
@@ -145,6 +146,37 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def gate_record_problem(client: MlflowClient, name: str, version: str) -> str | None:
+    """Why ``version`` lacks a passing, unflagged gate record of its own, or None. The record is
+    twofold and both halves must agree: the version's tags (complete: ``evidence_key`` is
+    written last) and the metrics its MLflow run logged when it was registered."""
+    model_version = client.get_model_version(name, version)
+    problem = eligibility_problem(Evidence.from_tags(version, model_version.tags))
+    if problem:
+        return problem
+    if "evidence_key" not in model_version.tags:
+        return f"v{version}'s evidence is incomplete (it was not registered by iocane)"
+    if not model_version.run_id:
+        return f"v{version} has no MLflow run holding its gate record"
+    metrics = client.get_run(model_version.run_id).data.metrics
+    if metrics.get("gate_passed") != 1.0 or metrics.get("trust_flags") != 0.0:
+        return (
+            f"v{version}'s run {model_version.run_id} records gate_passed="
+            f"{metrics.get('gate_passed')} and trust_flags={metrics.get('trust_flags')}, "
+            "not a passing, unflagged gate: its tags disagree with its run"
+        )
+    return None
+
+
+def _set_champion(client: MlflowClient, name: str, version: str) -> None:
+    """The one place that moves ``champion``: only onto a version with a passing, unflagged
+    gate record (``gate_record_problem``), whichever command asked."""
+    problem = gate_record_problem(client, name, version)
+    if problem:
+        raise PromotionRefused(f"refused: {problem}")
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
 def _crown(client: MlflowClient, name: str, version: str, action: str, reason: str) -> None:
     """Move ``champion`` to ``version`` and record who, when and why. Under the registry lock.
     MLflow moves an alias in one call: a reader sees the old champion or the new one."""
@@ -153,7 +185,7 @@ def _crown(client: MlflowClient, name: str, version: str, action: str, reason: s
         stack.pop()
     else:
         stack.append(version)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    _set_champion(client, name, version)
     client.set_registered_model_tag(name, CHAMPION_STACK, json.dumps(stack[-100:]))
     for key, value in {
         "champion_action": action,
@@ -184,7 +216,7 @@ def assign_alias(
                 client.set_registered_model_alias(name, CHALLENGER, version)
         except BaseException:
             if champion is not None and decision.alias == CHAMPION:
-                client.set_registered_model_alias(name, CHAMPION, champion.version)
+                _set_champion(client, name, champion.version)
             raise
     return decision
 
@@ -322,11 +354,12 @@ def registered_from(client: MlflowClient, name: str, evidence_key: str) -> Regis
     )
 
 
-def run_register(config: Config, layout: Layout) -> Registration:
+def run_register(config: Config, layout: Layout, attempt_run_id: str | None = None) -> Registration:
     """The ``register`` stage: log the evidence to MLflow, register a version with its tags and
     model card, set its alias. Registering the same evidence again returns the existing version.
     A failure after the version was created deletes it (the run is marked failed): no version
-    is left without its evidence or with an alias it did not earn."""
+    is left without its evidence or with an alias it did not earn. The evidence goes into the
+    attempt's run (``tasks.attempts``) when there is one, else into a new run."""
     evaluation = read_json(layout.metrics_file("evaluate"))
     verdict = read_json(layout.metrics_file("gate"))
     training = read_json(layout.metrics_file("train"))
@@ -360,7 +393,8 @@ def run_register(config: Config, layout: Layout) -> Registration:
         return existing
 
     mlflow.set_experiment(name)
-    with mlflow.start_run(run_name=f"harden-{config.train.norm}-eps{config.train.eps:g}") as run:
+    run_name = None if attempt_run_id else f"harden-{config.train.norm}-eps{config.train.eps:g}"
+    with mlflow.start_run(run_id=attempt_run_id, run_name=run_name) as run:
         mlflow.set_tags(
             {
                 **provenance,

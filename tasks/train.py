@@ -35,6 +35,7 @@ from attacks import PGD, Attack
 from iocane.config import Config, OptimConfig
 from iocane.errors import TrainingDiverged
 from iocane.files import sha256_file, write_atomic, write_json
+from iocane.interrupts import Interrupted, safe_stop_section, stop_requested
 from iocane.layout import Layout
 from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
@@ -137,21 +138,39 @@ def _checkpoint_path(directory: Path, epoch: int) -> Path:
     return directory / f"epoch-{epoch:04d}.pt"
 
 
+# The state of a run stopped by a signal within an epoch: everything an epoch checkpoint
+# holds plus the position in the epoch. Replaced by the next epoch checkpoint.
+PARTIAL_CHECKPOINT = "partial.pt"
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        # mmap: tensors are read only if this checkpoint is the one resumed.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a torn or foreign file must not stop a resume
+        log.warning("removing unreadable checkpoint %s: %s", path, error)
+        return {}
+
+
 def _take_resumable(directory: Path, run_key: str) -> dict | None:
-    """The newest checkpoint of this exact run, reading each file once; checkpoints of other
-    runs and unreadable files are deleted so the directory only ever holds one run."""
+    """The newest checkpoint of this exact run, reading each file once: the partial one when it
+    continues the newest epoch checkpoint, else that epoch checkpoint. Checkpoints of other
+    runs, stale partial ones and unreadable files are deleted, so the directory only ever
+    holds one run."""
     resumable = None
     for path in sorted(directory.glob("epoch-*.pt"), reverse=True):
-        try:
-            # mmap: tensors are read only if this checkpoint is the one resumed.
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as error:  # a torn or foreign file must not stop a resume
-            log.warning("removing unreadable checkpoint %s: %s", path, error)
-            checkpoint = {}
+        checkpoint = _read_checkpoint(path)
         if checkpoint.get("run_key") != run_key:
             path.unlink()
         elif resumable is None:
             resumable = checkpoint
+    partial_path = directory / PARTIAL_CHECKPOINT
+    if partial_path.exists():
+        partial = _read_checkpoint(partial_path)
+        completed = resumable["epoch"] if resumable is not None else 0
+        if partial.get("run_key") == run_key and partial.get("epoch") == completed:
+            return partial
+        partial_path.unlink()
     return resumable
 
 
@@ -231,120 +250,163 @@ def fit(
                 optim.epochs,
                 directory,
             )
+        elif resumed.get("position") is not None:
+            log.info(
+                "%s: resuming at epoch %d, step %d of %d (the run was stopped by %s there) from %s",
+                stage,
+                start_epoch + 1,
+                resumed["position"]["batch"] + 1,
+                math.ceil(len(train) / optim.batch_size),
+                resumed["position"]["signal"],
+                directory / PARTIAL_CHECKPOINT,
+            )
         else:
             log.info("%s: resuming after epoch %d from %s", stage, start_epoch, directory)
 
-    n_batches = math.ceil(len(train) / optim.batch_size)
-    for epoch in range(start_epoch if collapse is None else optim.epochs, optim.epochs):
-        epoch_started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train), generator=shuffle).to(device)
-        sums = {key: torch.zeros((), device=device) for key in ("cl", "cc", "al", "ac")}
-        eps = 0.0
-        last_progress = epoch_started
-        # The first step whose loss was not finite, kept on the device and read once per epoch,
-        # so that the loop never waits on the host.
-        first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
-        for batch in range(n_batches):
-            index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
-            images, labels = hardware.batch(train.images[index]), train.labels[index]
-            if recipe is not None:
-                eps = ramped_eps(recipe.eps, recipe.eps_ramp_epochs, epoch, batch, n_batches)
-            stats = train_step(
-                training_model,
-                optimizer,
-                images,
-                labels,
-                recipe,
-                eps,
-                seed * 1_000_003 + epoch * 10_007 + batch,
-                batch,
-                free_delta,
-                hardware.autocast,
-            )
-            nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
-            first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)
-            sums["cl"] += stats.clean_loss
-            sums["cc"] += stats.clean_correct
-            if stats.adv_loss is not None:
-                sums["al"] += stats.adv_loss
-                sums["ac"] += stats.adv_correct
-            if time.perf_counter() - last_progress > PROGRESS_SECONDS:
-                last_progress = time.perf_counter()
-                _log_progress(stage, epoch, optim.epochs, batch, n_batches, epoch_started)
-        _check_finite(stage, epoch, first_nonfinite, model, directory)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        val_figures = evaluate_split(model, val, val_attack, batch_size=512)
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "eps": eps,
-            "train_clean_loss": sums["cl"].item() / len(train),
-            "train_clean_accuracy": sums["cc"].item() / len(train),
-            **{f"val_{key}": value for key, value in val_figures.items()},
-            "seconds": time.perf_counter() - epoch_started,
+    def training_state(epochs_done: int) -> dict:
+        """What a checkpoint holds after ``epochs_done`` complete epochs."""
+        return {
+            "format": 1,
+            "stage": stage,
+            "run_key": run_key,
+            "epoch": epochs_done,
+            "spec": spec.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {
+                "shuffle": shuffle.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            },
+            "history": history,
+            "collapse": collapse,
+            "free_delta": free_delta if recipe is not None and recipe.method == "free" else None,
         }
-        if recipe is not None:
-            row["train_adv_loss"] = sums["al"].item() / len(train)
-            row["train_adv_accuracy"] = sums["ac"].item() / len(train)
-        history.append(row)
-        if recipe is not None and catastrophic_overfitting(history):
-            collapse = {
+
+    n_batches = math.ceil(len(train) / optim.batch_size)
+    position = resumed.get("position") if resumed is not None else None
+    # SIGINT/SIGTERM within the loop: finish the step, save exactly this point, stop.
+    with safe_stop_section():
+        for epoch in range(start_epoch if collapse is None else optim.epochs, optim.epochs):
+            epoch_started = time.perf_counter()
+            model.train()
+            if position is None:
+                order = torch.randperm(len(train), generator=shuffle).to(device)
+                first_batch, eps = 0, 0.0
+                sums = {key: torch.zeros((), device=device) for key in ("cl", "cc", "al", "ac")}
+                # The first step whose loss was not finite, kept on the device and read once
+                # per epoch, so that the loop never waits on the host.
+                first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
+            else:  # resuming within this epoch: its order, sums and progress as they were
+                order = position["order"].to(device)
+                first_batch, eps = position["batch"], position["eps"]
+                sums = {key: value.to(device) for key, value in position["sums"].items()}
+                first_nonfinite = position["first_nonfinite"].to(device)
+                position = None
+            last_progress = epoch_started
+            for batch in range(first_batch, n_batches):
+                index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
+                images, labels = hardware.batch(train.images[index]), train.labels[index]
+                if recipe is not None:
+                    eps = ramped_eps(recipe.eps, recipe.eps_ramp_epochs, epoch, batch, n_batches)
+                stats = train_step(
+                    training_model,
+                    optimizer,
+                    images,
+                    labels,
+                    recipe,
+                    eps,
+                    seed * 1_000_003 + epoch * 10_007 + batch,
+                    batch,
+                    free_delta,
+                    hardware.autocast,
+                )
+                nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
+                first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)
+                sums["cl"] += stats.clean_loss
+                sums["cc"] += stats.clean_correct
+                if stats.adv_loss is not None:
+                    sums["al"] += stats.adv_loss
+                    sums["ac"] += stats.adv_correct
+                if stop_requested():
+                    partial = training_state(epoch)
+                    partial["position"] = {
+                        "batch": batch + 1,
+                        "order": order.cpu(),
+                        "eps": eps,
+                        "sums": {key: value.cpu() for key, value in sums.items()},
+                        "first_nonfinite": first_nonfinite.cpu(),
+                        "signal": stop_requested(),
+                    }
+                    _save_checkpoint(directory / PARTIAL_CHECKPOINT, partial)
+                    raise Interrupted(
+                        str(stop_requested()),
+                        f"{stage}: stopped by {stop_requested()} in epoch {epoch + 1} after step "
+                        f"{batch + 1} of {n_batches}, saved to {directory / PARTIAL_CHECKPOINT}; "
+                        "run the same command again to resume from there",
+                    )
+                if time.perf_counter() - last_progress > PROGRESS_SECONDS:
+                    last_progress = time.perf_counter()
+                    _log_progress(stage, epoch, optim.epochs, batch, n_batches, epoch_started)
+            _check_finite(stage, epoch, first_nonfinite, model, directory)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            val_figures = evaluate_split(model, val, val_attack, batch_size=512)
+            row = {
                 "epoch": epoch + 1,
-                "val_adv_accuracy": row["val_adv_accuracy"],
-                "best_val_adv_accuracy": max(r["val_adv_accuracy"] for r in history[:-1]),
-                "restored_epoch": epoch,
+                "lr": lr,
+                "eps": eps,
+                "train_clean_loss": sums["cl"].item() / len(train),
+                "train_clean_accuracy": sums["cc"].item() / len(train),
+                **{f"val_{key}": value for key, value in val_figures.items()},
+                "seconds": time.perf_counter() - epoch_started,
             }
-            log.warning(
-                "%s: catastrophic overfitting at epoch %d: validation PGD accuracy fell to %.3f "
-                "(best so far %.3f); restoring the weights of epoch %d and stopping",
+            if recipe is not None:
+                row["train_adv_loss"] = sums["al"].item() / len(train)
+                row["train_adv_accuracy"] = sums["ac"].item() / len(train)
+            history.append(row)
+            if recipe is not None and catastrophic_overfitting(history):
+                collapse = {
+                    "epoch": epoch + 1,
+                    "val_adv_accuracy": row["val_adv_accuracy"],
+                    "best_val_adv_accuracy": max(r["val_adv_accuracy"] for r in history[:-1]),
+                    "restored_epoch": epoch,
+                }
+                log.warning(
+                    "%s: catastrophic overfitting at epoch %d: validation PGD accuracy fell to "
+                    "%.3f (best so far %.3f); restoring the weights of epoch %d and stopping",
+                    stage,
+                    epoch + 1,
+                    collapse["val_adv_accuracy"],
+                    collapse["best_val_adv_accuracy"],
+                    epoch,
+                )
+            _save_checkpoint(_checkpoint_path(directory, epoch + 1), training_state(epoch + 1))
+            (directory / PARTIAL_CHECKPOINT).unlink(missing_ok=True)
+            _write_history(layout.history_file(stage), history)
+            log.info(
+                "%s epoch %d/%d  eps %.3f  lr %.4f | train clean %.3f adv %s | val clean %.3f "
+                "adv %s | %.1fs",
                 stage,
                 epoch + 1,
-                collapse["val_adv_accuracy"],
-                collapse["best_val_adv_accuracy"],
-                epoch,
+                optim.epochs,
+                eps,
+                lr,
+                row["train_clean_accuracy"],
+                _format_optional(row.get("train_adv_accuracy")),
+                row["val_clean_accuracy"],
+                _format_optional(row.get("val_adv_accuracy")),
+                row["seconds"],
             )
-        _save_checkpoint(
-            _checkpoint_path(directory, epoch + 1),
-            {
-                "format": 1,
-                "stage": stage,
-                "run_key": run_key,
-                "epoch": epoch + 1,
-                "spec": spec.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": {
-                    "shuffle": shuffle.get_state(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
-                "history": history,
-                "collapse": collapse,
-                "free_delta": free_delta
-                if recipe is not None and recipe.method == "free"
-                else None,
-            },
-        )
-        _write_history(layout.history_file(stage), history)
-        log.info(
-            "%s epoch %d/%d  eps %.3f  lr %.4f | train clean %.3f adv %s | val clean %.3f adv %s"
-            " | %.1fs",
-            stage,
-            epoch + 1,
-            optim.epochs,
-            eps,
-            lr,
-            row["train_clean_accuracy"],
-            _format_optional(row.get("train_adv_accuracy")),
-            row["val_clean_accuracy"],
-            _format_optional(row.get("val_adv_accuracy")),
-            row["seconds"],
-        )
-        if collapse is not None:
-            break
+            if stop_requested():
+                raise Interrupted(
+                    str(stop_requested()),
+                    f"{stage}: stopped by {stop_requested()} after epoch {epoch + 1} was saved; "
+                    "run the same command again to resume from there",
+                )
+            if collapse is not None:
+                break
 
     selection = _select_weights(stage, directory, model, spec, history, select, collapse, layout)
     final = dict(history[selection["selected_epoch"] - 1])
@@ -354,6 +416,10 @@ def fit(
             "catastrophic_overfitting": collapse,
             "epochs": optim.epochs,
             "resumed_after_epoch": resumed["epoch"] if resumed is not None else None,
+            # Steps of the next epoch already done when a signal stopped the run there.
+            "resumed_after_step": (resumed.get("position") or {}).get("batch")
+            if resumed is not None
+            else None,
             "seconds": time.perf_counter() - started,
             "device": str(device),
             "precision": "bf16" if hardware.bf16 else "fp32",

@@ -103,7 +103,9 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[MlflowCli
     return client, uri
 
 
-def register(client: MlflowClient, robust: float, **tags: str) -> str:
+def create_version(client: MlflowClient, name: str, robust: float | str, **tags: str) -> str:
+    """A version with what iocane's register stage writes: the evidence tags (``evidence_key``
+    last) and a run whose metrics record the gate."""
     values = {
         "gate": "passed",
         "trust_flags": "0",
@@ -111,11 +113,22 @@ def register(client: MlflowClient, robust: float, **tags: str) -> str:
         "eps": "0.1",
         "clean_accuracy": "0.95",
         "robust_accuracy": str(robust),
+        "evidence_key": "test",
     }
     values.update(tags)
-    version = client.create_model_version(NAME, source="models/fake", tags=values).version
-    assign_alias(client, client.tracking_uri, NAME, str(version), max_clean_regression=0.01)
-    return str(version)
+    run_id = client.create_run("0").info.run_id  # the default experiment
+    client.log_metric(run_id, "gate_passed", float(values["gate"] == "passed"))
+    client.log_metric(run_id, "trust_flags", float(values["trust_flags"]))
+    client.set_terminated(run_id)
+    return str(
+        client.create_model_version(name, source="models/fake", run_id=run_id, tags=values).version
+    )
+
+
+def register(client: MlflowClient, robust: float, **tags: str) -> str:
+    version = create_version(client, NAME, robust, **tags)
+    assign_alias(client, client.tracking_uri, NAME, version, max_clean_regression=0.01)
+    return version
 
 
 def aliases(client: MlflowClient) -> dict[str, str]:
@@ -163,11 +176,12 @@ def test_registry_aliases_promotion_and_rollback(registry) -> None:
 
 def test_review_compares_champion_and_challenger(registry) -> None:
     client, _ = registry
+    gate = {"gate_passed": 1.0, "trust_flags": 0.0}
     run = client.create_run(client.create_experiment("runs"))
-    for key, value in {"clean_accuracy": 0.95, "robust_accuracy": 0.8}.items():
+    for key, value in {"clean_accuracy": 0.95, "robust_accuracy": 0.8, **gate}.items():
         client.log_metric(run.info.run_id, key, value)
     other = client.create_run(run.info.experiment_id)
-    for key, value in {"clean_accuracy": 0.97, "robust_accuracy": 0.75}.items():
+    for key, value in {"clean_accuracy": 0.97, "robust_accuracy": 0.75, **gate}.items():
         client.log_metric(other.info.run_id, key, value)
     for run_id, robust in ((run.info.run_id, 0.8), (other.info.run_id, 0.75)):
         tags = {
@@ -177,6 +191,7 @@ def test_review_compares_champion_and_challenger(registry) -> None:
             "eps": "0.1",
             "clean_accuracy": "0.95" if robust == 0.8 else "0.97",
             "robust_accuracy": str(robust),
+            "evidence_key": "test",
         }
         version = client.create_model_version(
             NAME, source="models/fake", run_id=run_id, tags=tags
@@ -205,21 +220,7 @@ def test_simultaneous_alias_decisions_are_serialised(registry) -> None:
     for round_ in range(3):
         name = f"race-{round_}"
         client.create_registered_model(name)
-        versions = [
-            client.create_model_version(
-                name,
-                source="models/fake",
-                tags={
-                    "gate": "passed",
-                    "trust_flags": "0",
-                    "threat_model": "Linf",
-                    "eps": "0.1",
-                    "clean_accuracy": "0.95",
-                    "robust_accuracy": robust,
-                },
-            ).version
-            for robust in ("0.80", "0.85")
-        ]
+        versions = [create_version(client, name, robust) for robust in ("0.80", "0.85")]
         barrier = threading.Barrier(len(versions))
         errors: list[BaseException] = []
 
