@@ -26,7 +26,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 from iocane.config import load_config
 from iocane.errors import BAD_INPUT, GATE_FAILED, ModelUriError, exit_code_for, report_error
 from iocane.interrupts import stop_on_signals
-from iocane.logs import setup_console_logging
+from iocane.logs import quiet_explained_tracebacks, setup_console_logging
 from tasks.datasets import check_data_source
 
 
@@ -37,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     check_data_source(data.dataset, data.root, data.download)
     from flows.harden import harden, reharden
 
+    quiet_explained_tracebacks()
     flow = reharden if args.if_data_changed else harden
     result = flow(
         params_path=str(Path(args.params).resolve()),
@@ -80,6 +81,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import mlflow
 
+    from iocane.files import confined
     from iocane.layout import Layout
     from iocane.modelio import load_model
     from tasks.data import load_prepared
@@ -90,6 +92,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.params, args.set)
     client, version = _client_and_version(args.model_uri)
     uri = tracking_uri(Path.cwd())
+    name, number = version.name, str(version.version)
+    out = Layout(
+        confined(
+            Path(args.out) if args.out else Path("reports", "evaluations", f"{name}-v{number}"),
+            Path.cwd(),
+            "--out" if args.out else "the report directory",
+        )
+    )
 
     def weights(artifact: str) -> Path:
         return Path(
@@ -115,10 +125,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         eps=float(version.tags.get("eps", config.train.eps)),
     )
     config = dataclasses.replace(config, train=train)
-    name, number = version.name, str(version.version)
-    out = Layout(
-        Path(args.out) if args.out else Path("reports", "evaluations", f"{name}-v{number}")
-    )
     metrics = evaluate_and_report(config, hardened, natural, data, out)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -220,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         return BAD_INPUT
     from flows.harden import harden, reharden
 
+    quiet_explained_tracebacks()
     flow = reharden if args.if_data_changed else harden
     name = args.name or f"{flow.name}-scheduled"
     print(f"serving {flow.name}/{name} on cron {args.cron!r}; stop with Ctrl-C", file=sys.stderr)

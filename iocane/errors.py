@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from iocane.config import ConfigError
+from iocane.files import OutsideProject
 from iocane.interrupts import Interrupted
 from iocane.modelio import ModelFileError
 from tasks.datasets import DataError
@@ -30,7 +31,14 @@ class TrainingDiverged(RuntimeError):
     """The training loss or the weights became non-finite; the message names epoch and step."""
 
 
-USER_ERRORS = (ConfigError, DataError, ModelFileError, ModelUriError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ModelFileError,
+    ModelUriError,
+    OutsideProject,
+    FileNotFoundError,
+)
 # Not the user's input, but fully explained by its message: no traceback.
 EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged, Interrupted)
 

@@ -11,6 +11,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+class OutsideProject(ValueError):
+    """An output path that resolves outside the project directory."""
+
+
+def confined(path: Path, root: Path, what: str) -> Path:
+    """``path`` resolved (symlinks, ``..``) and checked to lie inside ``root``: iocane writes
+    only into the project, whatever a flag or a registered model's name says."""
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise OutsideProject(
+            f"{what} {path} resolves to {resolved}, outside the project {root.resolve()}; "
+            "iocane writes only inside the project directory"
+        )
+    return resolved
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write through ``write(handle)`` into a temp file beside ``path``, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

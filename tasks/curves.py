@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend, works head
 from torch import nn
 
 from attacks.apgd import APGD
+from iocane.files import write_atomic
 
 MULTIPLIERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 LARGE_LINF_EPS = 0.5  # flat grey is reachable from any image in [0, 1]
@@ -102,8 +103,7 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], eps: dict[str, float]
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    write_atomic(path, lambda stream: figure.savefig(stream, dpi=110, format="png"))
 
 
 def plot_examples(
@@ -137,5 +137,4 @@ def plot_examples(
     axes[0][0].text(-0.5, 0.5, "clean", transform=axes[0][0].transAxes, ha="right", fontsize=9)
     axes[1][0].text(-0.5, 0.5, "attacked", transform=axes[1][0].transAxes, ha="right", fontsize=9)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    write_atomic(path, lambda stream: figure.savefig(stream, dpi=110, format="png"))

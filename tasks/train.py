@@ -157,6 +157,10 @@ def _take_resumable(directory: Path, run_key: str) -> dict | None:
     continues the newest epoch checkpoint, else that epoch checkpoint. Checkpoints of other
     runs, stale partial ones and unreadable files are deleted, so the directory only ever
     holds one run."""
+    # Temp files of writes a killed process never finished (the project lock means no live
+    # process is writing here now).
+    for leftover in directory.glob(".*.tmp"):
+        leftover.unlink()
     resumable = None
     for path in sorted(directory.glob("epoch-*.pt"), reverse=True):
         checkpoint = _read_checkpoint(path)

@@ -65,3 +65,29 @@ def trained_digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
             loss.backward()
             optimizer.step()
     return model.eval(), images[:200], labels[:200]
+
+
+# --- tests/faults/: counts of faults injected and bad inputs tried ---------------------------
+# A faults test records what it did as user properties ("faults_injected", N) or
+# ("bad_inputs", N); they travel with the report from an xdist worker. The summary counts
+# those of passing tests as survived (faults) or rejected cleanly (bad inputs).
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    totals = {"faults_injected": [0, 0], "bad_inputs": [0, 0]}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call":
+                continue
+            for key, count in getattr(report, "user_properties", []):
+                if key in totals:
+                    totals[key][0] += count
+                    totals[key][1] += count if outcome == "passed" else 0
+    injected, survived = totals["faults_injected"]
+    tried, rejected = totals["bad_inputs"]
+    if injected or tried:
+        terminalreporter.write_sep("-", "faults suite")
+        terminalreporter.write_line(
+            f"faults injected: {injected}, survived: {survived}; "
+            f"bad inputs tried: {tried}, rejected cleanly: {rejected}"
+        )

@@ -1,0 +1,260 @@
+"""Bad input through the real commands: each is refused with exit code 2, a one-line message
+that names the problem (the params key, the file, the URI), no traceback, and nothing in the
+registry."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from iocane.errors import BAD_INPUT
+from iocane.layout import Layout
+from iocane.modelio import save_model
+from models import ModelSpec, build_model
+
+from ..pipeline_params import write_tiny_params
+from ..test_datasets import make_idx_data, write_idx
+
+pytestmark = pytest.mark.bad_input
+
+
+def _command(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=project,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+            "PREFECT_HOME": str(project / ".prefect"),
+            "IOCANE_DATA_CACHE": str(project / "cache"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _assert_refused(result: subprocess.CompletedProcess, project: Path, *named: str) -> None:
+    assert result.returncode == BAD_INPUT, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    # One line says what is wrong (Prefect may log after it, stopping its temporary server).
+    (message,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    for thing in named:
+        assert thing in message, message
+    registry = project / "mlflow.db"
+    if registry.exists():
+        with sqlite3.connect(registry) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+            if "model_versions" in tables:
+                assert db.execute("select count(*) from model_versions").fetchone() == (0,)
+            if "registered_model_aliases" in tables:
+                count = db.execute("select count(*) from registered_model_aliases").fetchone()
+                assert count == (0,)
+
+
+@pytest.fixture
+def project(tmp_path: Path, record_property: Callable[[str, object], None]) -> Path:
+    record_property("bad_inputs", 1)
+    write_tiny_params(tmp_path / "params.yaml")
+    return tmp_path
+
+
+# --- params ---------------------------------------------------------------------------------
+
+PARAMS = {
+    "unknown key": (["train.epoch=3"], "train.epoch"),
+    "wrong type": (["train.eps=abc"], "train.eps"),
+    "out of range": (["train.eps=-0.1"], "train.eps"),
+    "not finite": (["train.lr=.inf"], "train.lr"),
+    "contradictory: ramp longer than training": (
+        ["train.eps_ramp_epochs=99"],
+        "train.eps_ramp_epochs",
+    ),
+    "contradictory: a dataset without its files": (["data.dataset=mnist"], "data.root"),
+    "not a section": (["trian.eps=0.1"], "trian"),
+}
+
+
+@pytest.mark.parametrize(("overrides", "named"), PARAMS.values(), ids=PARAMS.keys())
+def test_bad_params(project: Path, overrides: list[str], named: str) -> None:
+    args = [arg for override in overrides for arg in ("--set", override)]
+    _assert_refused(_command(project, "iocane.cli", "run", *args), project, named)
+
+
+def test_params_file_that_is_not_yaml(project: Path) -> None:
+    (project / "broken.yaml").write_text("train: [eps: 0.1\n")
+    result = _command(project, "iocane.cli", "run", "--params", "broken.yaml")
+    _assert_refused(result, project, "broken.yaml")
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def _fashion(project: Path, damage: Callable[[Path], Path | None]) -> tuple[Path, Path | None]:
+    """Fashion-MNIST files in the Debian layout, damaged by ``damage`` (returns the file)."""
+    root = project / "fashion"
+    write_idx(root, make_idx_data(seed=3, n_train=40, n_test=20), compress=True)
+    damaged = damage(root)
+    write_tiny_params(project / "params.yaml", data={"dataset": "fashion_mnist", "root": str(root)})
+    return root, damaged
+
+
+def _truncate(root: Path) -> Path:
+    path = root / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
+def _bad_magic(root: Path) -> Path:
+    path = root / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + raw[4:]))
+    return path
+
+
+def _rewrite(root: Path, name: str, array: np.ndarray) -> Path:
+    data = make_idx_data(seed=3, n_train=40, n_test=20)
+    data[name] = array
+    write_idx(root, data, compress=True)
+    return root / f"{name}.gz"
+
+
+DATA = {
+    "truncated gzip": (_truncate, "truncated or corrupt"),
+    "corrupt IDX header": (_bad_magic, "not an IDX label file"),
+    "wrong image shape": (
+        lambda root: _rewrite(root, "train-images-idx3-ubyte", np.zeros((40, 32, 32), np.uint8)),
+        "expected (N, 1, 28, 28)",
+    ),
+    "labels out of range": (
+        lambda root: _rewrite(root, "t10k-labels-idx1-ubyte", np.full(20, 11, np.uint8)),
+        "outside [0, 10)",
+    ),
+    "empty split": (
+        lambda root: _rewrite(root, "t10k-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8)),
+        "the split is empty",
+    ),
+}
+
+
+@pytest.mark.parametrize(("damage", "named"), DATA.values(), ids=DATA.keys())
+def test_bad_data_in_the_prepare_stage(
+    project: Path, damage: Callable[[Path], Path | None], named: str
+) -> None:
+    _fashion(project, damage)
+    result = _command(project, "iocane.stages", "prepare")
+    _assert_refused(result, project, named)
+    assert not Layout(project).prepared_arrays.exists()
+
+
+def test_missing_data_directory(project: Path) -> None:
+    missing = project / "nowhere"
+    write_tiny_params(
+        project / "params.yaml", data={"dataset": "fashion_mnist", "root": str(missing)}
+    )
+    result = _command(project, "iocane.cli", "run")
+    _assert_refused(result, project, str(missing), "data.root")
+
+
+def test_bad_data_in_a_whole_run(project: Path) -> None:
+    """The flow path too: the error crosses Prefect unchanged, the attempt's run is FAILED."""
+    _, damaged = _fashion(project, _truncate)
+    _assert_refused(_command(project, "iocane.cli", "run"), project, str(damaged))
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("iocane-test")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert "truncated or corrupt" in run.data.tags["iocane.outcome"]
+
+
+# --- model URIs -----------------------------------------------------------------------------
+
+URIS = {
+    "unknown name": ("models:/nope@champion", "models:/nope@champion"),
+    "unknown version": ("models:/iocane-test/99", "models:/iocane-test/99"),
+    "unknown alias": ("models:/iocane-test@gold", "models:/iocane-test@gold"),
+    "not a model URI": ("runs:/abc/model", "models:/NAME@ALIAS"),
+}
+
+
+@pytest.mark.parametrize(("uri", "named"), URIS.values(), ids=URIS.keys())
+def test_bad_model_uri(project: Path, uri: str, named: str) -> None:
+    MlflowClient(f"sqlite:///{project / 'mlflow.db'}").create_registered_model("iocane-test")
+    result = _command(project, "iocane.cli", "evaluate", "--model-uri", uri)
+    _assert_refused(result, project, named)
+
+
+def test_promote_an_unknown_version(project: Path) -> None:
+    MlflowClient(f"sqlite:///{project / 'mlflow.db'}").create_registered_model("iocane-test")
+    args = ("promote", "--name", "iocane-test", "--version", "7")
+    result = _command(project, "iocane.cli", *args)
+    _assert_refused(result, project, "models:/iocane-test/7")
+
+
+# --- model files ----------------------------------------------------------------------------
+
+
+def _prepared(project: Path) -> Layout:
+    result = _command(project, "iocane.stages", "prepare")
+    assert result.returncode == 0, result.stderr
+    return Layout(project)
+
+
+def test_a_natural_model_of_another_architecture(project: Path) -> None:
+    """The file says small_cnn; its weights are a madry_cnn's."""
+    layout = _prepared(project)
+    claimed = ModelSpec("small_cnn", 1, 8, 10, (0.5,), (0.5,))
+    actual = build_model(ModelSpec("madry_cnn", 1, 8, 10, (0.5,), (0.5,)))
+    path = layout.model_file("warmup")
+    path.parent.mkdir(parents=True)
+    torch.save({"spec": claimed.to_dict(), "state_dict": actual.state_dict()}, path)
+    result = _command(project, "iocane.stages", "train")
+    _assert_refused(result, project, str(path), "does not fit architecture small_cnn")
+    assert not layout.model_file("train").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_model_file_that_carries_code(project: Path) -> None:
+    layout = _prepared(project)
+    path = layout.model_file("warmup")
+    path.parent.mkdir(parents=True)
+    spec = ModelSpec("small_cnn", 1, 8, 10, (0.5,), (0.5,))
+    save_model(path, build_model(spec), spec)
+    path.write_bytes(pickle.dumps({"spec": spec.to_dict(), "state_dict": _Payload()}))
+    result = _command(project, "iocane.stages", "train")
+    _assert_refused(result, project, str(path), "cannot be loaded safely")
+    assert not (project / "PWNED").exists(), "the payload did not run"
+
+
+def test_an_output_directory_outside_the_project(project: Path) -> None:
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client.create_registered_model("iocane-test")
+    client.create_model_version("iocane-test", source="models/fake")
+    outside = project.parent / f"{project.name}-outside"
+    result = _command(
+        project,
+        "iocane.cli",
+        "evaluate",
+        "--model-uri",
+        "models:/iocane-test/1",
+        "--out",
+        f"../{outside.name}",
+    )
+    assert result.returncode == BAD_INPUT, result.stderr
+    assert "--out" in result.stderr and "outside the project" in result.stderr
+    assert not outside.exists()

@@ -1,0 +1,225 @@
+"""Real processes killed for real: SIGKILL at random moments of training, SIGTERM and SIGKILL
+of ``iocane run``, and two ``iocane run`` at once in one project."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from iocane.layout import Layout
+
+from ..pipeline_params import write_tiny_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
+
+# Long enough to be killed in the middle of, short enough for a test.
+TRAINING = {"warmup": {"epochs": 1}, "train": {"epochs": 5, "eps_ramp_epochs": 1}}
+TIMING_KEYS = {"seconds", "resumed_after_epoch", "resumed_after_step"}
+SECRET = "iocane-test-secret-value-7f3a"
+
+
+def _env(project: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "PREFECT_HOME": str(project / ".prefect"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
+
+
+def _stage(project: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "iocane.stages", name],
+        cwd=project,
+        env=_env(project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _iocane_run(project: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "iocane.cli", "run", *args],
+        cwd=project,
+        env=_env(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out or "", err or ""
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"exited early: {_finish(process)}"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def _final_metrics(project: Path) -> dict:
+    figures = json.loads(Layout(project).metrics_file("train").read_text())
+    return {key: value for key, value in figures.items() if key not in TIMING_KEYS}
+
+
+def _weights(project: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Layout(project).model_file("train"), weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def warmed_up(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose data is prepared and whose natural model is trained (DVC stages)."""
+    project = tmp_path_factory.mktemp("warmed") / "project"
+    project.mkdir()
+    write_tiny_params(project / "params.yaml", **TRAINING)
+    for stage in ("prepare", "warmup"):
+        code, _, err = _finish(_stage(project, stage))
+        assert code == 0, err
+    return project
+
+
+def test_sigkill_at_random_moments_then_reruns_finish_as_if_never_killed(
+    warmed_up: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(warmed_up, reference)
+    code, _, err = _finish(_stage(reference, "train"))
+    assert code == 0, err
+
+    killed = tmp_path / "killed"
+    shutil.copytree(warmed_up, killed)
+    checkpoints = Layout(killed).checkpoint_dir("train")
+    moments = random.Random(7)
+    kills = 0
+    while True:
+        process = _stage(killed, "train")
+        try:
+            # Past the imports (a few seconds), then anywhere: in a step, in the validation
+            # attack, in a checkpoint write.
+            code, _, err = _finish(process, timeout=moments.uniform(3.0, 9.0) if kills < 6 else 600)
+            break
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            kills += 1
+            # Whatever moment it died at, every checkpoint on disk is whole.
+            for path in checkpoints.glob("*.pt"):
+                torch.load(path, weights_only=True)
+    record_property("faults_injected", kills)
+    assert code == 0, err
+    assert kills >= 3, "the kills must land during training"
+    assert _final_metrics(killed) == _final_metrics(reference)
+    for name, tensor in _weights(reference).items():
+        assert torch.equal(tensor, _weights(killed)[name]), name
+    assert not list(checkpoints.glob(".*.tmp")), "torn temp files are cleaned up"
+
+
+# --- iocane run: SIGTERM, SIGKILL, rerun; then two at once ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("runs") / "project"
+    project.mkdir()
+    write_tiny_params(project / "params.yaml", **TRAINING)
+    return project
+
+
+def _runs(project: Path) -> list:
+    client = MlflowClient(tracking_uri=_env(project)["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("iocane-test")
+    if experiment is None:
+        return []
+    return sorted(
+        client.search_runs([experiment.experiment_id]), key=lambda run: run.info.start_time
+    )
+
+
+def _versions(project: Path) -> list:
+    client = MlflowClient(tracking_uri=_env(project)["MLFLOW_TRACKING_URI"])
+    return client.search_model_versions("name='iocane-test'")
+
+
+def test_sigterm_then_sigkill_then_a_rerun_that_resumes_and_says_so(
+    project: Path, record_property: Callable[[str, object], None]
+) -> None:
+    checkpoints = Layout(project).checkpoint_dir("train")
+
+    # SIGTERM in training: the step finishes, its state is saved, the run is KILLED.
+    first = _iocane_run(project)
+    _wait_for(lambda: (checkpoints / "epoch-0001.pt").exists(), first, timeout=400)
+    first.send_signal(signal.SIGTERM)
+    code, _, err = _finish(first)
+    assert code == 128 + signal.SIGTERM, err
+    (message,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "train: stopped by SIGTERM in epoch" in message, message
+    assert "Traceback" not in err
+    (run,) = _runs(project)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["iocane.outcome"].startswith("killed: train: stopped by SIGTERM")
+    assert _versions(project) == []
+
+    # SIGKILL once it has trained further: nothing can close the MLflow run.
+    saved = {path.name for path in checkpoints.glob("*.pt")}
+    second = _iocane_run(project)
+    _wait_for(lambda: bool({p.name for p in checkpoints.glob("epoch-*.pt")} - saved), second, 400)
+    second.kill()
+    second.wait()
+    assert [run.info.status for run in _runs(project)] == ["KILLED", "RUNNING"]
+    record_property("faults_injected", 2)
+
+    # The rerun closes the abandoned run, resumes, finishes and registers into its own run.
+    code, out, err = _finish(_iocane_run(project))
+    assert code == 0, err
+    assert "train: resuming" in err
+    killed_by_sigkill, finished = _runs(project)[1:]
+    assert killed_by_sigkill.info.status == "KILLED"
+    assert "ended without closing the run" in killed_by_sigkill.data.tags["iocane.outcome"]
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["iocane.previous_attempts"] == killed_by_sigkill.info.run_id
+    assert finished.data.tags["iocane.resumed"].startswith("train ")
+    (version,) = _versions(project)
+    assert version.run_id == finished.info.run_id
+    assert json.loads(out)["version"] == str(version.version)
+    # A secret in the environment is never logged as a param or a tag.
+    for run in _runs(project):
+        logged = [*run.data.params.values(), *run.data.tags.values()]
+        assert not [value for value in logged if SECRET in value]
+    assert Layout(project).run_lock.read_text() == "", "the lock is released"
+
+
+def test_two_runs_at_once_one_waits_and_says_so(
+    project: Path, record_property: Callable[[str, object], None]
+) -> None:
+    # New training params, so that the first run holds the lock while it trains.
+    change = ("--set", "train.epochs=6")
+    first = _iocane_run(project, *change)
+    _wait_for(lambda: "iocane run" in Layout(project).run_lock.read_text(), first, 300)
+    second = _iocane_run(project, *change)
+    (code_a, out_a, err_a), (code_b, out_b, err_b) = _finish(first), _finish(second)
+    record_property("faults_injected", 1)
+    assert (code_a, code_b) == (0, 0), err_a + err_b
+    assert "waiting for the project lock" in err_b and "held by iocane run (pid" in err_b
+    # The second found the first's results: the same evidence, one version, not two.
+    assert json.loads(out_a)["version"] == json.loads(out_b)["version"]
+    assert len(_versions(project)) == 2  # the earlier test's and this one's
+    assert [run.info.status for run in _runs(project)][-2:] == ["FINISHED", "FINISHED"]
