@@ -27,13 +27,14 @@ from iocane.config import load_config
 from iocane.errors import BAD_INPUT, GATE_FAILED, ModelUriError, exit_code_for, report_error
 from iocane.interrupts import stop_on_signals
 from iocane.logs import quiet_explained_tracebacks, setup_console_logging
-from tasks.datasets import check_data_source
 
 
 def _run(args: argparse.Namespace) -> int:
     # Validate before any work: a bad key or a missing data directory fails here, before
     # Prefect or MLflow are touched.
     data = load_config(args.params, args.set).data
+    from tasks.datasets import check_data_source  # torch: imported once the params are good
+
     check_data_source(data.dataset, data.root, data.download)
     from flows.harden import harden, reharden
 

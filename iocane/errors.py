@@ -15,12 +15,22 @@ import traceback
 from iocane.config import ConfigError
 from iocane.files import OutsideProject
 from iocane.interrupts import Interrupted
-from iocane.modelio import ModelFileError
-from tasks.datasets import DataError
 
 GATE_FAILED = 3
 BAD_INPUT = 2
 OTHER_ERROR = 1
+
+
+# The error classes live here, not beside the code that raises them, so that the CLI can map an
+# error to its exit code without importing torch: bad params fail in well under a second.
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the dataset and the file or directory."""
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unsafe, or does not fit its declared architecture."""
 
 
 class ModelUriError(ValueError):

@@ -41,7 +41,6 @@ def quiet_explained_tracebacks() -> None:
     for logger in (logging.root, *map(logging.getLogger, names)):
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler) and not any(
-                isinstance(existing, _NoTracebackForExplainedErrors)
-                for existing in handler.filters
+                isinstance(existing, _NoTracebackForExplainedErrors) for existing in handler.filters
             ):
                 handler.addFilter(_NoTracebackForExplainedErrors())

@@ -13,12 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iocane.errors import ModelFileError
 from iocane.files import write_atomic
 from models import ModelSpec, build_model
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, unsafe, or does not fit its declared architecture."""
 
 
 def save_model(path: Path, model: nn.Module, spec: ModelSpec) -> None:

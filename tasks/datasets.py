@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iocane.errors import DataError
+
 DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
 
 # Where flat-layout IDX files are decompressed; one subfolder per source directory.
@@ -76,10 +78,6 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     zlib.error,
     pickle.UnpicklingError,
 )
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message names the dataset and the file or directory."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def check_data_source(name: str, root: str | None, download: bool) -> Path | Non
                 f"{name} files (or set data.download to let torchvision fetch them)"
             )
         return _cache_base() / "downloads"
-    root_path = Path(root).expanduser()
+    root_path = Path(root).expanduser().resolve()  # symlinks and .. resolved: the real source
     if not download and not root_path.is_dir():
         raise DataError(
             f"{name}: data directory {root_path} (data.root) does not exist; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,20 @@ from .conftest import PROJECT_ROOT
 from .test_promotion import NAME, aliases, create_version, register
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding NAME with no versions, made once (the schema migrations take
+    seconds) and copied for each test."""
+    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").create_registered_model(NAME)
+    return path
+
+
 @pytest.fixture
-def registry(tmp_path: Path) -> tuple[MlflowClient, str]:
+def registry(template: Path, tmp_path: Path) -> tuple[MlflowClient, str]:
+    shutil.copy(template, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    client.create_registered_model(NAME)
-    return client, uri
+    return MlflowClient(tracking_uri=uri), uri
 
 
 def _tamper_run(client: MlflowClient, version: str, **metrics: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,10 +19,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from iocane.config import load_config
 from iocane.errors import BAD_INPUT
 from iocane.layout import Layout
 from iocane.modelio import save_model
 from models import ModelSpec, build_model
+from tasks.data import prepare_data
 
 from ..pipeline_params import write_tiny_params
 from ..test_datasets import make_idx_data, write_idx
@@ -68,6 +71,20 @@ def project(tmp_path: Path, record_property: Callable[[str, object], None]) -> P
     record_property("bad_inputs", 1)
     write_tiny_params(tmp_path / "params.yaml")
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow registry holding the model ``iocane-test`` with no versions, made once (its
+    schema migrations take seconds) and copied into each test that needs one."""
+    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").create_registered_model("iocane-test")
+    return path
+
+
+def _with_registry(project: Path, template: Path) -> MlflowClient:
+    shutil.copy(template, project / "mlflow.db")
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
 
 
 # --- params ---------------------------------------------------------------------------------
@@ -189,14 +206,14 @@ URIS = {
 
 
 @pytest.mark.parametrize(("uri", "named"), URIS.values(), ids=URIS.keys())
-def test_bad_model_uri(project: Path, uri: str, named: str) -> None:
-    MlflowClient(f"sqlite:///{project / 'mlflow.db'}").create_registered_model("iocane-test")
+def test_bad_model_uri(project: Path, registry_template: Path, uri: str, named: str) -> None:
+    _with_registry(project, registry_template)
     result = _command(project, "iocane.cli", "evaluate", "--model-uri", uri)
     _assert_refused(result, project, named)
 
 
-def test_promote_an_unknown_version(project: Path) -> None:
-    MlflowClient(f"sqlite:///{project / 'mlflow.db'}").create_registered_model("iocane-test")
+def test_promote_an_unknown_version(project: Path, registry_template: Path) -> None:
+    _with_registry(project, registry_template)
     args = ("promote", "--name", "iocane-test", "--version", "7")
     result = _command(project, "iocane.cli", *args)
     _assert_refused(result, project, "models:/iocane-test/7")
@@ -206,9 +223,10 @@ def test_promote_an_unknown_version(project: Path) -> None:
 
 
 def _prepared(project: Path) -> Layout:
-    result = _command(project, "iocane.stages", "prepare")
-    assert result.returncode == 0, result.stderr
-    return Layout(project)
+    """Prepared data, made in this process: only the stage under test needs its own."""
+    layout = Layout(project)
+    prepare_data(load_config(project / "params.yaml"), layout)
+    return layout
 
 
 def test_a_natural_model_of_another_architecture(project: Path) -> None:
@@ -241,9 +259,8 @@ def test_a_model_file_that_carries_code(project: Path) -> None:
     assert not (project / "PWNED").exists(), "the payload did not run"
 
 
-def test_an_output_directory_outside_the_project(project: Path) -> None:
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    client.create_registered_model("iocane-test")
+def test_an_output_directory_outside_the_project(project: Path, registry_template: Path) -> None:
+    client = _with_registry(project, registry_template)
     client.create_model_version("iocane-test", source="models/fake")
     outside = project.parent / f"{project.name}-outside"
     result = _command(
