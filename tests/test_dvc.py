@@ -106,6 +106,32 @@ def test_dvc_repro_runs_every_stage_and_registers(dvc_project) -> None:
     assert again.returncode == 0 and "Running stage" not in again.stdout
 
 
+def test_a_teammate_pulls_data_and_models_from_the_remote(dvc_project, tmp_path: Path) -> None:
+    """The team setup: push the prepared data and the models to a DVC remote (a local path
+    here; S3 in the README), clone the repository elsewhere, pull, and be up to date."""
+    project, env = dvc_project
+    remote = tmp_path / "remote"
+    assert _dvc(project, env, "remote", "add", "-d", "team", str(remote)).returncode == 0
+    for command in (["git", "add", "-A"], ["git", "commit", "-qm", "pipeline and remote"]):
+        assert _run(command, project, env).returncode == 0
+    pushed = _dvc(project, env, "push")
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+
+    clone = tmp_path / "clone"
+    assert _run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env).returncode == 0
+    assert not (clone / "data" / "prepared").exists()
+    pulled = _dvc(clone, env, "pull")
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    for path in (
+        "data/prepared/arrays.npz",
+        "checkpoints/warmup/model.pt",
+        "checkpoints/train/model.pt",
+    ):
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    status = _dvc(clone, env, "status")
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
 def test_changing_eps_reruns_train_and_what_follows_only(dvc_project) -> None:
     project, env = dvc_project
     completed = _dvc(project, env, "exp", "run", "-S", "train.eps=0.05")
