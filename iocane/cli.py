@@ -52,6 +52,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result["gate"] == "passed" else GATE_FAILED
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """The grid in params' ``sweep`` section, on the runner it names; prints the summary."""
+    config = load_config(args.params, args.set)
+    from tasks.datasets import check_data_source
+
+    check_data_source(config.data.dataset, config.data.root, config.data.download)
+    from flows.sweep import sweep, task_runner
+
+    quiet_explained_tracebacks()
+    result = sweep.with_options(task_runner=task_runner(config.sweep))(
+        params_path=str(Path(args.params).resolve()),
+        overrides=list(args.set),
+        project_root=str(Path.cwd()),
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _client_and_version(uri: str):
     """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` to (client, ModelVersion)."""
     from mlflow import MlflowClient
@@ -270,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only when the data fingerprint differs from the champion's (the reharden flow)",
     )
+    with_params(commands.add_parser("sweep", help="a grid of hardening runs (params: sweep)"))
     evaluate = with_params(commands.add_parser("evaluate", help="the suite on a registered model"))
     evaluate.add_argument("--model-uri", required=True, help="models:/NAME@ALIAS or models:/NAME/N")
     evaluate.add_argument("--out", help="where the report goes (reports/evaluations/NAME-vN)")
@@ -298,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
+    "sweep": _sweep,
     "run": _run,
     "evaluate": _evaluate,
     "review": _review,

@@ -111,6 +111,20 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """A grid of hardening runs (``iocane sweep``, flows/sweep.py). An empty list keeps the
+    params' own value, so the default grid is the one point ``iocane run`` would train."""
+
+    eps: tuple[float, ...] = ()  # train.eps values
+    method: tuple[str, ...] = ()  # train.method values
+    width: tuple[int, ...] = ()  # model.width values
+    seed: tuple[int, ...] = ()  # seed values
+    runner: Literal["local", "dask", "ray"] = "local"  # where the points run (Prefect runner)
+    address: str | None = None  # the Dask or Ray cluster; none = a local one
+    workers: int = 2  # local Dask cluster: worker processes, one thread each
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int
     data: DataConfig
@@ -121,6 +135,7 @@ class Config:
     evaluate: EvaluateConfig
     gate: GateConfig
     registry: RegistryConfig
+    sweep: SweepConfig = SweepConfig()  # optional section
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,7 +169,8 @@ def apply_override(document: dict[str, Any], override: str) -> None:
     *parents, leaf = key.split(".")
     node = document
     for part in parents:
-        child = node.get(part)
+        # A section the file leaves out (an optional one, or a typo the loader then names).
+        child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section of the params file")
         node = child
@@ -179,10 +195,20 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         raise ConfigError(
             f"unknown key {prefix}{unknown[0]} (known keys in {where}: {', '.join(fields)})"
         )
-    missing = [name for name in fields if name not in values]
+    optional = {
+        field.name
+        for field in dataclasses.fields(cls)
+        if field.default is not dataclasses.MISSING
+        or field.default_factory is not dataclasses.MISSING
+    }
+    missing = [name for name in fields if name not in values and name not in optional]
     if missing:
         raise ConfigError(f"missing key {prefix}{missing[0]}")
-    kwargs = {name: _coerce(hints[name], values[name], f"{prefix}{name}") for name in fields}
+    kwargs = {
+        name: _coerce(hints[name], values[name], f"{prefix}{name}")
+        for name in fields
+        if name in values
+    }
     return cls(**kwargs)
 
 
@@ -195,6 +221,11 @@ def _coerce(annotation: Any, value: Any, key: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
+    if origin is tuple:  # tuple[X, ...]: a YAML list
+        (inner, _) = get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        return tuple(_coerce(inner, item, f"{key}[{i}]") for i, item in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         options = get_args(annotation)
         if value is None and type(None) in options:
@@ -303,6 +334,17 @@ def validate(config: Config) -> None:
     _require(evaluate.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
     for key in ("min_clean_accuracy", "max_clean_drop", "min_robust_accuracy"):
         _require(0 <= getattr(gate, key) <= 1, f"gate.{key}", "must be in [0, 1]")
+    sweep = config.sweep
+    for eps in sweep.eps:
+        _require(eps > 0, "sweep.eps", f"{eps} must be > 0")
+        if train.norm == "Linf":
+            _require(eps <= 1, "sweep.eps", f"{eps}: a Linf eps above 1 covers the whole image")
+    methods = get_args(typing.get_type_hints(TrainConfig)["method"])
+    for method in sweep.method:
+        _require(method in methods, "sweep.method", f"{method!r} is not one of {methods}")
+    _require(all(w >= 0 for w in sweep.width), "sweep.width", "values must be >= 0 (0 = default)")
+    _require(all(s >= 0 for s in sweep.seed), "sweep.seed", "values must be >= 0")
+    _require(sweep.workers >= 1, "sweep.workers", "must be >= 1")
     _require(
         0 <= registry.max_clean_regression <= 1,
         "registry.max_clean_regression",

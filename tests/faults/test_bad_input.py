@@ -29,7 +29,7 @@ from tasks.data import prepare_data
 from ..pipeline_params import write_tiny_params
 from ..test_datasets import make_idx_data, write_idx
 
-pytestmark = pytest.mark.bad_input
+pytestmark = [pytest.mark.slow, pytest.mark.bad_input]
 
 
 def _command(project: Path, *args: str) -> subprocess.CompletedProcess:
