@@ -295,12 +295,15 @@ def sweep(
                 warmups[key] = warmup_for.submit(
                     point.config, str(directory / f"warmup-w{key[0]}-s{key[1]}"), prepared
                 )
+        # Wait for the warmups here and hand the points plain paths: a point that took the
+        # warmup's future as an argument would be pinned by Dask to the worker holding it.
+        warmup_dirs = {key: future.result() for key, future in warmups.items()}
         futures = [
             run_point.submit(
                 point,
                 str(directory / point.name),
                 prepared,
-                warmups[(point.config.model.width, point.config.seed)],
+                warmup_dirs[(point.config.model.width, point.config.seed)],
                 parent.info.run_id,
                 uri,
             )
