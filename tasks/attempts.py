@@ -154,6 +154,9 @@ def attempt_run(config: Config, layout: Layout) -> Iterator[Attempt]:
     try:
         yield attempt
     except BaseException as error:
-        end_attempt(attempt, layout, error)
+        try:
+            end_attempt(attempt, layout, error)
+        except Exception as closing:  # the registry is down too: say so, raise the cause
+            log.warning("could not close MLflow run %s: %s", attempt.run_id, closing)
         raise
     end_attempt(attempt, layout, None)
