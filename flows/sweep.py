@@ -6,9 +6,9 @@ Every point is judged at the same threat model, the params' ``train.norm`` and `
 whatever eps it trained at: robust accuracies at different eps cannot be compared, and their
 Pareto front would mean nothing. The points train and evaluate exactly as ``iocane run`` does
 (the same stage functions), each in its own directory under ``sweeps/<sweep id>/``, beside links
-to the project's prepared data and to the natural warmup of its width and seed (trained once per
-width and seed, not per point). Points are compared, not promoted: nothing is registered.
-Register a point's settings with ``iocane run --set ...``.
+to a snapshot of the project's prepared data and to the natural warmup of its width and seed
+(trained once per width and seed, not per point). Points are compared, not promoted: nothing is
+registered. Register a point's settings with ``iocane run --set ...``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import csv
 import dataclasses
 import io
 import itertools
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -135,6 +137,19 @@ def task_runner(sweep: SweepConfig) -> TaskRunner:
     except ImportError:
         raise ConfigError("sweep.runner: ray needs prefect-ray (pip install prefect-ray)") from None
     return RayTaskRunner(address=sweep.address) if sweep.address else RayTaskRunner()
+
+
+def snapshot(source: Path, destination: Path) -> Path:
+    """The prepared data as it is now, for the whole sweep: hard links (no copy), which keep
+    the old contents when a later ``iocane run`` replaces the project's files (writes are
+    renames); a copy where links cannot be made."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        try:
+            os.link(path, destination / path.name)
+        except OSError:
+            shutil.copy2(path, destination / path.name)
+    return destination
 
 
 def _link(link: Path, target: Path) -> None:
@@ -287,7 +302,7 @@ def sweep(
     try:
         with project_lock(layout.run_lock, "iocane sweep"):
             run_stage(prepare_task, config, layout)
-        prepared = str(layout.prepared_dir)
+            prepared = str(snapshot(layout.prepared_dir, directory / "data" / "prepared"))
         warmups = {}
         for point in points:
             key = (point.config.model.width, point.config.seed)
