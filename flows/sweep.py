@@ -39,7 +39,7 @@ from tasks.caching import run_stage
 from tasks.data import prepare_task
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
-from tasks.registry import flatten, tracking_uri
+from tasks.registry import evaluation_metrics, flatten, tracking_uri
 from tasks.train import run_train, run_warmup
 
 SUMMARY_COLUMNS = (
@@ -198,15 +198,7 @@ def run_point(
                 if not key.startswith("sweep.")
             ],
         )
-        figures = {
-            "clean_accuracy": evaluation["clean_accuracy"],
-            "robust_accuracy": evaluation["robust_accuracy"],
-            "natural/clean_accuracy": evaluation["natural"]["clean_accuracy"],
-            "trust_flags": len(evaluation["flags"]),
-            "gate_passed": float(verdict["passed"]),
-            **{f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()},
-        }
-        for key, value in figures.items():
+        for key, value in evaluation_metrics(evaluation, verdict).items():
             client.log_metric(run_id, key, value)
         client.log_artifact(run_id, str(layout.report_file), "reports")
         client.log_artifact(run_id, str(layout.metrics_file("evaluate")), "metrics")

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
+from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM
 
 from iocane.config import Config
 from iocane.files import read_json
 from iocane.interrupts import Interrupted
 from iocane.layout import Layout
-from tasks.registry import flatten, tracking_uri
+from tasks.registry import flatten, run_name, tracking_uri
 
 log = logging.getLogger("iocane")
 
@@ -104,7 +105,7 @@ def begin_attempt(config: Config, layout: Layout) -> Attempt:
         tags[PREVIOUS_TAG] = ",".join(abandoned)
     run = client.create_run(
         experiment,
-        run_name=f"harden-{config.train.norm}-eps{config.train.eps:g}",
+        run_name=run_name(config),
         tags=tags,
     )
     params = [Param(key, str(value)) for key, value in flatten(config.to_dict()).items()]
@@ -137,9 +138,7 @@ def end_attempt(attempt: Attempt, layout: Layout, error: BaseException | None) -
         client.set_tag(attempt.run_id, RESUMED_TAG, "; ".join(resumed))
     if error is None:
         status, outcome = RunStatus.FINISHED, "finished"
-    elif isinstance(error, Interrupted | KeyboardInterrupt) or type(error).__name__ in (
-        "TerminationSignal",  # Prefect's SIGTERM
-    ):
+    elif isinstance(error, Interrupted | KeyboardInterrupt | TerminationSignal):
         status, outcome = RunStatus.KILLED, f"killed: {error or type(error).__name__}"
     else:
         status, outcome = RunStatus.FAILED, f"failed: {type(error).__name__}: {error}"

@@ -294,6 +294,27 @@ champion_data_task = task(
 # --- the register stage --------------------------------------------------------------------
 
 
+def run_name(config: Config) -> str:
+    """The MLflow run name of a hardening run, e.g. ``harden-Linf-eps0.1``."""
+    return f"harden-{config.train.norm}-eps{config.train.eps:g}"
+
+
+def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float]:
+    """The final figures a run logs: worst case, per attack, natural baseline, gate."""
+    natural = evaluation["natural"]
+    return {
+        "clean_accuracy": evaluation["clean_accuracy"],
+        "robust_accuracy": evaluation["robust_accuracy"],
+        "natural/clean_accuracy": natural["clean_accuracy"],
+        "natural/robust_accuracy": natural["robust_accuracy"],
+        "clean_drop": verdict["clean_drop"],
+        "trust_flags": len(evaluation["flags"]),
+        "gate_passed": float(verdict["passed"]),
+        **{f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()},
+        **{f"natural/robust_accuracy/{k}": v for k, v in natural["attacks"].items()},
+    }
+
+
 def _log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: dict) -> None:
     """Params, per-epoch and final metrics, and the files, into the active run."""
     mlflow.log_params(flatten(config.to_dict()))
@@ -301,20 +322,7 @@ def _log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict:
         for row in _read_history(layout.history_file(stage)):
             step = int(row.pop("epoch"))
             mlflow.log_metrics({f"{stage}/{key}": value for key, value in row.items()}, step)
-    final = {
-        "clean_accuracy": evaluation["clean_accuracy"],
-        "robust_accuracy": evaluation["robust_accuracy"],
-        "natural/clean_accuracy": evaluation["natural"]["clean_accuracy"],
-        "natural/robust_accuracy": evaluation["natural"]["robust_accuracy"],
-        "clean_drop": verdict["clean_drop"],
-        "trust_flags": len(evaluation["flags"]),
-        "gate_passed": float(verdict["passed"]),
-    }
-    final.update({f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()})
-    final.update(
-        {f"natural/robust_accuracy/{k}": v for k, v in evaluation["natural"]["attacks"].items()}
-    )
-    mlflow.log_metrics(final)
+    mlflow.log_metrics(evaluation_metrics(evaluation, verdict))
     for stage in ("warmup", "train", "evaluate", "gate"):
         mlflow.log_artifact(str(layout.metrics_file(stage)), "metrics")
     for path in (
@@ -393,8 +401,9 @@ def run_register(config: Config, layout: Layout, attempt_run_id: str | None = No
         return existing
 
     mlflow.set_experiment(name)
-    run_name = None if attempt_run_id else f"harden-{config.train.norm}-eps{config.train.eps:g}"
-    with mlflow.start_run(run_id=attempt_run_id, run_name=run_name) as run:
+    with mlflow.start_run(
+        run_id=attempt_run_id, run_name=None if attempt_run_id else run_name(config)
+    ) as run:
         mlflow.set_tags(
             {
                 **provenance,
