@@ -29,12 +29,15 @@ from iocane.files import read_json
 from iocane.layout import Layout
 from iocane.locks import project_lock
 from tasks.attempts import attempt_run
-from tasks.caching import run_stage
-from tasks.data import prepare_task
-from tasks.evaluate import evaluate_task
-from tasks.gate import gate_task
 from tasks.registry import Registration, champion_data_task, register_task, tracking_uri
-from tasks.train import train_task, warmup_task
+from tasks.stage_tasks import (
+    evaluate_task,
+    gate_task,
+    prepare_task,
+    run_stage,
+    train_task,
+    warmup_task,
+)
 
 
 def metrics_table(evaluation: dict) -> list[dict]:

@@ -35,11 +35,10 @@ from iocane.files import write_atomic, write_text
 from iocane.layout import Layout
 from iocane.locks import project_lock
 from tasks.attempts import experiment_id
-from tasks.caching import run_stage
-from tasks.data import prepare_task
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.registry import evaluation_metrics, flatten, tracking_uri
+from tasks.stage_tasks import prepare_task, run_stage
 from tasks.train import run_train, run_warmup
 
 SUMMARY_COLUMNS = (

@@ -63,7 +63,7 @@ class WarmupConfig(OptimConfig):
 class TrainConfig(OptimConfig):
     """Adversarial training, continuing from the warmup weights (recipes: tasks/recipes.py)."""
 
-    method: Literal["pgd", "trades", "fgsm_rs", "free", "alp", "multi"]
+    method: Literal["pgd", "trades", "fgsm", "fgsm_rs", "free", "alp", "multi"]
     norm: Literal["Linf", "L2"]
     eps: float
     step_size: float
@@ -76,6 +76,9 @@ class TrainConfig(OptimConfig):
     free_replays: int  # free: replays m of each minibatch
     multi_other_eps: float  # multi: eps of the other norm, alternated with train.norm
     select: Literal["best", "last"]  # which epoch's weights become the model (robust overfitting)
+    # Data-parallel processes (PyTorch DDP through torchrun; tasks/distributed.py). Optional:
+    # params files written before it train in one process.
+    nproc: int = 1
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,13 @@ def validate(config: Config) -> None:
     _require(train.trades_beta > 0, "train.trades_beta", "must be > 0")
     _require(train.alp_weight >= 0, "train.alp_weight", "must be >= 0")
     _require(train.free_replays >= 1, "train.free_replays", "must be >= 1")
+    _require(train.nproc >= 1, "train.nproc", "must be >= 1 (1 = one process, no DDP)")
+    _require(
+        train.batch_size >= 2 * train.nproc,
+        "train.batch_size",
+        f"must be at least 2 per process ({2 * train.nproc} for train.nproc={train.nproc}): "
+        "the global batch is split between the processes",
+    )
     _require(train.multi_other_eps > 0, "train.multi_other_eps", "must be > 0")
     if train.norm == "L2":
         _require(
@@ -319,7 +329,7 @@ def validate(config: Config) -> None:
             "train.multi_other_eps",
             "the other norm is Linf: an eps above 1 covers the whole [0,1] image",
         )
-    if train.method in ("pgd", "fgsm_rs", "multi", "alp"):
+    if train.method in ("pgd", "fgsm", "fgsm_rs", "multi", "alp"):
         _require(
             train.adv_weight > 0,
             "train.adv_weight",

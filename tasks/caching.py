@@ -20,14 +20,9 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from prefect import Task, task
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
 
 from iocane.config import Config
 from iocane.files import read_json, sha256_file, write_json
@@ -106,9 +101,17 @@ STAGES: dict[str, StageSpec] = {
                 "train.free_replays",
                 "train.multi_other_eps",
                 "train.select",
+                "train.nproc",
                 *RUNTIME_KEYS,
             ),
-            code=("tasks/train.py", "tasks/recipes.py", "tasks/hardware.py", "models", "attacks"),
+            code=(
+                "tasks/train.py",
+                "tasks/recipes.py",
+                "tasks/hardware.py",
+                "tasks/distributed.py",
+                "models",
+                "attacks",
+            ),
             inputs=("data/prepared/meta.json", "checkpoints/warmup/model.pt"),
             outputs=("checkpoints/train/model.pt", "metrics/train.json", "plots/train.csv"),
         ),
@@ -248,45 +251,3 @@ def outputs_current(stage: str, config: Config, layout: Layout) -> bool:
     return record.get("key") == stage_key(stage, config, layout) and record.get(
         "outputs"
     ) == _outputs(stage, layout)
-
-
-@dataclass
-class StageCache(CachePolicy):
-    """Prefect cache policy: the key of ``stage_key`` (params, input hashes, code)."""
-
-    stage: str = ""
-
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
-        return stage_key(self.stage, inputs["config"], inputs["layout"])
-
-
-def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options: Any) -> Task:
-    """The Prefect task of a stage: ``function`` (what the DVC stage calls), cached by
-    ``StageCache``, then the record of what it wrote. Results are stored as JSON, not pickle."""
-
-    @functools.wraps(function)
-    def run_and_record(config: Config, layout: Layout) -> Any:
-        result = function(config, layout)
-        record_outputs(stage, config, layout)
-        return result
-
-    return task(
-        run_and_record,
-        name=stage,
-        cache_policy=StageCache(stage=stage),
-        result_serializer="json",
-        **options,
-    )
-
-
-def run_stage(cached_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
-    """Call a cached stage task; when the outputs on disk are not the ones its key produced,
-    run it anyway and overwrite the stored result (see the module docstring)."""
-    current = outputs_current(cached_task.name, config, layout)
-    return cached_task.with_options(refresh_cache=not current)(config, layout, **options)

@@ -16,15 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from iocane.config import Config, DataConfig, ModelConfig
 from iocane.files import read_json, write_atomic, write_json
 from iocane.layout import Layout
 from models import ModelSpec
-from tasks.caching import stage_task
 from tasks.datasets import DataError, RawDataset, load_raw_dataset
-from tasks.retries import RETRY_OPTIONS, retry_if_transient
 
 log = logging.getLogger("iocane")
 
@@ -68,6 +65,9 @@ class Split:
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -100,6 +100,8 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _subsample(indices: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
     if size <= 0 or size >= len(indices):
         return indices
     kept, _ = train_test_split(
@@ -110,6 +112,8 @@ def _subsample(indices: np.ndarray, labels: np.ndarray, size: int, seed: int) ->
 
 def split_dataset(raw: RawDataset, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
     """Stratified, seeded train/val/test split; an official test split is kept as it is."""
+    from sklearn.model_selection import train_test_split  # slow to import; only prepare needs it
+
     pool_images, pool_labels = raw.train_images, raw.train_labels
     if raw.test_images is None:
         everything = np.arange(len(pool_labels))
@@ -198,9 +202,3 @@ def load_prepared(layout: Layout) -> PreparedData:
         return Split(images, torch.from_numpy(arrays[f"{name}_labels"].astype(np.int64)))
 
     return PreparedData(split("train"), split("val"), split("test"), meta)
-
-
-# A download can flake; a retry of bad data fails the same way and is not attempted.
-prepare_task = stage_task(
-    prepare_data, "prepare", **RETRY_OPTIONS, retry_condition_fn=retry_if_transient
-)

@@ -26,7 +26,6 @@ from iocane.config import Config
 from iocane.files import write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from tasks.caching import stage_task
 from tasks.curves import (
     MULTIPLIERS,
     accuracy_curve,
@@ -492,6 +491,3 @@ def evaluate_and_report(
     write_json(out.metrics_file("evaluate"), metrics)
     write_text(out.report_file, render_report(evaluation))
     return metrics
-
-
-evaluate_task = stage_task(run_evaluate, "evaluate")

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from iocane.config import Config, GateConfig
 from iocane.files import read_json, write_json
 from iocane.layout import Layout
-from tasks.caching import stage_task
 
 log = logging.getLogger("iocane")
 
@@ -78,6 +77,3 @@ def run_gate(config: Config, layout: Layout) -> dict:
 
 def _summary(check: dict) -> str:
     return f"{check['name']} {check['value']:.4f} {check['rule']} {check['threshold']:.4f}"
-
-
-gate_task = stage_task(run_gate, "gate")

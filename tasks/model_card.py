@@ -30,6 +30,8 @@ def method_description(config: Config) -> str:
     descriptions = {
         "pgd": f"PGD (Madry et al. 2018), {pgd}, adversarial loss weight {train.adv_weight:g}",
         "trades": f"TRADES (Zhang et al. 2019), beta {train.trades_beta:g}, KL attack {pgd}",
+        "fgsm": "FGSM (Goodfellow et al. 2015), one step of eps from the clean image, "
+        f"adversarial loss weight {train.adv_weight:g}",
         "fgsm_rs": "FGSM with random start (Wong et al. 2020), one step of 1.25 eps, "
         f"adversarial loss weight {train.adv_weight:g}",
         "free": f"free adversarial training (Shafahi et al. 2019), {train.free_replays} "

@@ -5,6 +5,9 @@ All recipes share the training loop of ``tasks.train.fit`` and the attack module
 - ``pgd``: Madry et al. 2018. ``(1 - adv_weight) * CE(clean) + adv_weight * CE(PGD example)``.
 - ``trades``: Zhang et al. 2019. ``CE(clean) + beta * KL(p(clean) || p(adversarial))``, the
   adversarial example maximising that KL term from a small Gaussian start.
+- ``fgsm``: Goodfellow et al. 2015, the single-step baseline of Madry et al.'s capacity study:
+  one signed-gradient step of eps from the clean image, then the ``pgd`` loss. Known to overfit
+  to its own attack (label leaking, catastrophic overfitting); kept for comparison.
 - ``fgsm_rs``: Wong et al. 2020, "Fast is better than free". One signed-gradient step of
   1.25 * eps from a uniform random start, then the ``pgd`` loss. Cheap, and prone to
   catastrophic overfitting, which ``fit`` watches for every epoch.
@@ -36,7 +39,7 @@ from attacks import PGD, Attack
 from attacks.threat import make_generator, threat_model
 from iocane.config import TrainConfig
 
-METHODS = ("pgd", "trades", "fgsm_rs", "free", "alp", "multi")
+METHODS = ("pgd", "trades", "fgsm", "fgsm_rs", "free", "alp", "multi")
 # A context for the forward passes of a training step (bf16 autocast, or nothing).
 Autocast = Callable[[], contextlib.AbstractContextManager]
 FGSM_RS_STEP = 1.25  # Wong et al.: the step is 1.25 eps
@@ -170,6 +173,8 @@ class AdversarialRecipe:
         scale = eps / self.eps  # every radius and step keeps its ratio while eps ramps up
         if self.method == "free":
             return None
+        if self.method == "fgsm":
+            return PGD(eps=eps, norm=self.norm, steps=1, step_size=eps, random_start=False)
         if self.method == "fgsm_rs":
             return PGD(eps=eps, norm=self.norm, steps=1, step_size=FGSM_RS_STEP * eps, seed=seed)
         if self.method == "trades":
@@ -198,6 +203,21 @@ class AdversarialRecipe:
             random_start=self.random_start,
             seed=seed,
         )
+
+
+class TrainingPasses(nn.Module):
+    """The forward passes a training step backpropagates through, made in one call: one
+    logits tensor per batch, each batch a pass of its own (so each has its own batch-norm
+    statistics). DDP allows one forward call per backward pass, and a mixed loss needs two
+    passes; under DDP this module is what ``DistributedDataParallel`` wraps. Attacks call the
+    model itself: their input-gradient passes must not take part in the gradient exchange."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model(batch) for batch in batches)
 
 
 def _craft(model: nn.Module, attack: Attack, images: torch.Tensor, labels: torch.Tensor):
@@ -241,15 +261,20 @@ def training_loss(
     labels: torch.Tensor,
     attack: Attack | None,
     adv_weight: float,
+    passes: nn.Module | None = None,
 ) -> tuple[torch.Tensor, BatchStats]:
-    """The ``pgd`` loss: ``(1 - adv_weight) * CE(clean) + adv_weight * CE(adversarial)``."""
+    """The ``pgd`` loss: ``(1 - adv_weight) * CE(clean) + adv_weight * CE(adversarial)``.
+    ``passes`` (default ``TrainingPasses(model)``) makes the passes the loss comes from."""
+    passes = passes if passes is not None else TrainingPasses(model)
     if attack is None or adv_weight == 0:
-        clean_logits = model(images)
+        (clean_logits,) = passes(images)
         return F.cross_entropy(clean_logits, labels), _stats(clean_logits, None, labels)
     adversarial = _craft(model, attack, images, labels)
-    # Pure Madry: the clean pass is only reported, so it neither trains nor moves BN stats.
-    clean_logits = model(images) if adv_weight < 1 else _reported_clean_logits(model, images)
-    adv_logits = model(adversarial)
+    if adv_weight < 1:
+        clean_logits, adv_logits = passes(images, adversarial)
+    else:  # pure Madry: the clean pass is only reported: it neither trains nor moves BN stats
+        clean_logits = _reported_clean_logits(model, images)
+        (adv_logits,) = passes(adversarial)
     loss = mixed_cross_entropy(clean_logits, adv_logits, labels, adv_weight)
     return loss, _stats(clean_logits, adv_logits, labels)
 
@@ -260,13 +285,14 @@ def recipe_loss(
     images: torch.Tensor,
     labels: torch.Tensor,
     attack: Attack,
+    passes: nn.Module | None = None,
 ) -> tuple[torch.Tensor, BatchStats]:
     """The loss of one batch under ``recipe`` (every method but ``free``)."""
-    if recipe.method in ("pgd", "fgsm_rs", "multi"):
-        return training_loss(model, images, labels, attack, recipe.adv_weight)
+    passes = passes if passes is not None else TrainingPasses(model)
+    if recipe.method in ("pgd", "fgsm", "fgsm_rs", "multi"):
+        return training_loss(model, images, labels, attack, recipe.adv_weight, passes)
     adversarial = _craft(model, attack, images, labels)
-    clean_logits = model(images)
-    adv_logits = model(adversarial)
+    clean_logits, adv_logits = passes(images, adversarial)
     if recipe.method == "trades":
         loss = trades_objective(clean_logits, adv_logits, labels, recipe.trades_beta)
     elif recipe.method == "alp":
@@ -285,20 +311,23 @@ def free_step(
     eps: float,
     recipe: AdversarialRecipe,
     autocast: Autocast = contextlib.nullcontext,
+    passes: nn.Module | None = None,
+    weight: float = 1.0,
 ) -> tuple[torch.Tensor, BatchStats]:
     """``free_replays`` weight updates on one minibatch, each also stepping the persistent
     perturbation ``delta`` by eps along its gradient's sign (Linf) or direction (L2). Returns
     the new perturbation and the last replay's figures."""
+    passes = passes if passes is not None else TrainingPasses(model)
     threat = threat_model(recipe.norm)
     delta = threat.project(delta, eps)
     delta = (images + delta).clamp(0, 1) - images
     for _ in range(recipe.free_replays):
         delta.requires_grad_(True)
         with autocast():
-            adv_logits = model(images + delta)
+            (adv_logits,) = passes(images + delta)
             loss = F.cross_entropy(adv_logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()
         optimizer.step()
         with torch.no_grad():
             delta = threat.project(delta + threat.step(delta.grad, eps), eps)
@@ -321,25 +350,32 @@ def train_step(
     batch: int,
     free_delta: torch.Tensor,
     autocast: Autocast = contextlib.nullcontext,
+    passes: nn.Module | None = None,
+    weight: float = 1.0,
 ) -> BatchStats:
     """One training step on a batch: natural when ``recipe`` is None. The attack's random start
     is seeded with ``seed``; ``free`` updates its persistent perturbation ``free_delta`` in
-    place. Nothing here waits on the host: the figures come back as device tensors."""
+    place. Nothing here waits on the host: the figures come back as device tensors. ``passes``
+    (default ``TrainingPasses(model)``; the DDP-wrapped one under DDP) makes the loss passes;
+    attacks use ``model``. ``weight`` scales the gradient: under DDP, which averages the
+    ranks' gradients, a shard of n of a global batch of B images over W ranks weighs n * W / B,
+    so that uneven shards add up to the gradient of the global batch's mean loss."""
+    passes = passes if passes is not None else TrainingPasses(model)
     if recipe is not None and recipe.method == "free":
         n = len(labels)
         delta, stats = free_step(
-            model, optimizer, images, labels, free_delta[:n], eps, recipe, autocast
+            model, optimizer, images, labels, free_delta[:n], eps, recipe, autocast, passes, weight
         )
         free_delta[:n] = delta
         return stats
     with autocast():  # the attack's passes too; the backward pass runs outside, as advised
         if recipe is None:
-            loss, stats = training_loss(model, images, labels, None, 0.0)
+            loss, stats = training_loss(model, images, labels, None, 0.0, passes)
         else:
             attack = recipe.attack(eps, seed, batch)
-            loss, stats = recipe_loss(recipe, model, images, labels, attack)
+            loss, stats = recipe_loss(recipe, model, images, labels, attack, passes)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight).backward()
     optimizer.step()
     stats.objective = loss.detach()
     return stats

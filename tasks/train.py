@@ -35,14 +35,14 @@ from attacks import PGD, Attack
 from iocane.config import Config, OptimConfig
 from iocane.errors import TrainingDiverged
 from iocane.files import sha256_file, write_atomic, write_json
-from iocane.interrupts import Interrupted, safe_stop_section, stop_requested
+from iocane.interrupts import Interrupted, safe_stop_section
 from iocane.layout import Layout
 from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
-from tasks.caching import stage_task
 from tasks.data import PreparedData, Split, load_prepared
+from tasks.distributed import Ranks
 from tasks.hardware import Hardware, resolve_hardware
-from tasks.recipes import AdversarialRecipe, train_step
+from tasks.recipes import AdversarialRecipe, TrainingPasses, train_step
 
 log = logging.getLogger("iocane")
 
@@ -114,6 +114,24 @@ def evaluate_split(
         figures["adv_loss"] = F.cross_entropy(adv_logits, split.labels).item()
         figures["adv_accuracy"] = (adv_logits.argmax(1) == split.labels).float().mean().item()
     return figures
+
+
+def evaluate_shards(
+    model: nn.Module, split: Split, attack: Attack | None, batch_size: int, ranks: Ranks
+) -> dict[str, float]:
+    """``evaluate_split`` with each rank taking its share of the split, the figures added up
+    over the ranks: the same means, in 1/N of the time."""
+    if not ranks.distributed:
+        return evaluate_split(model, split, attack, batch_size)
+    part = ranks.shard(torch.arange(len(split), device=split.labels.device))
+    keys = ("clean_loss", "clean_accuracy") + (("adv_loss", "adv_accuracy") if attack else ())
+    device = split.labels.device
+    if len(part):
+        figures = evaluate_split(model, split.subset(part), attack, batch_size)
+        sums = {key: torch.tensor(figures[key] * len(part), device=device) for key in keys}
+    else:
+        sums = {key: torch.zeros((), device=device) for key in keys}
+    return {key: value.item() / len(split) for key, value in ranks.sum(sums).items()}
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
@@ -209,12 +227,17 @@ def fit(
     device: torch.device,
     select: str = "last",
     hardware: Hardware | None = None,
+    ranks: Ranks | None = None,
 ) -> dict:
     """Train for ``optim.epochs``, checkpointing every epoch, and write the selected epoch's
     weights as the stage's model (``select``: ``best`` validation PGD accuracy, or ``last``).
     Stops early, on the last good weights, when adversarial training collapses. ``hardware``
-    (default: float32, the default memory format, eager) says how the training steps run."""
+    (default: float32, the default memory format, eager) says how the training steps run.
+    ``ranks`` (default: one process) places this process under DDP (``tasks.distributed``):
+    it trains on its shard of each global batch, and only rank 0 writes; every rank returns
+    the same figures."""
     started = time.perf_counter()
+    ranks = ranks or Ranks()
     if hardware is None:
         hardware = Hardware(device=device, bf16=False, channels_last=False, compile=False)
     hardware.place_model(model)
@@ -229,8 +252,13 @@ def fit(
     start_epoch = 0
     collapse: dict | None = None
     # free: the perturbation persists across replays and minibatches (Shafahi et al.).
-    free_delta = torch.zeros((optim.batch_size, *train.images.shape[1:]), device=device)
-    resumed = _take_resumable(directory, run_key)
+    shard_size = math.ceil(optim.batch_size / ranks.world_size)
+    free_delta = torch.zeros((shard_size, *train.images.shape[1:]), device=device)
+    # Rank 0 tidies the checkpoint directory; the others read it once it is tidy.
+    resumed = _take_resumable(directory, run_key) if ranks.writes else None
+    ranks.barrier()
+    if not ranks.writes:
+        resumed = _take_resumable(directory, run_key)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -255,6 +283,10 @@ def fit(
                 directory,
             )
         elif resumed.get("position") is not None:
+            if not ranks.writes:  # the epoch's sums so far are rank 0's to carry
+                carried = resumed["position"]["sums"]
+                resumed["position"]["sums"] = {k: torch.zeros_like(v) for k, v in carried.items()}
+                resumed["position"]["first_nonfinite"] = torch.tensor(-1)
             log.info(
                 "%s: resuming at epoch %d, step %d of %d (the run was stopped by %s there) from %s",
                 stage,
@@ -288,7 +320,17 @@ def fit(
             "free_delta": free_delta if recipe is not None and recipe.method == "free" else None,
         }
 
-    n_batches = math.ceil(len(train) / optim.batch_size)
+    if ranks.distributed:
+        # Every rank needs at least two images of a batch; a shorter last batch is skipped.
+        passes = nn.parallel.DistributedDataParallel(
+            TrainingPasses(training_model),
+            device_ids=[device.index] if device.type == "cuda" else None,
+        )
+        n_batches = len(train) // optim.batch_size
+        n_batches += len(train) % optim.batch_size >= 2 * ranks.world_size
+    else:
+        passes = TrainingPasses(training_model)
+        n_batches = math.ceil(len(train) / optim.batch_size)
     position = resumed.get("position") if resumed is not None else None
     # SIGINT/SIGTERM within the loop: finish the step, save exactly this point, stop.
     with safe_stop_section():
@@ -298,7 +340,9 @@ def fit(
             if position is None:
                 order = torch.randperm(len(train), generator=shuffle).to(device)
                 first_batch, eps = 0, 0.0
-                sums = {key: torch.zeros((), device=device) for key in ("cl", "cc", "al", "ac")}
+                sums = {
+                    key: torch.zeros((), device=device) for key in ("n", "cl", "cc", "al", "ac")
+                }
                 # The first step whose loss was not finite, kept on the device and read once
                 # per epoch, so that the loop never waits on the host.
                 first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
@@ -310,7 +354,8 @@ def fit(
                 position = None
             last_progress = epoch_started
             for batch in range(first_batch, n_batches):
-                index = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
+                global_batch = order[batch * optim.batch_size : (batch + 1) * optim.batch_size]
+                index = ranks.shard(global_batch)
                 images, labels = hardware.batch(train.images[index]), train.labels[index]
                 if recipe is not None:
                     eps = ramped_eps(recipe.eps, recipe.eps_ramp_epochs, epoch, batch, n_batches)
@@ -321,54 +366,63 @@ def fit(
                     labels,
                     recipe,
                     eps,
-                    seed * 1_000_003 + epoch * 10_007 + batch,
+                    # each rank its own random starts
+                    seed * 1_000_003 + epoch * 10_007 + batch + ranks.rank * 1_000_000_007,
                     batch,
                     free_delta,
                     hardware.autocast,
+                    passes,
+                    len(index) * ranks.world_size / len(global_batch),
                 )
                 nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
                 first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)
+                sums["n"] += len(labels)
                 sums["cl"] += stats.clean_loss
                 sums["cc"] += stats.clean_correct
                 if stats.adv_loss is not None:
                     sums["al"] += stats.adv_loss
                     sums["ac"] += stats.adv_correct
-                if stop_requested():
-                    partial = training_state(epoch)
-                    partial["position"] = {
-                        "batch": batch + 1,
-                        "order": order.cpu(),
-                        "eps": eps,
-                        "sums": {key: value.cpu() for key, value in sums.items()},
-                        "first_nonfinite": first_nonfinite.cpu(),
-                        "signal": stop_requested(),
-                    }
-                    _save_checkpoint(directory / PARTIAL_CHECKPOINT, partial)
+                stop = ranks.agreed_stop(device)
+                if stop:
+                    sums, first_nonfinite = ranks.sum(sums), ranks.first_step(first_nonfinite)
+                    if ranks.writes:
+                        partial = training_state(epoch)
+                        partial["position"] = {
+                            "batch": batch + 1,
+                            "order": order.cpu(),
+                            "eps": eps,
+                            "sums": {key: value.cpu() for key, value in sums.items()},
+                            "first_nonfinite": first_nonfinite.cpu(),
+                            "signal": stop,
+                        }
+                        _save_checkpoint(directory / PARTIAL_CHECKPOINT, partial)
                     raise Interrupted(
-                        str(stop_requested()),
-                        f"{stage}: stopped by {stop_requested()} in epoch {epoch + 1} after step "
+                        stop,
+                        f"{stage}: stopped by {stop} in epoch {epoch + 1} after step "
                         f"{batch + 1} of {n_batches}, saved to {directory / PARTIAL_CHECKPOINT}; "
                         "run the same command again to resume from there",
                     )
                 if time.perf_counter() - last_progress > PROGRESS_SECONDS:
                     last_progress = time.perf_counter()
                     _log_progress(stage, epoch, optim.epochs, batch, n_batches, epoch_started)
+            sums, first_nonfinite = ranks.sum(sums), ranks.first_step(first_nonfinite)
             _check_finite(stage, epoch, first_nonfinite, model, directory)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            val_figures = evaluate_split(model, val, val_attack, batch_size=512)
+            val_figures = evaluate_shards(model, val, val_attack, 512, ranks)
+            trained = sums["n"].item()  # under DDP, a skipped short last batch is not counted
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
                 "eps": eps,
-                "train_clean_loss": sums["cl"].item() / len(train),
-                "train_clean_accuracy": sums["cc"].item() / len(train),
+                "train_clean_loss": sums["cl"].item() / trained,
+                "train_clean_accuracy": sums["cc"].item() / trained,
                 **{f"val_{key}": value for key, value in val_figures.items()},
                 "seconds": time.perf_counter() - epoch_started,
             }
             if recipe is not None:
-                row["train_adv_loss"] = sums["al"].item() / len(train)
-                row["train_adv_accuracy"] = sums["ac"].item() / len(train)
+                row["train_adv_loss"] = sums["al"].item() / trained
+                row["train_adv_accuracy"] = sums["ac"].item() / trained
             history.append(row)
             if recipe is not None and catastrophic_overfitting(history):
                 collapse = {
@@ -386,9 +440,10 @@ def fit(
                     collapse["best_val_adv_accuracy"],
                     epoch,
                 )
-            _save_checkpoint(_checkpoint_path(directory, epoch + 1), training_state(epoch + 1))
-            (directory / PARTIAL_CHECKPOINT).unlink(missing_ok=True)
-            _write_history(layout.history_file(stage), history)
+            if ranks.writes:
+                _save_checkpoint(_checkpoint_path(directory, epoch + 1), training_state(epoch + 1))
+                (directory / PARTIAL_CHECKPOINT).unlink(missing_ok=True)
+                _write_history(layout.history_file(stage), history)
             log.info(
                 "%s epoch %d/%d  eps %.3f  lr %.4f | train clean %.3f adv %s | val clean %.3f "
                 "adv %s | %.1fs",
@@ -403,16 +458,25 @@ def fit(
                 _format_optional(row.get("val_adv_accuracy")),
                 row["seconds"],
             )
-            if stop_requested():
+            stop = ranks.agreed_stop(device)
+            if stop:
                 raise Interrupted(
-                    str(stop_requested()),
-                    f"{stage}: stopped by {stop_requested()} after epoch {epoch + 1} was saved; "
+                    stop,
+                    f"{stage}: stopped by {stop} after epoch {epoch + 1} was saved; "
                     "run the same command again to resume from there",
                 )
             if collapse is not None:
                 break
 
-    selection = _select_weights(stage, directory, model, spec, history, select, collapse, layout)
+    # Every rank holds the same history; only rank 0's checkpoints exist to select from.
+    selection = {
+        "selected_epoch": select_epoch(history, select, collapse),
+        "selection": select,
+        "best_epoch": select_epoch(history, "best", collapse),
+        "last_epoch": int(history[-1]["epoch"]),
+    }
+    if ranks.writes:
+        _select_weights(stage, directory, model, spec, history, selection, collapse, layout)
     final = dict(history[selection["selected_epoch"] - 1])
     final.update(
         {
@@ -428,10 +492,12 @@ def fit(
             "device": str(device),
             "precision": "bf16" if hardware.bf16 else "fp32",
             "compiled": hardware.compile,
+            "processes": ranks.world_size,
             "run_key": run_key,
         }
     )
-    write_json(layout.metrics_file(stage), final)
+    if ranks.writes:
+        write_json(layout.metrics_file(stage), final)
     return final
 
 
@@ -482,15 +548,14 @@ def _select_weights(
     model: nn.Module,
     spec: ModelSpec,
     history: list[dict],
-    select: str,
+    selection: dict,
     collapse: dict | None,
     layout: Layout,
-) -> dict:
+) -> None:
     """Write ``best.pt``, ``last.pt`` and the selected one as ``model.pt``; say which."""
     model.to(memory_format=torch.contiguous_format)  # model files carry the default layout
-    chosen = select_epoch(history, select, collapse)
-    best = select_epoch(history, "best", collapse)
-    last = int(history[-1]["epoch"])
+    chosen, best, last = (selection[k] for k in ("selected_epoch", "best_epoch", "last_epoch"))
+    select = selection["selection"]
     for name, epoch in (("best", best), ("last", last)):
         checkpoint = torch.load(_checkpoint_path(directory, epoch), weights_only=True)
         model.load_state_dict(checkpoint["model"])
@@ -509,7 +574,6 @@ def _select_weights(
             best,
             last,
         )
-    return {"selected_epoch": chosen, "selection": select, "best_epoch": best, "last_epoch": last}
 
 
 def _log_progress(
@@ -538,7 +602,8 @@ def code_fingerprint() -> str:
     """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
     digest = hashlib.sha256()
     here = Path(__file__)
-    files = [here, here.with_name("recipes.py"), here.with_name("hardware.py")]
+    siblings = ("recipes", "hardware", "distributed")
+    files = [here, *(here.with_name(f"{name}.py") for name in siblings)]
     for package in (attacks, models):
         files += sorted(Path(package.__file__).parent.glob("*.py"))
     for path in files:
@@ -594,22 +659,33 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
 
 
 def run_train(config: Config, layout: Layout) -> ModelRef:
-    """The ``train`` stage: PGD adversarial training starting from the warmup weights."""
-    device = resolve_device()
+    """The ``train`` stage: PGD adversarial training starting from the warmup weights, in one
+    process, or in ``train.nproc`` data-parallel processes started by torchrun."""
+    if config.train.nproc > 1:
+        from tasks.distributed import launch
+
+        launch(config, layout)
+    else:
+        train_in_process(config, layout, Ranks(), resolve_device())
+    path = layout.model_file("train")
+    return ModelRef(str(path), sha256_file(path))
+
+
+def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch.device) -> dict:
+    """This process's part of the ``train`` stage (all of it when it is alone)."""
     hardware = resolve_hardware(device, config.runtime)
     data = load_prepared(layout)
     warmup_file = layout.model_file("warmup")
     model, spec = load_model(warmup_file, device)
     torch.manual_seed(config.seed + 1)
     train = config.train
-    recipe = AdversarialRecipe.from_config(train)
-    fit(
+    return fit(
         stage="train",
         model=model,
         spec=spec,
         data=data,
         optim=train,
-        recipe=recipe,
+        recipe=AdversarialRecipe.from_config(train),
         val_attack=validation_attack(config),
         layout=layout,
         seed=config.seed + 1,
@@ -624,12 +700,5 @@ def run_train(config: Config, layout: Layout) -> ModelRef:
         device=device,
         select=train.select,
         hardware=hardware,
+        ranks=ranks,
     )
-    path = layout.model_file("train")
-    return ModelRef(str(path), sha256_file(path))
-
-
-# No retries: a failed training run is not repeated blindly. Run the flow again and it resumes
-# from the last complete checkpoint (the run key guards against resuming other params or code).
-warmup_task = stage_task(run_warmup, "warmup")
-train_task = stage_task(run_train, "train")

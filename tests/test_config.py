@@ -60,6 +60,7 @@ def test_overrides_are_typed_yaml_values() -> None:
         ("registry", "model_name", "", "registry.model_name"),
         ("runtime", "precision", "fp16", "runtime.precision"),
         ("runtime", "compile", "yes", "runtime.compile"),
+        ("train", "nproc", 0, "train.nproc"),
     ],
 )
 def test_bad_values_name_the_key(
@@ -68,6 +69,19 @@ def test_bad_values_name_the_key(
     params_document[section][key] = value
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         config_from_dict(params_document)
+
+
+def test_every_process_needs_two_images_of_a_batch(params_document: dict) -> None:
+    params_document["train"].update(nproc=4, batch_size=7)
+    with pytest.raises(ConfigError, match=r"train\.batch_size: must be at least 2 per process"):
+        config_from_dict(params_document)
+    params_document["train"]["batch_size"] = 8
+    assert config_from_dict(params_document).train.nproc == 4
+
+
+def test_params_files_without_nproc_train_in_one_process(params_document: dict) -> None:
+    del params_document["train"]["nproc"]
+    assert config_from_dict(params_document).train.nproc == 1
 
 
 def test_unknown_key_is_refused(params_document: dict) -> None:

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from iocane.config import load_config
 from iocane.layout import Layout
-from iocane.stages import STAGES
+from iocane.stages import stage_function
 from tasks.registry import champion_stack
 
 from .pipeline_params import write_tiny_params
@@ -31,7 +31,7 @@ def _evaluated_projects(tmp_path: Path) -> list[Path]:
     first.mkdir()
     config = load_config(write_tiny_params(first / "params.yaml"), [])
     for stage in ("prepare", "warmup", "train", "evaluate", "gate"):
-        STAGES[stage](config, Layout(first))
+        stage_function(stage)(config, Layout(first))
     second = tmp_path / "run-b"
     shutil.copytree(first, second)
     evaluation_file = second / "metrics" / "evaluate.json"

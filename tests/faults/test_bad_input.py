@@ -100,6 +100,7 @@ PARAMS = {
     ),
     "contradictory: a dataset without its files": (["data.dataset=mnist"], "data.root"),
     "not a section": (["trian.eps=0.1"], "trian"),
+    "no processes": (["train.nproc=0"], "train.nproc"),
 }
 
 
