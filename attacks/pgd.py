@@ -87,6 +87,19 @@ class PGD:
             fooled[todo[is_fooled]] = True
         return best
 
+    def input_gradient(
+        self, model: nn.Module, images: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The gradient of the summed per-sample loss at ``images + delta`` w.r.t. ``delta``
+        (adaptive attacks override it: EOT averages it, BPDA approximates it)."""
+        # enable_grad: callers often evaluate under no_grad; the attack needs input gradients.
+        with torch.enable_grad():
+            delta = delta.detach().requires_grad_(True)
+            loss = per_sample_loss(model(images + delta), labels, self.loss)
+            # Gradient for the input only: no parameter gradients are computed or stored.
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+        return grad
+
     def _one_run(
         self,
         model: nn.Module,
@@ -103,12 +116,7 @@ class PGD:
         else:
             delta = torch.zeros_like(images)
         for _ in range(self.steps):
-            # enable_grad: callers often evaluate under no_grad; the attack needs input gradients.
-            with torch.enable_grad():
-                delta.requires_grad_(True)
-                loss = per_sample_loss(model(images + delta), labels, self.loss)
-                # Gradient for the input only: no parameter gradients are computed or stored.
-                (grad,) = torch.autograd.grad(loss.sum(), delta)
+            grad = self.input_gradient(model, images, delta, labels)
             with torch.no_grad():
                 delta = threat.project(delta + threat.step(grad, step_size), self.eps)
                 delta = (images + delta).clamp(0.0, 1.0) - images

@@ -10,8 +10,14 @@ and development loops, not for promotion.
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
 from torch import nn
 
+from attacks.adaptive import BPDA, EOTPGD
 from attacks.apgd import APGD, APGDTargeted
 from attacks.autoattack_reference import AutoAttackReference
 from attacks.cw import CarliniWagnerL2
@@ -49,11 +55,61 @@ def _pgd_pair(eps: float, norm: str, steps: int, restarts: int, seed: int) -> di
     }
 
 
+# Adaptive attacks: the suite adds them when the model checks call for them (a randomised forward
+# pass: EOT; zero or non-finite input gradients: BPDA), and they can be asked for by name.
+ADAPTIVE = ("eot_pgd", "bpda_pgd")
+# Per preset: (PGD steps, EOT samples per step) for the adaptive attacks.
+ADAPTIVE_BUDGETS = {"quick": (10, 8), "standard": (50, 16), "thorough": (100, 32)}
+
+
+def adaptive_attack(name: str, preset: str, norm: str, eps: float, seed: int = 0) -> PGD:
+    steps, samples = ADAPTIVE_BUDGETS[preset]
+    if name == "eot_pgd":
+        return EOTPGD(eps=eps, norm=norm, steps=steps, samples=samples, seed=seed)
+    if name == "bpda_pgd":
+        return BPDA(eps=eps, norm=norm, steps=steps, restarts=2, seed=seed)
+    raise ValueError(f"unknown adaptive attack {name!r}; known: {', '.join(ADAPTIVE)}")
+
+
+class AttackHookError(ValueError):
+    """An attack named in ``evaluate.extra_attacks`` that cannot be loaded or built."""
+
+
+def user_attack(spec: str, norm: str, eps: float, seed: int = 0) -> object:
+    """An attack written for a user's own defence: ``package.module:factory``, where
+    ``factory(eps=..., norm=..., seed=...)`` returns an attack of the package's call shape
+    (``attack(model, images, labels) -> adversarial``, with a ``name``). It joins the suite
+    under that name, and the worst case and the report with it."""
+    module_name, _, factory_name = spec.partition(":")
+    if os.getcwd() not in sys.path:  # a module beside params.yaml, as under python -m
+        sys.path.append(os.getcwd())
+    if not module_name or not factory_name:
+        raise AttackHookError(f"{spec!r} is neither {' nor '.join(ADAPTIVE)} nor module:factory")
+    try:
+        factory: Callable[..., object] = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as error:
+        raise AttackHookError(f"{spec!r} cannot be loaded: {error}") from None
+    attack = factory(eps=eps, norm=norm, seed=seed)
+    if not callable(attack) or not isinstance(getattr(attack, "name", None), str):
+        raise AttackHookError(
+            f"{spec!r} returned {type(attack).__name__}, not an attack: it must be callable as "
+            "attack(model, images, labels) and have a name"
+        )
+    return attack
+
+
 def build_suite(
-    preset: str, norm: str, eps: float, seed: int = 0, surrogate: nn.Module | None = None
+    preset: str,
+    norm: str,
+    eps: float,
+    seed: int = 0,
+    surrogate: nn.Module | None = None,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, object]:
     """The attacks of a preset, by name, at ``norm`` and ``eps``; with a ``surrogate`` model
-    (the natural warmup model), the transfer attack joins every preset but ``quick``."""
+    (the natural warmup model), the transfer attack joins every preset but ``quick``. ``extra``
+    adds attacks by name: an adaptive one (``eot_pgd``, ``bpda_pgd``) or a user's
+    ``module:factory``."""
     if preset == "quick":
         suite = {
             "fgsm": FGSM(eps=eps, norm=norm),
@@ -99,4 +155,13 @@ def build_suite(
         suite["transfer"] = TransferAttack(
             source=surrogate, attack=PGD(eps=eps, norm=norm, steps=steps, seed=seed)
         )
+    for spec in extra:
+        attack = (
+            adaptive_attack(spec, preset, norm, eps, seed)
+            if spec in ADAPTIVE
+            else user_attack(spec, norm, eps, seed)
+        )
+        if attack.name in suite:
+            raise AttackHookError(f"{spec!r}: the suite already has an attack {attack.name!r}")
+        suite[attack.name] = attack
     return suite

@@ -96,6 +96,9 @@ class EvaluateConfig:
     n_samples: int  # 0 = the whole test split
     batch_size: int
     preset: Literal["quick", "standard", "thorough"]  # see attacks/suites.py
+    # More attacks by name: eot_pgd, bpda_pgd (attacks/adaptive.py) or a user's module:factory.
+    # Optional: params files written before it run the preset alone.
+    extra_attacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ STAGES: dict[str, StageSpec] = {
                 "evaluate.n_samples",
                 "evaluate.batch_size",
                 "evaluate.preset",
+                "evaluate.extra_attacks",
             ),
             code=("tasks/evaluate.py", "tasks/curves.py", "models", "attacks"),
             inputs=(

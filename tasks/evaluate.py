@@ -21,8 +21,16 @@ from torch import nn
 
 from attacks import PGD, Attack, threat_model
 from attacks.cw import CarliniWagnerL2
-from attacks.suites import BLACK_BOX, BUDGET_ORDER, CURVE_BUDGETS, REFERENCES, build_suite
-from iocane.config import Config
+from attacks.suites import (
+    BLACK_BOX,
+    BUDGET_ORDER,
+    CURVE_BUDGETS,
+    REFERENCES,
+    AttackHookError,
+    adaptive_attack,
+    build_suite,
+)
+from iocane.config import Config, ConfigError
 from iocane.files import write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
@@ -94,35 +102,58 @@ def _bound_violation(
     return None
 
 
-def model_sanity_flags(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
-    """Checks on the model itself: logits not probabilities, deterministic, usable gradients."""
-    flags = []
+def model_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, str]:
+    """Checks on the model itself, by name: ``randomised`` forward pass, ``probabilities``
+    instead of logits, ``non_finite_gradients``, ``no_gradients`` (zero or missing input
+    gradients). The value is the trust flag to report."""
+    checks = {}
     with torch.no_grad():
         first, second = model(images), model(images)
     if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
-        flags.append(
-            "randomised forward pass: two passes on the same input differ; gradient attacks "
-            "need expectation over transformation (EOT) to be trusted"
+        checks["randomised"] = (
+            "randomised forward pass: two passes on the same input differ; expectation over "
+            "transformation (eot_pgd) joins the suite, and the predictions themselves are random"
         )
     rows_sum_to_one = torch.allclose(first.sum(1), torch.ones(len(first)), atol=1e-3)
     if first.min() >= 0 and first.max() <= 1 and rows_sum_to_one:
-        flags.append(
+        checks["probabilities"] = (
             "outputs look like probabilities, not logits: cross-entropy on them saturates and "
             "weakens gradient attacks"
         )
-    inputs = images.clone().requires_grad_(True)
-    loss = F.cross_entropy(model(inputs), labels, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, inputs)
-    if not torch.isfinite(grad).all():
-        flags.append("non-finite input gradients: gradient attacks cannot be trusted")
+    with torch.enable_grad():
+        inputs = images.clone().requires_grad_(True)
+        loss = F.cross_entropy(model(inputs), labels, reduction="sum")
+        grad = None
+        if loss.requires_grad:  # else a step outside autograd cut the input off
+            (grad,) = torch.autograd.grad(loss, inputs, allow_unused=True)
+    if grad is not None and not torch.isfinite(grad).all():
+        checks["non_finite_gradients"] = (
+            "non-finite input gradients: gradient attacks cannot be trusted; BPDA (bpda_pgd) "
+            "joins the suite"
+        )
     else:
-        zero_share = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
+        zero_share = 1.0 if grad is None else (grad.flatten(1).abs().amax(1) == 0).float().mean()
         if zero_share > 0.5:
-            flags.append(
-                f"zero input gradients for {zero_share:.0%} of samples: a sign of gradient "
-                "masking (shattered or obfuscated gradients)"
+            checks["no_gradients"] = (
+                f"zero input gradients for {float(zero_share):.0%} of samples: a sign of gradient "
+                "masking (shattered or obfuscated gradients); BPDA (bpda_pgd) joins the suite"
             )
-    return flags
+    return checks
+
+
+def model_sanity_flags(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """The trust flags of ``model_checks``."""
+    return list(model_checks(model, images, labels).values())
+
+
+def adaptive_attacks_for(checks: Mapping[str, str]) -> list[str]:
+    """The adaptive attacks the model checks call for (see ``attacks.adaptive``)."""
+    wanted = []
+    if "randomised" in checks:
+        wanted.append("eot_pgd")
+    if "no_gradients" in checks or "non_finite_gradients" in checks:
+        wanted.append("bpda_pgd")
+    return wanted
 
 
 def evaluate_robustness(
@@ -137,12 +168,15 @@ def evaluate_robustness(
     batch_size: int = 256,
     seed: int = 0,
     device: torch.device | str | None = None,
+    adaptive: bool = True,
 ) -> RobustnessResult:
     """Clean accuracy, per-attack and worst-case robust accuracy, and trust flags.
 
     ``images`` are (N, C, H, W) in [0, 1], ``labels`` (N,). ``attacks`` maps names to
     attacks of the ``attacks`` package call shape; by default the suite ``preset``
-    (``quick``, ``standard`` or ``thorough``, see ``attacks.suites``).
+    (``quick``, ``standard`` or ``thorough``, see ``attacks.suites``). With ``adaptive``, the
+    adaptive attacks the model checks call for join the suite at the preset's budget: EOT-PGD
+    for a randomised forward pass, BPDA for zero or non-finite input gradients.
 
     Every attack runs on every clean-correct sample, not only on the survivors of the
     attacks before it: the trust checks compare the attacks' own accuracies, and for a robust
@@ -161,7 +195,13 @@ def evaluate_robustness(
     robust = clean_correct.clone()
     per_attack: dict[str, float] = {}
     seconds_per_attack: dict[str, float] = {}
-    flags = model_sanity_flags(model, images[:batch_size], labels[:batch_size])
+    checks = model_checks(model, images[:batch_size], labels[:batch_size])
+    flags = list(checks.values())
+    if adaptive:
+        for name in adaptive_attacks_for(checks):
+            if name not in suite:
+                log.info("  the model checks call for %s: it joins the suite", name)
+                suite[name] = adaptive_attack(name, preset, norm, eps, seed)
     targets = clean_correct.nonzero().squeeze(1)
     survivors: dict[str, torch.Tensor] = {}
     for name, attack in suite.items():
@@ -282,9 +322,18 @@ def _evaluation_subset(
 
 
 def suite_from_config(config: Config, surrogate: nn.Module | None = None) -> dict[str, Attack]:
-    return build_suite(
-        config.evaluate.preset, config.train.norm, config.train.eps, config.seed, surrogate
-    )
+    evaluate = config.evaluate
+    try:
+        return build_suite(
+            evaluate.preset,
+            config.train.norm,
+            config.train.eps,
+            config.seed,
+            surrogate,
+            extra=evaluate.extra_attacks,
+        )
+    except AttackHookError as error:
+        raise ConfigError(f"evaluate.extra_attacks: {error}") from None
 
 
 def guarantee(robust_accuracy: float, norm: str, eps: float, attacks: list[str]) -> str:
@@ -420,6 +469,7 @@ def evaluate_and_report(
             norm=norm,
             eps=eps,
             attacks=suite_from_config(config, surrogate),
+            preset=config.evaluate.preset,  # the budget of adaptive attacks the checks call for
             batch_size=config.evaluate.batch_size,
             seed=config.seed,
             device=device,

@@ -84,7 +84,8 @@ def test_masked_gradients_are_flagged_and_black_box_beats_white_box(trained_digi
         "pgd": PGD(eps=0.1, steps=10),
         "square": SquareAttack(eps=0.1, n_queries=300),
     }
-    result = _evaluate(Quantised(model), images, labels, attacks=suite)
+    # adaptive=False: BPDA, which the checks call for here, would beat Square (tested apart)
+    result = _evaluate(Quantised(model), images, labels, attacks=suite, adaptive=False)
     assert any("zero input gradients" in flag for flag in result.flags)
     assert any("black-box attack square" in flag for flag in result.flags)
     # The worst case still counts Square's successes: masking does not inflate the figure.
