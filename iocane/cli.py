@@ -192,7 +192,15 @@ def _review(args: argparse.Namespace) -> int:
         print(f"no versions of {name} in the registry")
         return 0
     print(f"{name}: {len(rows)} version(s)\n")
-    print(pd.DataFrame(rows).drop(columns=["alias_reason"]).to_string(index=False))
+    frame = pd.DataFrame(rows).drop(columns=["alias_reason"])
+    if frame["price"].isna().all():  # report.price_per_hour was never set
+        frame = frame.drop(columns=["price"])
+    for column, digits in (("hours", 3), ("gain_per_hour", 3), ("price", 2)):
+        if column in frame:
+            frame[column] = frame[column].map(
+                lambda value, d=digits: "" if pd.isna(value) else f"{value:.{d}f}"
+            )
+    print(frame.to_string(index=False))
     print()
     print(comparison["summary"])
     if comparison["metrics"]:

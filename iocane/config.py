@@ -131,6 +131,13 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """What the run reports beyond robustness (tasks/costs.py)."""
+
+    price_per_hour: float | None = None  # the machine's price: the run's cost is estimated
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int
     data: DataConfig
@@ -142,6 +149,7 @@ class Config:
     gate: GateConfig
     registry: RegistryConfig
     sweep: SweepConfig = SweepConfig()  # optional section
+    report: ReportConfig = ReportConfig()  # optional section
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -358,6 +366,8 @@ def validate(config: Config) -> None:
     _require(all(w >= 0 for w in sweep.width), "sweep.width", "values must be >= 0 (0 = default)")
     _require(all(s >= 0 for s in sweep.seed), "sweep.seed", "values must be >= 0")
     _require(sweep.workers >= 1, "sweep.workers", "must be >= 1")
+    price = config.report.price_per_hour
+    _require(price is None or price >= 0, "report.price_per_hour", "must be >= 0 (or null)")
     _require(
         0 <= registry.max_clean_regression <= 1,
         "registry.max_clean_regression",

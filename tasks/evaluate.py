@@ -34,6 +34,7 @@ from iocane.config import Config, ConfigError
 from iocane.files import write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
+from tasks.costs import counting_passes
 from tasks.curves import (
     MULTIPLIERS,
     accuracy_curve,
@@ -446,7 +447,29 @@ def evaluate_and_report(
 ) -> dict:
     """Evaluate a hardened model beside its natural baseline on ``data``'s test split, at
     ``config.train``'s threat model, and write metrics, report, curves and examples under
-    ``out``. Used by the evaluate stage and by ``iocane evaluate`` on a registered version."""
+    ``out``. Used by the evaluate stage and by ``iocane evaluate`` on a registered version.
+    The metrics include what the evaluation cost: its wall time and the passes through both
+    models."""
+    started = time.perf_counter()
+    with (
+        counting_passes(hardened, "hardened") as by_hardened,
+        counting_passes(natural, "natural") as by_natural,
+    ):
+        metrics, evaluation = _evaluate(config, hardened, natural, data, out)
+    metrics["seconds"] = time.perf_counter() - started
+    for count in (by_hardened, by_natural):  # the totals add up, the sections are apart
+        for key, value in count.totals().items():
+            metrics[key] = metrics.get(key, 0) + int(value)
+    write_json(out.metrics_file("evaluate"), metrics)
+    write_text(out.report_file, render_report(evaluation))
+    return metrics
+
+
+def _evaluate(
+    config: Config, hardened: nn.Module, natural: nn.Module, data: PreparedData, out: Layout
+) -> tuple[dict, dict]:
+    """The figures of ``evaluate_and_report`` (the metrics and the whole evaluation), with the
+    curves and the examples written."""
     images, labels = _evaluation_subset(
         data.test.images, data.test.labels, config.evaluate.n_samples, config.seed
     )
@@ -538,6 +561,4 @@ def evaluate_and_report(
         "data_fingerprint": evaluation["data_fingerprint"],
         "dataset": evaluation["dataset"],
     }
-    write_json(out.metrics_file("evaluate"), metrics)
-    write_text(out.report_file, render_report(evaluation))
-    return metrics
+    return metrics, evaluation

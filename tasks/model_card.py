@@ -79,11 +79,12 @@ def render_model_card(
     provenance: dict[str, str],
     title: str,
     training: dict | None = None,
+    costs: dict | None = None,
 ) -> str:
     """The card as markdown. ``evaluation`` is ``metrics/evaluate.json``, ``verdict``
     ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``, ``training``
     ``metrics/train.json``; ``provenance`` maps labels (git commit, DVC data version, ...) to
-    values."""
+    values; ``costs`` is ``tasks.costs.cost_summary``."""
     train, warmup, model = config.train, config.warmup, config.model
     norm, eps = evaluation["threat_model"], evaluation["eps"]
     natural = evaluation["natural"]
@@ -164,6 +165,8 @@ def render_model_card(
         f"{check['threshold']:.4f}: {'met' if check['passed'] else 'NOT met'}"
         for check in verdict["checks"]
     ]
+    if costs is not None:
+        lines += ["", "## Cost", "", *cost_lines(costs)]
     lines += [
         "",
         "## Known limits",
@@ -180,6 +183,41 @@ def render_model_card(
     ]
     lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
     return "\n".join(lines) + "\n"
+
+
+def cost_lines(costs: dict) -> list[str]:
+    """What the run cost, as the card's bullet points."""
+    lines = [
+        f"- Wall time: {costs['hours'] * 60:.1f} minutes (warmup "
+        f"{costs['warmup_hours'] * 60:.1f}, adversarial training {costs['train_hours'] * 60:.1f}, "
+        f"evaluation {costs['evaluate_hours'] * 60:.1f})."
+    ]
+    if costs.get("overhead_time_ratio") is not None:
+        lines.append(
+            f"- Adversarial training took {costs['overhead_time_ratio']:.1f}x the time of natural "
+            f"training per training image"
+            + (
+                f", and {costs['overhead_pass_ratio']:.1f}x the passes through the model."
+                if costs.get("overhead_pass_ratio") is not None
+                else "."
+            )
+        )
+    passes = [
+        f"{stage} {costs[f'{stage}_forward_passes']:,} forward / "
+        f"{costs[f'{stage}_backward_passes']:,} backward"
+        for stage in ("warmup", "train", "evaluate")
+        if costs.get(f"{stage}_forward_passes") is not None
+    ]
+    if passes:
+        lines.append(f"- Passes through the model: {'; '.join(passes)}.")
+    if costs.get("price") is not None:
+        lines.append(f"- Estimated price: {costs['price']:.2f} (report.price_per_hour).")
+    if costs.get("robust_gain_per_hour") is not None:
+        lines.append(
+            f"- Robust accuracy gained over the natural model: {costs['robust_gain']:+.4f}, "
+            f"{costs['robust_gain_per_hour']:+.3f} per hour spent."
+        )
+    return lines
 
 
 def as_description(card: str, link: str) -> str:

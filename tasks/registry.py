@@ -41,6 +41,7 @@ from iocane.layout import Layout
 from iocane.locks import exclusive_lock, registry_lock_path
 from iocane.modelio import load_model
 from tasks.caching import stage_key
+from tasks.costs import cost_summary
 from tasks.data import dvc_directory_hash
 from tasks.model_card import as_description, render_model_card
 from tasks.promotion import (
@@ -323,6 +324,8 @@ def _log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict:
             step = int(row.pop("epoch"))
             mlflow.log_metrics({f"{stage}/{key}": value for key, value in row.items()}, step)
     mlflow.log_metrics(evaluation_metrics(evaluation, verdict))
+    costs = cost_summary(layout, config.report.price_per_hour, evaluation)
+    mlflow.log_metrics({f"cost/{key}": value for key, value in costs.items() if value is not None})
     for stage in ("warmup", "train", "evaluate", "gate"):
         mlflow.log_artifact(str(layout.metrics_file(stage)), "metrics")
     for path in (
@@ -436,6 +439,7 @@ def run_register(config: Config, layout: Layout, attempt_run_id: str | None = No
                 {**provenance, "mlflow_run": run.info.run_id},
                 title=f"{name} v{version}",
                 training=training,
+                costs=cost_summary(layout, config.report.price_per_hour, evaluation),
             )
             write_text(layout.model_card_file, card)
             mlflow.log_artifact(str(layout.model_card_file), "reports")

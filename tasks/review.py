@@ -35,6 +35,7 @@ def version_rows(client: MlflowClient, name: str) -> list[dict]:
     rows = []
     for version in client.search_model_versions(f"name = '{name}'"):
         tags = version.tags
+        costs = _costs(client, version.run_id)
         rows.append(
             {
                 "version": int(version.version),
@@ -50,6 +51,11 @@ def version_rows(client: MlflowClient, name: str) -> list[dict]:
                 "created": pd.Timestamp(version.creation_timestamp, unit="ms").strftime(
                     "%Y-%m-%d %H:%M"
                 ),
+                "hours": costs.get("cost/hours"),
+                # robust accuracy gained over the natural model, per hour of warmup, training
+                # and evaluation: what the hardening bought for its time
+                "gain_per_hour": costs.get("cost/robust_gain_per_hour"),
+                "price": costs.get("cost/price"),
                 "alias_reason": tags.get("alias_reason", ""),
             }
         )
@@ -57,9 +63,28 @@ def version_rows(client: MlflowClient, name: str) -> list[dict]:
     return rows
 
 
+def _costs(client: MlflowClient, run_id: str | None) -> dict[str, float]:
+    """The ``cost/`` metrics of a version's run (none for versions registered before them)."""
+    if not run_id:
+        return {}
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except MlflowException:  # the run was deleted: the version stays listed
+        return {}
+    return {key: value for key, value in metrics.items() if key.startswith("cost/")}
+
+
 def _run_metrics(client: MlflowClient, version) -> dict[str, float]:
     metrics = client.get_run(version.run_id).data.metrics
-    wanted = ("clean_accuracy", "robust_accuracy", "natural/clean_accuracy", "trust_flags")
+    wanted = (
+        "clean_accuracy",
+        "robust_accuracy",
+        "natural/clean_accuracy",
+        "trust_flags",
+        "cost/hours",
+        "cost/robust_gain_per_hour",
+        "cost/price",
+    )
     picked = {key: metrics[key] for key in wanted if key in metrics}
     picked.update(
         {key: value for key, value in sorted(metrics.items()) if key.startswith("robust_accuracy/")}

@@ -39,6 +39,7 @@ from iocane.interrupts import Interrupted, safe_stop_section
 from iocane.layout import Layout
 from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
+from tasks.costs import counting_passes
 from tasks.data import PreparedData, Split, load_prepared
 from tasks.distributed import Ranks
 from tasks.hardware import Hardware, resolve_hardware
@@ -332,8 +333,9 @@ def fit(
         passes = TrainingPasses(training_model)
         n_batches = math.ceil(len(train) / optim.batch_size)
     position = resumed.get("position") if resumed is not None else None
+    images_trained = 0  # by this process's run (a resumed run counts from the resume)
     # SIGINT/SIGTERM within the loop: finish the step, save exactly this point, stop.
-    with safe_stop_section():
+    with safe_stop_section(), counting_passes(model, "training") as passes_made:
         for epoch in range(start_epoch if collapse is None else optim.epochs, optim.epochs):
             epoch_started = time.perf_counter()
             model.train()
@@ -409,8 +411,10 @@ def fit(
             _check_finite(stage, epoch, first_nonfinite, model, directory)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            val_figures = evaluate_shards(model, val, val_attack, 512, ranks)
+            with passes_made.section("validation"):
+                val_figures = evaluate_shards(model, val, val_attack, 512, ranks)
             trained = sums["n"].item()  # under DDP, a skipped short last batch is not counted
+            images_trained += int(trained)
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
@@ -493,6 +497,9 @@ def fit(
             "precision": "bf16" if hardware.bf16 else "fp32",
             "compiled": hardware.compile,
             "processes": ranks.world_size,
+            "images_trained": images_trained,
+            # every process's passes (each counts its own shard's)
+            **{k: int(v) for k, v in ranks.sum(passes_made.totals(device)).items()},
             "run_key": run_key,
         }
     )
@@ -602,7 +609,7 @@ def code_fingerprint() -> str:
     """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
     digest = hashlib.sha256()
     here = Path(__file__)
-    siblings = ("recipes", "hardware", "distributed")
+    siblings = ("recipes", "hardware", "distributed", "costs")
     files = [here, *(here.with_name(f"{name}.py") for name in siblings)]
     for package in (attacks, models):
         files += sorted(Path(package.__file__).parent.glob("*.py"))

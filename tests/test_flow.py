@@ -317,6 +317,11 @@ def test_cli_failed_gate_registers_without_promoting(
     listed = [(row["version"], row["gate"], row["aliases"]) for row in review["versions"]]
     assert listed[0] == (int(number), "failed", "") and listed[-1] == (1, "passed", "champion")
     assert "champion v1" in review["comparison"]["summary"]
+    # what each version cost, and what it bought per hour (tasks/costs.py)
+    for row in review["versions"]:
+        assert row["hours"] > 0 and row["gain_per_hour"] is not None
+    assert main(["review", "--name", "iocane-test"]) == 0
+    assert "gain_per_hour" in capsys.readouterr().out
 
 
 def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:

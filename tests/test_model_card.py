@@ -59,6 +59,45 @@ def test_card_covers_use_threat_recipe_results_gate_limits_and_provenance() -> N
     assert "default width and depth" in card
 
 
+def test_card_says_what_the_run_cost() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml")
+    evaluation = _evaluation(flags=[])
+    costs = {
+        "warmup_hours": 0.01,
+        "train_hours": 0.1,
+        "evaluate_hours": 0.04,
+        "hours": 0.15,
+        "overhead_time_ratio": 11.0,
+        "overhead_pass_ratio": 4.5,
+        "warmup_forward_passes": 100,
+        "warmup_backward_passes": 100,
+        "train_forward_passes": 1200,
+        "train_backward_passes": 1100,
+        "evaluate_forward_passes": 5000,
+        "evaluate_backward_passes": 4000,
+        "price": 0.3,
+        "robust_gain": 0.61,
+        "robust_gain_per_hour": 4.0667,
+    }
+    card = render_model_card(
+        config,
+        evaluation,
+        check_gate(config.gate, evaluation),
+        {"dataset": "digits", "image_size": 8, "num_classes": 10},
+        {},
+        title="m v1",
+        costs=costs,
+    )
+    assert "\n## Cost\n" in card
+    assert (
+        "- Wall time: 9.0 minutes (warmup 0.6, adversarial training 6.0, evaluation 2.4)." in card
+    )
+    assert "11.0x the time of natural training per training image, and 4.5x the passes" in card
+    assert "train 1,200 forward / 1,100 backward" in card
+    assert "- Estimated price: 0.30" in card
+    assert "+0.6100, +4.067 per hour spent" in card
+
+
 def test_description_is_cut_to_mlflows_limit_with_a_link() -> None:
     assert as_description("short card", "runs:/r/reports/model_card.md") == "short card"
     cut = as_description("x" * 9000, "runs:/r/reports/model_card.md")
