@@ -76,7 +76,7 @@ def png_data_url(path: Path) -> str:
 def inline_images(markdown: str, layout: Layout) -> str:
     """The report with its relative plot links (right beside the files, in git and MLflow)
     replaced by data URLs, so the Prefect UI shows the images."""
-    for plot in (layout.curves_plot, layout.examples_plot):
+    for plot in (layout.curves_plot, layout.examples_plot, layout.alignment_plot):
         markdown = markdown.replace(f"](../plots/{plot.name})", f"]({png_data_url(plot)})")
     return markdown
 
@@ -142,6 +142,11 @@ def publish_report(layout: Layout, verdict: dict, registration: Registration) ->
         image_url=png_data_url(layout.examples_plot),
         key="adversarial-examples",
         description="Clean and attacked test images with the hardened model's predictions",
+    )
+    create_image_artifact(
+        image_url=png_data_url(layout.alignment_plot),
+        key="perceptual-alignment",
+        description="Input gradients and large-eps targeted images, natural beside hardened",
     )
     ui = mlflow_ui_url(tracking_uri(layout.root))
     create_link_artifact(

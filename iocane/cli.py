@@ -153,6 +153,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out.curves_file,
         out.curves_plot,
         out.examples_plot,
+        out.alignment_plot,
     ):
         client.log_artifact(version.run_id, str(path), f"evaluations/{stamp}")
     for key, value in {

@@ -54,6 +54,11 @@ class Layout:
         return self.root / "plots" / "adversarial_examples.png"
 
     @property
+    def alignment_plot(self) -> Path:
+        """Input gradients and large-eps targeted images, natural beside hardened model."""
+        return self.root / "plots" / "perceptual_alignment.png"
+
+    @property
     def report_file(self) -> Path:
         return self.root / "reports" / "robustness.md"
 

@@ -134,7 +134,14 @@ STAGES: dict[str, StageSpec] = {
                 "evaluate.preset",
                 "evaluate.extra_attacks",
             ),
-            code=("tasks/evaluate.py", "tasks/curves.py", "tasks/costs.py", "models", "attacks"),
+            code=(
+                "tasks/evaluate.py",
+                "tasks/curves.py",
+                "tasks/costs.py",
+                "tasks/alignment.py",
+                "models",
+                "attacks",
+            ),
             inputs=(
                 "data/prepared/meta.json",
                 "checkpoints/warmup/model.pt",
@@ -146,6 +153,7 @@ STAGES: dict[str, StageSpec] = {
                 "plots/robustness_curves.json",
                 "plots/robustness_curves.png",
                 "plots/adversarial_examples.png",
+                "plots/perceptual_alignment.png",
             ),
         ),
         StageSpec(

@@ -34,6 +34,7 @@ from iocane.config import Config, ConfigError
 from iocane.files import write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
+from tasks.alignment import LARGE_EPS_FACTOR, plot_alignment
 from tasks.costs import counting_passes
 from tasks.curves import (
     MULTIPLIERS,
@@ -409,6 +410,19 @@ def render_report(evaluation: dict) -> str:
         "## Clean and attacked examples (hardened model; red: misclassified)",
         "",
         "![examples](../plots/adversarial_examples.png)",
+        "",
+        "## Perceptual alignment (natural beside hardened model)",
+        "",
+        "Input gradients, and targeted PGD towards the next class at "
+        f"{LARGE_EPS_FACTOR:g}x the threat model's eps. Targets reached: "
+        + ", ".join(
+            f"{name} {share:.0%}"
+            for name, share in evaluation.get("alignment_targets_reached", {}).items()
+        )
+        + ". A robust model's gradients follow the object, and its targeted images start to "
+        "look like the target class (Tsipras et al. 2019).",
+        "",
+        "![perceptual alignment](../plots/perceptual_alignment.png)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -538,6 +552,16 @@ def _evaluate(
         data.meta["class_names"],
         out.examples_plot,
     )
+    # natural first, as the figure reads: what adversarial training changed
+    evaluation["alignment_targets_reached"] = plot_alignment(
+        {"natural": models["natural"], "hardened": models["hardened"]},
+        images.to(device),
+        labels.to(device),
+        data.meta["class_names"],
+        norm,
+        eps,
+        out.alignment_plot,
+    )
 
     hardened = evaluation["hardened"]
     metrics = {
@@ -560,5 +584,6 @@ def _evaluate(
         },
         "data_fingerprint": evaluation["data_fingerprint"],
         "dataset": evaluation["dataset"],
+        "alignment_targets_reached": evaluation["alignment_targets_reached"],
     }
     return metrics, evaluation

@@ -334,6 +334,7 @@ def _log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict:
         layout.curves_file,
         layout.curves_plot,
         layout.examples_plot,
+        layout.alignment_plot,
     ):
         mlflow.log_artifact(str(path), "plots")
     mlflow.log_artifact(str(layout.report_file), "reports")
@@ -429,6 +430,7 @@ def run_register(config: Config, layout: Layout, attempt_run_id: str | None = No
                     "model_card": "reports/model_card.md",
                     "curves": "plots/robustness_curves.png",
                     "examples": "plots/adversarial_examples.png",
+                    "alignment": "plots/perceptual_alignment.png",
                 }.items()
             }
             card = render_model_card(

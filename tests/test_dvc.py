@@ -76,6 +76,7 @@ def test_stage_outputs_match_the_layout() -> None:
         str(layout.curves_file),
         str(layout.curves_plot),
         str(layout.examples_plot),
+        str(layout.alignment_plot),
     } <= declared("evaluate")
     assert str(layout.metrics_file("gate")) in declared("gate")
     assert {str(layout.registration_file), str(layout.model_card_file)} <= declared("register")

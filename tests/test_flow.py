@@ -95,7 +95,10 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     result = state.result()
     report = Artifact.get("robustness-report")
     table = Artifact.get("robustness-metrics")
-    figures = [Artifact.get(key) for key in ("robustness-curves", "adversarial-examples")]
+    figures = [
+        Artifact.get(key)
+        for key in ("robustness-curves", "adversarial-examples", "perceptual-alignment")
+    ]
     verdict = Artifact.get("gate-verdict")
     run_link, version_link = (Artifact.get(key) for key in ("mlflow-run", "registered-version"))
 
@@ -136,7 +139,14 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     reports = {item.path for item in client.list_artifacts(version.run_id, "reports")}
     assert {"reports/robustness.md", "reports/model_card.md"} <= reports
     plots = {item.path for item in client.list_artifacts(version.run_id, "plots")}
-    assert {"plots/robustness_curves.png", "plots/adversarial_examples.png"} <= plots
+    assert {
+        "plots/robustness_curves.png",
+        "plots/adversarial_examples.png",
+        "plots/perceptual_alignment.png",
+    } <= plots
+    assert version.tags["alignment_uri"].endswith("plots/perceptual_alignment.png")
+    cost = {key: value for key, value in run.data.metrics.items() if key.startswith("cost/")}
+    assert cost["cost/hours"] > 0 and cost["cost/train_backward_passes"] > 0
     curves = json.loads((project / "plots" / "robustness_curves.json").read_text())
     assert set(curves) == {"Linf", "L2"}
     assert curves["Linf"]["hardened"][0] == pytest.approx(evaluation["clean_accuracy"], abs=0.1)
