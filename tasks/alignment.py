@@ -25,6 +25,7 @@ from torch import nn
 
 from attacks.threat import threat_model
 from iocane.files import write_atomic
+from tasks.curves import show_image
 
 ALIGNMENT_IMAGES = 6
 LARGE_EPS_FACTOR = 4.0
@@ -94,11 +95,7 @@ def plot_alignment(
     for column, (title, batch, predictions) in enumerate(columns):
         for row in range(len(images)):
             axis = axes[row][column]
-            picture = batch[row].detach().cpu()
-            if picture.shape[0] == 1:
-                axis.imshow(picture[0], cmap="gray", vmin=0, vmax=1)
-            else:
-                axis.imshow(picture.permute(1, 2, 0).clamp(0, 1))
+            show_image(axis, batch[row])
             axis.set_xticks([])
             axis.set_yticks([])
             if predictions is not None:

@@ -50,6 +50,16 @@ def _optim_keys(section: str) -> tuple[str, ...]:
 
 RUNTIME_KEYS = ("runtime.precision", "runtime.compile")
 
+# The code both training stages run (fit and what it calls).
+TRAINING_CODE = (
+    "tasks/train.py",
+    "tasks/recipes.py",
+    "tasks/hardware.py",
+    "tasks/distributed.py",
+    "tasks/costs.py",
+    "models",
+)
+
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
@@ -79,14 +89,7 @@ STAGES: dict[str, StageSpec] = {
                 *_optim_keys("warmup"),
                 *RUNTIME_KEYS,
             ),
-            code=(
-                "tasks/train.py",
-                "tasks/recipes.py",
-                "tasks/hardware.py",
-                "tasks/distributed.py",
-                "tasks/costs.py",
-                "models",
-            ),
+            code=TRAINING_CODE,
             inputs=("data/prepared/meta.json",),
             outputs=("checkpoints/warmup/model.pt", "metrics/warmup.json", "plots/warmup.csv"),
         ),
@@ -111,15 +114,7 @@ STAGES: dict[str, StageSpec] = {
                 "train.nproc",
                 *RUNTIME_KEYS,
             ),
-            code=(
-                "tasks/train.py",
-                "tasks/recipes.py",
-                "tasks/hardware.py",
-                "tasks/distributed.py",
-                "tasks/costs.py",
-                "models",
-                "attacks",
-            ),
+            code=(*TRAINING_CODE, "attacks"),
             inputs=("data/prepared/meta.json", "checkpoints/warmup/model.pt"),
             outputs=("checkpoints/train/model.pt", "metrics/train.json", "plots/train.csv"),
         ),

@@ -106,6 +106,15 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], eps: dict[str, float]
     write_atomic(path, lambda stream: figure.savefig(stream, dpi=110, format="png"))
 
 
+def show_image(axis, picture: torch.Tensor) -> None:
+    """A (C, H, W) image in [0, 1] on a matplotlib axis: grey for one channel, else RGB."""
+    picture = picture.detach().cpu()
+    if picture.shape[0] == 1:
+        axis.imshow(picture[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        axis.imshow(picture.permute(1, 2, 0).clamp(0, 1))
+
+
 def plot_examples(
     model: nn.Module,
     images: torch.Tensor,
@@ -124,11 +133,7 @@ def plot_examples(
     for column in range(count):
         for row, (batch, predictions) in enumerate(((images, clean_pred), (adversarial, adv_pred))):
             axis = axes[row][column]
-            picture = batch[column].detach().cpu()
-            if picture.shape[0] == 1:
-                axis.imshow(picture[0], cmap="gray", vmin=0, vmax=1)
-            else:
-                axis.imshow(picture.permute(1, 2, 0).clamp(0, 1))
+            show_image(axis, batch[column])
             correct = predictions[column] == labels[column]
             axis.set_title(
                 class_names[predictions[column]], fontsize=8, color="green" if correct else "red"
