@@ -104,12 +104,19 @@ def warmed_up(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+# How long the uninterrupted train stage took here (imports included): kills are timed as
+# fractions of it, so that they land before the end on a fast machine and a slow one alike.
+STAGE_SECONDS: dict[str, float] = {}
+
+
 @pytest.fixture(scope="module")
 def reference(warmed_up: Path) -> Path:
     """The same training, never interrupted."""
     reference = warmed_up.parent / "reference"
     shutil.copytree(warmed_up, reference)
+    started = time.monotonic()
     code, _, err = _finish(_stage(reference, "train"))
+    STAGE_SECONDS["train"] = time.monotonic() - started
     assert code == 0, err
     return reference
 
@@ -134,9 +141,10 @@ def test_sigkill_at_random_moments_then_reruns_finish_as_if_never_killed(
     while True:
         process = _stage(killed, "train")
         try:
-            # Past the imports (a few seconds), then anywhere: in a step, in the validation
-            # attack, in a checkpoint write.
-            code, _, err = _finish(process, timeout=moments.uniform(3.0, 9.0) if kills < 4 else 600)
+            # Anywhere from the imports on: in a step, in the validation attack, in a checkpoint
+            # write; early enough that the attempt cannot have finished.
+            moment = moments.uniform(0.25, 0.6) * STAGE_SECONDS["train"]
+            code, _, err = _finish(process, timeout=moment if kills < 4 else 600)
             break
         except subprocess.TimeoutExpired:
             process.kill()
