@@ -143,11 +143,6 @@ def model_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
     return checks
 
 
-def model_sanity_flags(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
-    """The trust flags of ``model_checks``."""
-    return list(model_checks(model, images, labels).values())
-
-
 def adaptive_attacks_for(checks: Mapping[str, str]) -> list[str]:
     """The adaptive attacks the model checks call for (see ``attacks.adaptive``)."""
     wanted = []
