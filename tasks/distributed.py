@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from iocane.config import Config, config_from_dict
+from iocane.config import Config, config_from_dict, load_config
 from iocane.errors import EXPLAINED_ERRORS, TrainingDiverged, exit_code_for, report_error
 from iocane.files import write_json
 from iocane.interrupts import Interrupted, safe_stop_section, stop_on_signals, stop_requested
@@ -319,8 +319,8 @@ def rank_main(argv: list[str] | None = None) -> int:
 
 
 def _load_params(path: Path) -> Config:
-    from iocane.config import load_config
-
+    # JSON is not read as YAML: json writes 1e-05 where PyYAML expects 1.0e-05, and would
+    # read the launcher's resolved params as text.
     if path.suffix == ".json":
         return config_from_dict(json.loads(path.read_text()))
     return load_config(str(path))
