@@ -6,7 +6,8 @@ batch size, eps, step size, PGD steps and one random start, and all train on adv
 examples only (``train.adv_weight=1``, the only mix ART's Madry trainer offers). What each one
 times is a whole epoch as a user would run it:
 
-- ``iocane``: ``tasks.train.fit`` for one epoch, including the clean validation pass and the
+- ``iocane``: ``iocane.training.loop.fit`` for one epoch, including the clean validation pass and
+  the
   atomic checkpoint it writes (a 256-image validation split);
 - ``plain``: the basic loop of the design note ``shared/seeds/000_...txt`` (attack, loss, step)
   over a shuffling ``DataLoader``, with the textbook PGD of Madry and Kolter's tutorial: the
@@ -41,12 +42,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attacks import PGD
 from iocane.config import Config, load_config
+from iocane.data.prepared import PreparedData, Split, load_prepared, prepare_data
 from iocane.layout import Layout
+from iocane.training.hardware import resolve_hardware
+from iocane.training.loop import fit, resolve_device
+from iocane.training.recipes import AdversarialRecipe
 from models import build_model
-from tasks.data import PreparedData, Split, load_prepared, prepare_data
-from tasks.hardware import resolve_hardware
-from tasks.recipes import AdversarialRecipe
-from tasks.train import fit, resolve_device
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")

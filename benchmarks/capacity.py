@@ -44,11 +44,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from iocane.config import Config, load_config
+from iocane.data.prepared import load_prepared, prepare_data
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from tasks.data import load_prepared, prepare_data
-from tasks.evaluate import _evaluation_subset, evaluate_robustness
-from tasks.train import resolve_device, run_train, run_warmup
+from iocane.robustness.suite import _evaluation_subset, evaluate_robustness
+from iocane.training.loop import resolve_device
+from tasks.train import run_train
+from tasks.warmup import run_warmup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ("natural", "fgsm", "pgd")

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 from iocane.config import load_config
+from iocane.data.prepared import prepare_data
 from iocane.files import read_json
 from iocane.layout import Layout
 from iocane.logs import setup_console_logging
-from tasks.data import prepare_data
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
-from tasks.train import run_train, run_warmup
+from tasks.train import run_train
+from tasks.warmup import run_warmup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

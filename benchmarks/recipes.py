@@ -35,15 +35,15 @@ import torch
 
 from attacks import PGD
 from iocane.config import Config, OptimConfig, load_config
+from iocane.data.prepared import Split, load_prepared, prepare_data
 from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.modelio import load_model
+from iocane.robustness.suite import evaluate_robustness
+from iocane.training.hardware import resolve_hardware
+from iocane.training.loop import evaluate_split, fit, resolve_device
+from iocane.training.recipes import AdversarialRecipe
 from models import ModelSpec, build_model
-from tasks.data import Split, load_prepared, prepare_data
-from tasks.evaluate import evaluate_robustness
-from tasks.hardware import resolve_hardware
-from tasks.recipes import AdversarialRecipe
-from tasks.train import evaluate_split, fit, resolve_device
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")

@@ -39,9 +39,9 @@ import torch
 import yaml
 
 from iocane.config import load_config
+from iocane.data.prepared import prepare_data
 from iocane.layout import Layout
-from tasks.data import prepare_data
-from tasks.train import run_warmup
+from tasks.warmup import run_warmup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")

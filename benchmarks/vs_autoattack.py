@@ -26,12 +26,13 @@ import torch
 from pyautoattack import AutoAttack
 
 from iocane.config import load_config
+from iocane.data.prepared import load_prepared, prepare_data
 from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.modelio import load_model
-from tasks.data import load_prepared, prepare_data
-from tasks.evaluate import evaluate_robustness
-from tasks.train import run_train, run_warmup
+from iocane.robustness.suite import evaluate_robustness
+from tasks.train import run_train
+from tasks.warmup import run_warmup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

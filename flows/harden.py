@@ -28,12 +28,14 @@ from iocane.config import Config, load_config
 from iocane.files import read_json
 from iocane.layout import Layout
 from iocane.locks import project_lock
-from tasks.attempts import attempt_run
-from tasks.registry import Registration, champion_data_task, register_task, tracking_uri
-from tasks.stage_tasks import (
+from iocane.registry.attempts import attempt_run
+from iocane.registry.registration import Registration, tracking_uri
+from tasks.prefect_tasks import (
+    champion_data_task,
     evaluate_task,
     gate_task,
     prepare_task,
+    register_task,
     run_stage,
     train_task,
     warmup_task,
@@ -172,7 +174,7 @@ def harden(
     config: Config = load_config(params_path, overrides or [])
     layout = Layout(Path(project_root).resolve())
     # One run at a time in a project (a second one waits and says so); every attempt has an
-    # MLflow run that ends FINISHED, FAILED or KILLED (tasks.attempts).
+    # MLflow run that ends FINISHED, FAILED or KILLED (iocane.registry.attempts).
     with project_lock(layout.run_lock, "iocane run"), attempt_run(config, layout) as attempt:
         prepared = run_stage(prepare_task, config, layout)
         natural = run_stage(warmup_task, config, layout, wait_for=[prepared])

@@ -34,12 +34,13 @@ from iocane.config import Config, ConfigError, SweepConfig, load_config
 from iocane.files import write_atomic, write_text
 from iocane.layout import Layout
 from iocane.locks import project_lock
-from tasks.attempts import experiment_id
+from iocane.registry.attempts import experiment_id
+from iocane.registry.registration import evaluation_metrics, flatten, tracking_uri
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
-from tasks.registry import evaluation_metrics, flatten, tracking_uri
-from tasks.stage_tasks import prepare_task, run_stage
-from tasks.train import run_train, run_warmup
+from tasks.prefect_tasks import prepare_task, run_stage
+from tasks.train import run_train
+from tasks.warmup import run_warmup
 
 SUMMARY_COLUMNS = (
     "point",

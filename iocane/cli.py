@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     # Validate before any work: a bad key or a missing data directory fails here, before
     # Prefect or MLflow are touched.
     data = load_config(args.params, args.set).data
-    from tasks.datasets import check_data_source  # torch: imported once the params are good
+    from iocane.data.sources import check_data_source  # torch: imported once the params are good
 
     check_data_source(data.dataset, data.root, data.download)
     from flows.harden import harden, reharden
@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     """The grid in params' ``sweep`` section, on the runner it names; prints the summary."""
     config = load_config(args.params, args.set)
-    from tasks.datasets import check_data_source
+    from iocane.data.sources import check_data_source
 
     check_data_source(config.data.dataset, config.data.root, config.data.download)
     from flows.sweep import sweep, task_runner
@@ -75,7 +75,7 @@ def _client_and_version(uri: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import tracking_uri
+    from iocane.registry.registration import tracking_uri
 
     if not uri.startswith("models:/"):
         raise ModelUriError(
@@ -100,13 +100,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import mlflow
 
+    from iocane.data.prepared import load_prepared
     from iocane.files import confined
     from iocane.layout import Layout
     from iocane.modelio import load_model
-    from tasks.data import load_prepared
-    from tasks.evaluate import evaluate_and_report
-    from tasks.registry import tracking_uri
-    from tasks.train import resolve_device
+    from iocane.registry.registration import tracking_uri
+    from iocane.robustness.suite import evaluate_and_report
+    from iocane.training.loop import resolve_device
 
     config = load_config(args.params, args.set)
     client, version = _client_and_version(args.model_uri)
@@ -171,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _registry_client(name: str | None, params: str):
     from mlflow import MlflowClient
 
-    from tasks.registry import tracking_uri
+    from iocane.registry.registration import tracking_uri
 
     uri = tracking_uri(Path.cwd())
     return MlflowClient(tracking_uri=uri), uri, name or load_config(params).registry.model_name
@@ -181,7 +181,7 @@ def _review(args: argparse.Namespace) -> int:
     """The registry as a table, and champion against challenger with the deltas."""
     import pandas as pd
 
-    from tasks.review import champion_vs_challenger, version_rows
+    from iocane.registry.review import champion_vs_challenger, version_rows
 
     client, _, name = _registry_client(args.name, args.params)
     rows = version_rows(client, name)
@@ -212,7 +212,7 @@ def _review(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from tasks.registry import PromotionRefused, promote, rollback
+    from iocane.registry.registration import PromotionRefused, promote, rollback
 
     client, uri, _ = _registry_client(args.name, "params.yaml")
     reason = args.reason or ("rollback" if args.rollback else "promoted by hand")

@@ -61,7 +61,7 @@ class WarmupConfig(OptimConfig):
 
 @dataclass(frozen=True)
 class TrainConfig(OptimConfig):
-    """Adversarial training, continuing from the warmup weights (recipes: tasks/recipes.py)."""
+    """Adversarial training, continuing from the warmup weights (iocane/training/recipes.py)."""
 
     method: Literal["pgd", "trades", "fgsm", "fgsm_rs", "free", "alp", "multi"]
     norm: Literal["Linf", "L2"]
@@ -76,14 +76,14 @@ class TrainConfig(OptimConfig):
     free_replays: int  # free: replays m of each minibatch
     multi_other_eps: float  # multi: eps of the other norm, alternated with train.norm
     select: Literal["best", "last"]  # which epoch's weights become the model (robust overfitting)
-    # Data-parallel processes (PyTorch DDP through torchrun; tasks/distributed.py). Optional:
-    # params files written before it train in one process.
+    # Data-parallel processes (PyTorch DDP through torchrun; iocane/training/distributed.py).
+    # Optional: params files written before it train in one process.
     nproc: int = 1
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How training uses the hardware (tasks/hardware.py); evaluation always runs in float32."""
+    """How training uses the hardware (iocane/training/hardware.py); evaluation runs in float32."""
 
     precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, float32 elsewhere
     compile: bool  # torch.compile the training passes
@@ -132,7 +132,7 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """What the run reports beyond robustness (tasks/costs.py)."""
+    """What the run reports beyond robustness (iocane/reports/costs.py)."""
 
     price_per_hour: float | None = None  # the machine's price: the run's cost is estimated
 

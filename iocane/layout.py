@@ -76,5 +76,5 @@ class Layout:
         return self.root / ".iocane" / "run.lock"
 
     def stage_record(self, stage: str) -> Path:
-        """The Prefect cache's record of a stage's key and outputs (see ``tasks.caching``)."""
+        """The Prefect cache's record of a stage's key and outputs (``iocane.pipeline.keys``)."""
         return self.root / ".iocane" / "stages" / f"{stage}.json"

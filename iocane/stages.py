@@ -20,26 +20,18 @@ from iocane.layout import Layout
 from iocane.locks import project_lock
 from iocane.logs import setup_console_logging
 
-# module:function of each stage, imported when that stage runs: a stage process loads what its
-# stage needs (the train stage has no use for MLflow, the gate none for torch).
-STAGES: dict[str, str] = {
-    "prepare": "tasks.data:prepare_data",
-    "warmup": "tasks.train:run_warmup",
-    "train": "tasks.train:run_train",
-    "evaluate": "tasks.evaluate:run_evaluate",
-    "gate": "tasks.gate:run_gate",
-    "register": "tasks.registry:run_register",
-}
+# Each stage is ``tasks.<stage>.run_<stage>``, imported when that stage runs: a stage process loads
+# what its stage needs (the train stage has no use for MLflow, the gate none for torch).
+STAGE_NAMES = ("prepare", "warmup", "train", "evaluate", "gate", "register")
 
 
 def stage_function(stage: str) -> Callable[[Config, Layout], object]:
-    module, function = STAGES[stage].split(":")
-    return getattr(importlib.import_module(module), function)
+    return getattr(importlib.import_module(f"tasks.{stage}"), f"run_{stage}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iocane.stages", description=__doc__)
-    parser.add_argument("stage", choices=list(STAGES))
+    parser.add_argument("stage", choices=STAGE_NAMES)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     setup_console_logging()

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import PROJECT_ROOT
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel workers share the cores: one thread each, in this process and in the stages,
@@ -21,24 +21,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+SLOW_DIRECTORIES = ("e2e", "faults")  # real processes: flows, dvc repro, servers, kills
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slow`` marker is set one way: by directory. ``tests/e2e`` and ``tests/faults`` are
+    slow; ``tests/unit`` is not (``pytest -m "not slow"`` runs the unit tests)."""
+    tests_dir = Path(__file__).parent
+    for item in items:
+        relative = Path(item.fspath).relative_to(tests_dir)
+        if relative.parts[0] in SLOW_DIRECTORIES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def params_document() -> dict:
     """A fresh copy of the project's params.yaml as a dict."""
     return copy.deepcopy(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
-
-
-class TinyLinear(nn.Module):
-    """A linear classifier on 2x2 images: small enough for closed-form checks."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(bias)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.linear(images.flatten(1))
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,15 @@ import torch
 from mlflow import MlflowClient
 
 from iocane.config import load_config
+from iocane.data.prepared import prepare_data
 from iocane.errors import BAD_INPUT
 from iocane.layout import Layout
 from iocane.modelio import save_model
 from models import ModelSpec, build_model
-from tasks.data import prepare_data
+from tests.helpers.pipeline_params import write_tiny_params
+from tests.unit.data.test_datasets import make_idx_data, write_idx
 
-from ..pipeline_params import write_tiny_params
-from ..test_datasets import make_idx_data, write_idx
-
-pytestmark = [pytest.mark.slow, pytest.mark.bad_input]
+pytestmark = [pytest.mark.bad_input]
 
 
 def _command(project: Path, *args: str) -> subprocess.CompletedProcess:

@@ -20,15 +20,14 @@ import torch
 from mlflow import MlflowClient
 
 from iocane.layout import Layout
+from tests.helpers.pipeline_params import write_tiny_params
 
-from ..pipeline_params import write_tiny_params
-
-pytestmark = [pytest.mark.slow, pytest.mark.fault]
+pytestmark = [pytest.mark.fault]
 
 # Long enough to be killed in the middle of, short enough for a test.
 TRAINING = {"warmup": {"epochs": 1}, "train": {"epochs": 4, "eps_ramp_epochs": 1}}
 # What a run spent rather than what it produced: a resumed run counts its own time and passes
-# (tasks/costs.py), so these differ from the uninterrupted run's by design.
+# (iocane/reports/costs.py), so these differ from the uninterrupted run's by design.
 EFFORT_KEYS = {"seconds", "resumed_after_epoch", "resumed_after_step", "images_trained"}
 SECRET = "iocane-test-secret-value-7f3a"
 

@@ -1,0 +1,228 @@
+"""The model card: what a reviewer needs to decide about a registered version, on one page.
+
+Logged as ``reports/model_card.md`` with the run and set as the registered version's
+description, so the registry UI shows it next to the version (Mitchell et al. 2019, "Model
+Cards for Model Reporting", adapted to adversarial robustness).
+"""
+
+from __future__ import annotations
+
+from iocane.config import Config
+from iocane.robustness.suite import guarantee
+
+# MLflow stores a version's description in a 5,000-character column.
+DESCRIPTION_LIMIT = 5000
+
+
+def _capacity(width: int, depth: int) -> str:
+    """0 means the architecture's default (models/)."""
+    parts = [f"{label} {value}" for label, value in (("width", width), ("depth", depth)) if value]
+    return ", ".join(parts) or "default width and depth"
+
+
+def method_description(config: Config) -> str:
+    """The training recipe in words, with the settings that matter for it."""
+    train = config.train
+    pgd = (
+        f"{train.steps} steps of {train.step_size:g}, random start "
+        f"{'on' if train.random_start else 'off'}"
+    )
+    descriptions = {
+        "pgd": f"PGD (Madry et al. 2018), {pgd}, adversarial loss weight {train.adv_weight:g}",
+        "trades": f"TRADES (Zhang et al. 2019), beta {train.trades_beta:g}, KL attack {pgd}",
+        "fgsm": "FGSM (Goodfellow et al. 2015), one step of eps from the clean image, "
+        f"adversarial loss weight {train.adv_weight:g}",
+        "fgsm_rs": "FGSM with random start (Wong et al. 2020), one step of 1.25 eps, "
+        f"adversarial loss weight {train.adv_weight:g}",
+        "free": f"free adversarial training (Shafahi et al. 2019), {train.free_replays} "
+        "replays per minibatch",
+        "alp": f"adversarial logit pairing (Kannan et al. 2018), pairing weight "
+        f"{train.alp_weight:g}, PGD {pgd}, adversarial loss weight {train.adv_weight:g}",
+        "multi": f"multi-threat PGD alternating {train.norm} eps {train.eps:g} with "
+        f"{'L2' if train.norm == 'Linf' else 'Linf'} eps {train.multi_other_eps:g}, {pgd}",
+    }
+    return descriptions[train.method]
+
+
+def checkpoint_lines(training: dict | None) -> list[str]:
+    """Which epoch's weights this model is, and any collapse of training."""
+    if not training or "selected_epoch" not in training:
+        return []
+    lines = [
+        f"- Weights: epoch {training['selected_epoch']} of {training['last_epoch']} "
+        f"(`{training['selection']}`; the best validation PGD accuracy was at epoch "
+        f"{training['best_epoch']})."
+    ]
+    collapse = training.get("catastrophic_overfitting")
+    if collapse:
+        lines.append(
+            f"- Catastrophic overfitting at epoch {collapse['epoch']}: validation PGD accuracy "
+            f"fell to {collapse['val_adv_accuracy']:.3f} from "
+            f"{collapse['best_val_adv_accuracy']:.3f}; training stopped on the weights of epoch "
+            f"{collapse['restored_epoch']}."
+        )
+    return lines
+
+
+def _row(label: str, hardened: float | None, natural: float | None) -> str:
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return f"| {label} | {cell(hardened)} | {cell(natural)} |"
+
+
+def render_model_card(
+    config: Config,
+    evaluation: dict,
+    verdict: dict,
+    meta: dict,
+    provenance: dict[str, str],
+    title: str,
+    training: dict | None = None,
+    costs: dict | None = None,
+) -> str:
+    """The card as markdown. ``evaluation`` is ``metrics/evaluate.json``, ``verdict``
+    ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``, ``training``
+    ``metrics/train.json``; ``provenance`` maps labels (git commit, DVC data version, ...) to
+    values; ``costs`` is ``iocane.reports.costs.cost_summary``."""
+    train, warmup, model = config.train, config.warmup, config.model
+    norm, eps = evaluation["threat_model"], evaluation["eps"]
+    natural = evaluation["natural"]
+    lines = [
+        f"# Model card: {title}",
+        "",
+        f"**Gate: {'passed' if verdict['passed'] else 'FAILED'}.** "
+        f"Clean accuracy {evaluation['clean_accuracy']:.4f}, worst-case robust accuracy "
+        f"{evaluation['robust_accuracy']:.4f} against {norm} perturbations up to eps = {eps:g}.",
+        "",
+        "## Intended use",
+        "",
+        f"Classifying `{meta['dataset']}` images ({meta.get('image_size', '?')}x"
+        f"{meta.get('image_size', '?')}, {meta['num_classes']} classes, pixels in [0, 1]) where "
+        f"an attacker may add a {norm} perturbation of size up to {eps:g} to the input. Not for "
+        "other input distributions, other image sizes or other threat models without a new "
+        "evaluation.",
+        "",
+        "## Threat model",
+        "",
+        f"- Perturbation: {norm} norm, eps = {eps:g} in [0, 1] pixel units; adversarial images "
+        "stay in [0, 1].",
+        "- Attacker: white-box (knows the architecture and the weights and uses gradients), and "
+        "score-based black-box and transfer attacks beside it.",
+        f"- Evaluation: the `{evaluation['preset']}` suite on {evaluation['n_samples']} test "
+        "images; a sample counts as robust only if no attack fools it (per-sample worst case).",
+        "",
+        "## Training recipe",
+        "",
+        f"- Model: `{model.name}` ({_capacity(model.width, model.depth)}), input "
+        "normalisation inside the model.",
+        f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
+        f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, {warmup.lr_schedule} "
+        "schedule.",
+        f"- Adversarial training, {method_description(config)}: {train.epochs} epochs, "
+        f"{train.norm} eps {train.eps:g}, eps ramped over {train.eps_ramp_epochs} epochs; SGD "
+        f"lr {train.lr:g}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, "
+        f"{train.lr_schedule} schedule; seed {config.seed}.",
+        *checkpoint_lines(training),
+        "",
+        "## Results",
+        "",
+        "| metric | hardened | natural baseline |",
+        "|---|---|---|",
+        _row("clean accuracy", evaluation["clean_accuracy"], natural["clean_accuracy"]),
+        _row(
+            "robust accuracy (worst case)",
+            evaluation["robust_accuracy"],
+            natural["robust_accuracy"],
+        ),
+    ]
+    lines += [
+        _row(f"robust accuracy: {name}", value, natural["attacks"].get(name))
+        for name, value in evaluation["attacks"].items()
+    ]
+    if evaluation.get("cw_median_l2") is not None:
+        lines.append(
+            _row(
+                "median L2 distance to an adversarial example (C&W)",
+                evaluation["cw_median_l2"],
+                natural.get("cw_median_l2"),
+            )
+        )
+    lines += [
+        "",
+        guarantee(evaluation["robust_accuracy"], norm, eps, list(evaluation["attacks"])),
+        "",
+        "## Evaluation trust",
+        "",
+    ]
+    if evaluation["flags"]:
+        lines += [f"- {flag}" for flag in evaluation["flags"]]
+    else:
+        lines.append("No trust check fired (see the robustness report for the list of checks).")
+    lines += ["", "## Gate", ""]
+    lines += [
+        f"- {check['name']} = {check['value']:.4f}, required {check['rule']} "
+        f"{check['threshold']:.4f}: {'met' if check['passed'] else 'NOT met'}"
+        for check in verdict["checks"]
+    ]
+    if costs is not None:
+        lines += ["", "## Cost", "", *cost_lines(costs)]
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        f"- Not robust beyond eps = {eps:g}: accuracy falls as the perturbation grows (see the "
+        "accuracy-vs-eps curves).",
+        f"- Not evaluated against other threat models than {norm} (other norms, rotations, "
+        "translations, colour shifts, patches) unless the curves say so.",
+        "- Physical-world perturbations (printed, photographed, sensor noise) are untested.",
+        "- The robust accuracy is empirical: a stronger, unknown attack may find more.",
+        "",
+        "## Provenance",
+        "",
+    ]
+    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cost_lines(costs: dict) -> list[str]:
+    """What the run cost, as the card's bullet points."""
+    lines = [
+        f"- Wall time: {costs['hours'] * 60:.1f} minutes (warmup "
+        f"{costs['warmup_hours'] * 60:.1f}, adversarial training {costs['train_hours'] * 60:.1f}, "
+        f"evaluation {costs['evaluate_hours'] * 60:.1f})."
+    ]
+    if costs.get("overhead_time_ratio") is not None:
+        lines.append(
+            f"- Adversarial training took {costs['overhead_time_ratio']:.1f}x the time of natural "
+            f"training per training image"
+            + (
+                f", and {costs['overhead_pass_ratio']:.1f}x the passes through the model."
+                if costs.get("overhead_pass_ratio") is not None
+                else "."
+            )
+        )
+    passes = [
+        f"{stage} {costs[f'{stage}_forward_passes']:,} forward / "
+        f"{costs[f'{stage}_backward_passes']:,} backward"
+        for stage in ("warmup", "train", "evaluate")
+        if costs.get(f"{stage}_forward_passes") is not None
+    ]
+    if passes:
+        lines.append(f"- Passes through the model: {'; '.join(passes)}.")
+    if costs.get("price") is not None:
+        lines.append(f"- Estimated price: {costs['price']:.2f} (report.price_per_hour).")
+    if costs.get("robust_gain_per_hour") is not None:
+        lines.append(
+            f"- Robust accuracy gained over the natural model: {costs['robust_gain']:+.4f}, "
+            f"{costs['robust_gain_per_hour']:+.3f} per hour spent."
+        )
+    return lines
+
+
+def as_description(card: str, link: str) -> str:
+    """The card as a version description, cut to MLflow's limit with a pointer to the whole."""
+    if len(card) <= DESCRIPTION_LIMIT:
+        return card
+    tail = f"\n\n... (cut; the whole card: {link})\n"
+    return card[: DESCRIPTION_LIMIT - len(tail)] + tail

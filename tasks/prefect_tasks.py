@@ -1,0 +1,104 @@
+"""The pipeline's stages as Prefect tasks: the plain stage functions the DVC stages call, cached
+by the key of ``iocane.pipeline.keys`` (params, input hashes, code), each followed by the record of
+what it wrote. Results are stored as JSON, never pickled.
+
+They live in this module, not beside each function, so that a DVC stage process never imports
+Prefect: ``python -m iocane.stages train`` loads torch and its own code, no more.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+
+from iocane.config import Config
+from iocane.layout import Layout
+from iocane.pipeline.keys import outputs_current, record_outputs, stage_key
+from iocane.pipeline.retries import RETRY_OPTIONS, retry_if_transient
+from iocane.registry.registration import champion_data
+from tasks.evaluate import run_evaluate
+from tasks.gate import run_gate
+from tasks.prepare import run_prepare
+from tasks.register import run_register
+from tasks.train import run_train
+from tasks.warmup import run_warmup
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """Prefect cache policy: the key of ``stage_key`` (params, input hashes, code)."""
+
+    stage: str = ""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return stage_key(self.stage, inputs["config"], inputs["layout"])
+
+
+def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options: Any) -> Task:
+    """The Prefect task of a stage: ``function`` (what the DVC stage calls), cached by
+    ``StageCache``, then the record of what it wrote. Results are stored as JSON, not pickle."""
+
+    @functools.wraps(function)
+    def run_and_record(config: Config, layout: Layout) -> Any:
+        result = function(config, layout)
+        record_outputs(stage, config, layout)
+        return result
+
+    return task(
+        run_and_record,
+        name=stage,
+        cache_policy=StageCache(stage=stage),
+        result_serializer="json",
+        **options,
+    )
+
+
+def run_stage(cached_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
+    """Call a cached stage task; when the outputs on disk are not the ones its key produced,
+    run it anyway and overwrite the stored result (see the module docstring)."""
+    current = outputs_current(cached_task.name, config, layout)
+    return cached_task.with_options(refresh_cache=not current)(config, layout, **options)
+
+
+# A download can flake; a retry of bad data fails the same way and is not attempted.
+prepare_task = stage_task(
+    run_prepare, "prepare", **RETRY_OPTIONS, retry_condition_fn=retry_if_transient
+)
+# No retries: a failed training run is not repeated blindly. Run the flow again and it resumes
+# from the last complete checkpoint (the run key guards against resuming other params or code).
+warmup_task = stage_task(run_warmup, "warmup")
+train_task = stage_task(run_train, "train")
+evaluate_task = stage_task(run_evaluate, "evaluate")
+gate_task = stage_task(run_gate, "gate")
+
+# Not cached by Prefect: the registry, not a local result store, knows what is registered
+# (``registered_from`` makes a rerun idempotent). Retried, with backoff, when the registry
+# could not be reached; the failed attempt's version was deleted, so a retry starts clean.
+register_task = task(
+    run_register,
+    name="register",
+    cache_policy=NO_CACHE,
+    **RETRY_OPTIONS,
+    retry_condition_fn=retry_if_transient,
+)
+
+# Where the champion came from (``reharden`` compares its data fingerprint); a read, retried.
+champion_data_task = task(
+    champion_data,
+    name="champion-data",
+    cache_policy=NO_CACHE,
+    **RETRY_OPTIONS,
+    retry_condition_fn=retry_if_transient,
+)

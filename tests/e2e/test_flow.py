@@ -1,0 +1,415 @@
+"""End to end: the real Prefect flow and the real CLI against a temporary MLflow registry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow import MlflowClient
+from prefect.client.schemas.objects import State, TaskRun
+
+from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("project")
+
+
+@pytest.fixture(scope="module")
+def env(project: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "PREFECT_HOME": str(project / ".prefect"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+@pytest.fixture(scope="module")
+def prefect_api(env: dict[str, str]) -> Iterator[None]:
+    """One temporary Prefect API for the in-process flow runs of this module; the results
+    Prefect caches go to the project's PREFECT_LOCAL_STORAGE_PATH."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            if key.startswith(("MLFLOW", "PREFECT")):
+                patch.setenv(key, value)
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+
+
+def _run_flow(flow, project: Path, *overrides: str) -> State:
+    return flow(
+        params_path=str(project / "params.yaml"),
+        overrides=list(overrides),
+        project_root=str(project),
+        return_state=True,
+    )
+
+
+def _task_runs(state: State) -> dict[str, TaskRun]:
+    """The flow run's task runs by task name (each task runs once per flow run here)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]})
+        )
+    return {run.name.rsplit("-", 1)[0]: run for run in runs}
+
+
+def _state_names(state: State) -> dict[str, str]:
+    return {name: run.state_name for name, run in _task_runs(state).items()}
+
+
+def _live_versions(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    return {
+        str(version.version): version.tags
+        for version in client.search_model_versions("name='iocane-test'")
+    }
+
+
+def test_flow_registers_a_gated_champion_with_artifacts(
+    project: Path, env: dict[str, str], prefect_api: None
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.harden import harden
+
+    write_tiny_params(project / "params.yaml")
+    state = _run_flow(harden, project)
+    assert state.is_completed(), state.message
+    result = state.result()
+    report = Artifact.get("robustness-report")
+    table = Artifact.get("robustness-metrics")
+    figures = [
+        Artifact.get(key)
+        for key in ("robustness-curves", "adversarial-examples", "perceptual-alignment")
+    ]
+    verdict = Artifact.get("gate-verdict")
+    run_link, version_link = (Artifact.get(key) for key in ("mlflow-run", "registered-version"))
+
+    assert result["gate"] == "passed" and result["alias"] == "champion"
+    evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
+    assert {"clean_accuracy", "robust_accuracy", "attacks"} <= set(evaluation)
+    assert evaluation["robust_accuracy"] <= min(evaluation["attacks"].values())
+    assert evaluation["robust_accuracy"] <= evaluation["clean_accuracy"]
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias("iocane-test", "champion")
+    assert str(version.version) == result["version"] == "1"
+    tags = version.tags
+    for key in CONTRACT_VERSION_TAGS:
+        assert key in tags, key
+    assert tags["gate"] == "passed" and tags["threat_model"] == "Linf"
+    assert float(tags["robust_accuracy"]) == pytest.approx(evaluation["robust_accuracy"], abs=1e-6)
+    assert tags["data_fingerprint"] == result["data_fingerprint"]
+    assert tags["suite_preset"] == "quick" and tags["dvc_data_version"].endswith(".dir")
+    assert json.loads(tags["params"])["train"]["eps"] == 0.1
+    assert tags["model_card_uri"] == f"runs:/{version.run_id}/reports/model_card.md"
+    assert tags["champion_action"] == "registered" and tags["champion_by"]
+    training = json.loads((project / "metrics" / "train.json").read_text())
+    assert tags["train_method"] == "pgd"
+    assert tags["checkpoint"] == f"best: epoch {training['selected_epoch']} of 2"
+    # The model card is the version's description, and an artifact of its run.
+    assert version.description.startswith("# Model card: iocane-test v1")
+    for section in ("Intended use", "Threat model", "Training recipe", "Known limits"):
+        assert f"## {section}" in version.description
+
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["robust_accuracy"] == pytest.approx(evaluation["robust_accuracy"])
+    assert run.data.params["train.eps"] == "0.1"
+    history = client.get_metric_history(version.run_id, "train/val_adv_accuracy")
+    assert [point.step for point in history] == [1, 2]
+    artifacts = {item.path for item in client.list_artifacts(version.run_id)}
+    assert {"metrics", "plots", "reports", "weights", "data"} <= artifacts
+    reports = {item.path for item in client.list_artifacts(version.run_id, "reports")}
+    assert {"reports/robustness.md", "reports/model_card.md"} <= reports
+    plots = {item.path for item in client.list_artifacts(version.run_id, "plots")}
+    assert {
+        "plots/robustness_curves.png",
+        "plots/adversarial_examples.png",
+        "plots/perceptual_alignment.png",
+    } <= plots
+    assert version.tags["alignment_uri"].endswith("plots/perceptual_alignment.png")
+    cost = {key: value for key, value in run.data.metrics.items() if key.startswith("cost/")}
+    assert cost["cost/hours"] > 0 and cost["cost/train_backward_passes"] > 0
+    curves = json.loads((project / "plots" / "robustness_curves.json").read_text())
+    assert set(curves) == {"Linf", "L2"}
+    assert curves["Linf"]["hardened"][0] == pytest.approx(evaluation["clean_accuracy"], abs=0.1)
+
+    assert report is not None and "Robustness report" in report.data
+    assert "Gate: passed" in report.data
+    assert table is not None and "robust_accuracy" in str(table.data)
+    # The figures travel inside the artifacts: the Prefect UI needs no access to local files.
+    assert "](../plots/" not in report.data and "](data:image/png;base64," in report.data
+    for figure in figures:
+        assert figure is not None and figure.type == "image"
+        assert figure.data.startswith("data:image/png;base64,")
+        png = base64.b64decode(figure.data.split(",", 1)[1])
+        assert png.startswith(b"\x89PNG")
+
+    assert verdict is not None and "Gate: passed" in verdict.data
+    assert "| robust_accuracy |" in verdict.data
+    # Link artifacts are stored as markdown links.
+    assert run_link is not None and f"/runs/{version.run_id})" in run_link.data
+    assert version_link is not None and "/#/models/iocane-test/versions/1)" in version_link.data
+
+    checkpoint_dir = project / "checkpoints" / "train"
+    import torch
+
+    checkpoint = torch.load(checkpoint_dir / "epoch-0002.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 2
+
+
+CACHED_STAGES = ("prepare", "warmup", "train", "evaluate", "gate")
+
+
+def test_an_unchanged_rerun_comes_from_the_cache(
+    project: Path, env: dict[str, str], prefect_api: None
+) -> None:
+    from flows.harden import harden
+
+    state = _run_flow(harden, project)
+    assert state.is_completed(), state.message
+    names = _state_names(state)
+    assert {stage: names[stage] for stage in CACHED_STAGES} == dict.fromkeys(
+        CACHED_STAGES, "Cached"
+    )
+    # The registry knows this evidence already: the same version, nothing registered twice.
+    assert names["register"] == "Completed" and state.result()["version"] == "1"
+    assert list(_live_versions(env)) == ["1"]
+
+
+def test_a_training_failure_fails_the_run_and_the_rerun_resumes(
+    project: Path,
+    env: dict[str, str],
+    prefect_api: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import iocane.training.loop
+    from flows.harden import harden
+
+    save = iocane.training.loop._save_checkpoint
+
+    def fail_at_epoch_2(path: Path, checkpoint: dict) -> None:
+        if path.name == "epoch-0002.pt":
+            raise OSError("injected: no space left on device")
+        save(path, checkpoint)
+
+    monkeypatch.setattr(iocane.training.loop, "_save_checkpoint", fail_at_epoch_2)
+    failed = _run_flow(harden, project, "train.eps=0.05")
+    assert failed.is_failed()
+    assert "no space left on device" in failed.message
+    names = _state_names(failed)
+    assert names["prepare"] == names["warmup"] == "Cached"
+    assert names["train"] == "Failed" and "register" not in names
+    assert _task_runs(failed)["train"].run_count == 1, "training is not retried blindly"
+    assert list(_live_versions(env)) == ["1"]
+    assert (project / "checkpoints" / "train" / "epoch-0001.pt").exists()
+
+    monkeypatch.setattr(iocane.training.loop, "_save_checkpoint", save)
+    with caplog.at_level(logging.INFO, logger="iocane"):
+        rerun = _run_flow(harden, project, "train.eps=0.05")
+    assert rerun.is_completed(), rerun.message
+    assert "train: resuming after epoch 1" in caplog.text
+    names = _state_names(rerun)
+    assert names["prepare"] == names["warmup"] == "Cached"
+    assert names["train"] == names["evaluate"] == names["gate"] == "Completed"
+    versions = _live_versions(env)
+    assert len(versions) == 2 and versions[rerun.result()["version"]]["eps"] == "0.05"
+
+
+def test_a_flaky_registry_call_is_retried_from_a_clean_start(
+    project: Path, env: dict[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.harden import harden
+
+    before = _live_versions(env)
+    set_tag = MlflowClient.set_model_version_tag
+    calls = []
+
+    def drop_the_first_call(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise requests.exceptions.ConnectionError("injected: connection reset by the server")
+        return set_tag(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", drop_the_first_call)
+    state = _run_flow(harden, project, "train.eps=0.05", "gate.min_clean_accuracy=0.31")
+    assert state.is_completed(), state.message
+    names = _state_names(state)
+    assert names["train"] == "Cached" and names["gate"] == "Completed"
+    assert _task_runs(state)["register"].run_count == 2
+    after = _live_versions(env)
+    # The first attempt's version was deleted; the retry registered one complete version.
+    (new,) = set(after) - set(before)
+    assert new == state.result()["version"] and "evidence_key" in after[new]
+    assert all("evidence_key" in tags for tags in after.values())
+
+
+def test_a_failing_registry_call_fails_the_run_and_registers_nothing(
+    project: Path, env: dict[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.harden import harden
+
+    before = _live_versions(env)
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("injected: the registry refused the description")
+
+    monkeypatch.setattr(MlflowClient, "update_model_version", refuse)
+    state = _run_flow(harden, project, "train.eps=0.05", "gate.min_clean_accuracy=0.32")
+    assert state.is_failed()
+    assert "the registry refused the description" in state.message
+    assert _task_runs(state)["register"].run_count == 1, "not a transient error: no retry"
+    assert _live_versions(env) == before
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("iocane-test")
+    (latest,) = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    assert latest.info.status == "FAILED"
+
+
+def test_cli_failed_gate_registers_without_promoting(
+    project: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The model trained at eps 0.05 above: only the gate and the registration run again.
+    params = write_tiny_params(
+        project / "strict.yaml", gate={"min_robust_accuracy": 0.99}, train={"eps": 0.05}
+    )
+    completed = run_iocane(project, env, "run", "--params", str(params))
+    assert completed.returncode == 3, completed.stderr[-2000:]
+    assert "gate FAILED" in completed.stderr
+    for stage in ("prepare", "warmup", "train", "evaluate"):
+        assert f"Task run '{stage}-" in completed.stderr
+    assert completed.stderr.count("Finished in state Cached") == 4, completed.stderr[-3000:]
+    gate = json.loads((project / "metrics" / "gate.json").read_text())
+    assert gate["passed"] is False and any("robust_accuracy" in r for r in gate["reasons"])
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    number = json.loads(completed.stdout)["version"]
+    failed = client.get_model_version("iocane-test", number)
+    assert failed.tags["gate"] == "failed" and failed.aliases == []
+    assert str(client.get_model_version_by_alias("iocane-test", "champion").version) == "1"
+
+    # promote and review in process: the same main() as the command, without its start-up.
+    from iocane.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    assert main(["promote", "--name", "iocane-test", "--version", number]) == 3
+    assert "refused" in capsys.readouterr().err
+    assert str(client.get_model_version_by_alias("iocane-test", "champion").version) == "1"
+
+    assert main(["review", "--name", "iocane-test", "--json"]) == 0
+    review = json.loads(capsys.readouterr().out)
+    listed = [(row["version"], row["gate"], row["aliases"]) for row in review["versions"]]
+    assert listed[0] == (int(number), "failed", "") and listed[-1] == (1, "passed", "champion")
+    assert "champion v1" in review["comparison"]["summary"]
+    # what each version cost, and what it bought per hour (iocane/reports/costs.py)
+    for row in review["versions"]:
+        assert row["hours"] > 0 and row["gain_per_hour"] is not None
+    assert main(["review", "--name", "iocane-test"]) == 0
+    assert "gain_per_hour" in capsys.readouterr().out
+
+
+def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str]) -> None:
+    uri = "models:/iocane-test@champion"
+    params = str(project / "params.yaml")
+    completed = run_iocane(project, env, "evaluate", "--model-uri", uri, "--params", params)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)
+    assert result["version"] == "1"
+    assert result["robust_accuracy"] <= min(result["attacks"].values())
+    assert result["robust_accuracy"] <= result["clean_accuracy"]
+    report = project / "reports" / "evaluations" / "iocane-test-v1" / "reports" / "robustness.md"
+    assert "Robustness report" in report.read_text()
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version("iocane-test", "1")
+    assert version.tags["reevaluated_robust_accuracy"] == f"{result['robust_accuracy']:.6f}"
+    (evaluation,) = client.list_artifacts(version.run_id, "evaluations")
+    logged = {
+        item.path.rsplit("/", 1)[-1]
+        for item in client.list_artifacts(version.run_id, evaluation.path)
+    }
+    assert {"evaluate.json", "robustness.md", "robustness_curves.png"} <= logged
+
+
+def test_cli_refuses_an_unknown_alias_with_exit_2(
+    project: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from iocane.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.chdir(project)
+    assert main(["evaluate", "--model-uri", "models:/iocane-test@nosuch"]) == 2
+    assert "no registered model" in capsys.readouterr().err
+
+
+def test_reharden_stops_on_unchanged_data_and_hardens_on_new_data(
+    project: Path, env: dict[str, str], prefect_api: None
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.harden import reharden
+
+    unchanged = _run_flow(reharden, project)
+    assert unchanged.is_completed(), unchanged.message
+    result = unchanged.result()
+    assert result["status"] == "unchanged" and "v1 (champion)" in result["reason"]
+    assert set(_state_names(unchanged)) == {"prepare", "champion-data"}
+    decision = Artifact.get("reharden-decision")
+    assert decision is not None and "data unchanged" in decision.data
+
+    before = _live_versions(env)
+    # New data (another training subset); a strict gate keeps champion where it is.
+    changed = _run_flow(reharden, project, "data.limit_train=500", "gate.min_robust_accuracy=0.99")
+    assert changed.is_completed(), changed.message
+    result = changed.result()
+    assert result["status"] == "rehardened" and "data changed" in result["reason"]
+    assert result["gate"] == "failed"
+    (new,) = set(_live_versions(env)) - set(before)
+    assert new == result["version"]
+    assert result["data_fingerprint"] != before["1"]["data_fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.eps=-0.1"], "train.eps"),
+        (["--set", "train.nonsense=1"], "unknown key train.nonsense"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(
+    tmp_path: Path, env: dict[str, str], args: list[str], message: str
+) -> None:
+    params = write_tiny_params(tmp_path / "params.yaml")
+    isolated = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    completed = run_iocane(tmp_path, isolated, "run", "--params", str(params), *args)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert message in completed.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "checkpoints").exists()

@@ -1,0 +1,103 @@
+"""The model card: every section a reviewer needs, and a description that fits MLflow."""
+
+from __future__ import annotations
+
+from iocane.config import load_config
+from iocane.reports.model_card import DESCRIPTION_LIMIT, as_description, render_model_card
+from iocane.robustness.gate import check_gate
+from tests.helpers.paths import PROJECT_ROOT
+
+
+def _evaluation(flags: list[str]) -> dict:
+    return {
+        "clean_accuracy": 0.97,
+        "robust_accuracy": 0.81,
+        "attacks": {"pgd": 0.83, "apgd_t": 0.81, "transfer": 0.9},
+        "flags": flags,
+        "threat_model": "L2",
+        "eps": 0.5,
+        "preset": "standard",
+        "n_samples": 360,
+        "cw_median_l2": 0.9,
+        "natural": {
+            "clean_accuracy": 0.99,
+            "robust_accuracy": 0.2,
+            "attacks": {"pgd": 0.25, "apgd_t": 0.2},
+            "cw_median_l2": 0.4,
+        },
+    }
+
+
+def test_card_covers_use_threat_recipe_results_gate_limits_and_provenance() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml", ["train.norm=L2", "train.eps=0.5"])
+    evaluation = _evaluation(flags=["zero input gradients for 60% of samples"])
+    verdict = check_gate(config.gate, evaluation)
+    meta = {"dataset": "digits", "image_size": 8, "num_classes": 10}
+    card = render_model_card(
+        config, evaluation, verdict, meta, {"git_commit": "abc123"}, title="m v3"
+    )
+    assert card.startswith("# Model card: m v3\n\n**Gate: FAILED.**")
+    for section in (
+        "Intended use",
+        "Threat model",
+        "Training recipe",
+        "Results",
+        "Evaluation trust",
+        "Gate",
+        "Known limits",
+        "Provenance",
+    ):
+        assert f"\n## {section}\n" in card, section
+    assert "L2 norm, eps = 0.5" in card and "white-box" in card
+    assert "| robust accuracy (worst case) | 0.8100 | 0.2000 |" in card
+    assert "| robust accuracy: transfer | 0.9000 | n/a |" in card
+    assert "at least **81.0%**" in card
+    assert "- zero input gradients for 60% of samples" in card
+    assert "trust_flags = 1.0000, required <= 0.0000: NOT met" in card
+    assert "Physical-world perturbations" in card and "`abc123`" in card
+    assert "default width and depth" in card
+
+
+def test_card_says_what_the_run_cost() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml")
+    evaluation = _evaluation(flags=[])
+    costs = {
+        "warmup_hours": 0.01,
+        "train_hours": 0.1,
+        "evaluate_hours": 0.04,
+        "hours": 0.15,
+        "overhead_time_ratio": 11.0,
+        "overhead_pass_ratio": 4.5,
+        "warmup_forward_passes": 100,
+        "warmup_backward_passes": 100,
+        "train_forward_passes": 1200,
+        "train_backward_passes": 1100,
+        "evaluate_forward_passes": 5000,
+        "evaluate_backward_passes": 4000,
+        "price": 0.3,
+        "robust_gain": 0.61,
+        "robust_gain_per_hour": 4.0667,
+    }
+    card = render_model_card(
+        config,
+        evaluation,
+        check_gate(config.gate, evaluation),
+        {"dataset": "digits", "image_size": 8, "num_classes": 10},
+        {},
+        title="m v1",
+        costs=costs,
+    )
+    assert "\n## Cost\n" in card
+    assert (
+        "- Wall time: 9.0 minutes (warmup 0.6, adversarial training 6.0, evaluation 2.4)." in card
+    )
+    assert "11.0x the time of natural training per training image, and 4.5x the passes" in card
+    assert "train 1,200 forward / 1,100 backward" in card
+    assert "- Estimated price: 0.30" in card
+    assert "+0.6100, +4.067 per hour spent" in card
+
+
+def test_description_is_cut_to_mlflows_limit_with_a_link() -> None:
+    assert as_description("short card", "runs:/r/reports/model_card.md") == "short card"
+    cut = as_description("x" * 9000, "runs:/r/reports/model_card.md")
+    assert len(cut) <= DESCRIPTION_LIMIT and cut.endswith("runs:/r/reports/model_card.md)\n")

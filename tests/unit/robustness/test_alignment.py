@@ -1,0 +1,54 @@
+"""Perceptual alignment: gradient maps and targeted images of the right shapes, inside the large
+eps ball, and the figure written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from attacks.threat import threat_model
+from iocane.robustness.alignment import (
+    ALIGNMENT_IMAGES,
+    LARGE_EPS_FACTOR,
+    gradient_maps,
+    plot_alignment,
+    targeted_images,
+)
+
+
+def test_gradient_maps_have_the_images_shape(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    maps = gradient_maps(model, images[:5], labels[:5])
+    assert maps.shape == images[:5].shape
+    assert maps.abs().flatten(1).amax(1).gt(0).all()  # a gradient for every image
+
+
+def test_targeted_images_stay_in_the_ball_and_reach_their_targets(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    targets = (labels[:20] + 1) % 10
+    for norm, eps in (("Linf", 0.4), ("L2", 3.0)):
+        moved = targeted_images(model, images[:20], targets, norm, eps)
+        assert moved.shape == images[:20].shape
+        assert moved.min() >= 0 and moved.max() <= 1
+        assert threat_model(norm).norm(moved - images[:20]).max() <= eps * (1 + 1e-4)
+        with torch.no_grad():
+            reached = (model(moved).argmax(1) == targets).float().mean()
+        assert reached >= 0.9  # a natural model is easy to steer at 4x eps
+
+
+def test_the_figure_is_written_for_both_models(trained_digits_model, tmp_path: Path) -> None:
+    model, images, labels = trained_digits_model
+    path = tmp_path / "alignment.png"
+    reached = plot_alignment(
+        {"natural": model, "hardened": model},
+        images,
+        labels,
+        [str(i) for i in range(10)],
+        "Linf",
+        0.1,
+        path,
+    )
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(reached) == {"natural", "hardened"} and 0 <= reached["natural"] <= 1
+    assert ALIGNMENT_IMAGES == 6 and LARGE_EPS_FACTOR == 4.0

@@ -1,0 +1,195 @@
+"""evaluate_robustness: the per-sample worst case, and trust checks that fire on broken models
+and stay silent on an honest one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import FGSM, PGD
+from attacks.autoattack_reference import AutoAttackReference
+from attacks.square import SquareAttack
+from iocane.robustness.suite import (
+    broken_only_by_reference,
+    comparison_flags,
+    cross_check_flags,
+    evaluate_robustness,
+)
+
+
+class Softmaxed(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).softmax(1)
+
+
+class Noisy(nn.Module):
+    """A randomised defence: fresh noise on every forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images + 0.05 * torch.randn_like(images))
+
+
+class Quantised(nn.Module):
+    """A non-differentiable preprocessor: rounding makes every input gradient zero."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(images * 4) / 4)
+
+
+def _evaluate(model: nn.Module, images, labels, **kwargs):
+    return evaluate_robustness(
+        model, images, labels, norm="Linf", eps=0.1, preset="quick", device="cpu", **kwargs
+    )
+
+
+def test_honest_model_raises_no_flag_and_reports_the_worst_case(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    result = _evaluate(model, images, labels)
+    assert result.flags == []
+    assert set(result.per_attack) == {"fgsm", "pgd_short", "pgd", "apgd_ce"}
+    assert result.robust_accuracy <= min(result.per_attack.values())
+    assert result.robust_accuracy <= result.clean_accuracy
+    assert sum(result.robust_per_sample) == round(result.robust_accuracy * len(labels))
+
+
+def test_probabilities_instead_of_logits_are_flagged(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    flags = _evaluate(Softmaxed(model), images, labels).flags
+    assert any("probabilities" in flag for flag in flags)
+
+
+def test_randomised_forward_pass_is_flagged(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    flags = _evaluate(Noisy(model), images, labels).flags
+    assert any("randomised forward pass" in flag for flag in flags)
+
+
+def test_masked_gradients_are_flagged_and_black_box_beats_white_box(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    suite = {
+        "fgsm": FGSM(eps=0.1),
+        "pgd": PGD(eps=0.1, steps=10),
+        "square": SquareAttack(eps=0.1, n_queries=300),
+    }
+    # adaptive=False: BPDA, which the checks call for here, would beat Square (tested apart)
+    result = _evaluate(Quantised(model), images, labels, attacks=suite, adaptive=False)
+    assert any("zero input gradients" in flag for flag in result.flags)
+    assert any("black-box attack square" in flag for flag in result.flags)
+    # The worst case still counts Square's successes: masking does not inflate the figure.
+    assert result.robust_accuracy <= result.per_attack["square"]
+
+
+def test_comparison_flags() -> None:
+    assert comparison_flags({"fgsm": 0.5, "pgd": 0.4, "square": 0.45}) == []
+    assert "weaker than single-step" in comparison_flags({"fgsm": 0.4, "pgd": 0.5})[0]
+    assert "black-box" in comparison_flags({"fgsm": 0.6, "pgd": 0.5, "square": 0.3})[0]
+    assert "black-box attack transfer" in comparison_flags({"pgd": 0.5, "transfer": 0.4})[0]
+    assert (
+        "apgd_ce (0.6000) is weaker than pgd" in comparison_flags({"pgd": 0.5, "apgd_ce": 0.6})[0]
+    )
+    # More steps and restarts must not raise robust accuracy, beyond chance.
+    more_steps_help = comparison_flags({"pgd_short": 0.5, "pgd": 0.52}, n_clean_correct=1000)
+    assert "pgd (0.5200) is weaker than pgd_short" in more_steps_help[0]
+    assert comparison_flags({"pgd_short": 0.5, "pgd": 0.505}, n_clean_correct=1000) == []
+    # On 100 points, three samples are within chance.
+    assert comparison_flags({"pgd_short": 0.5, "pgd": 0.52}, n_clean_correct=100) == []
+
+
+def test_cross_check_counts_points_only_the_reference_breaks() -> None:
+    clean = torch.ones(400, dtype=torch.bool)
+    ours = torch.ones(400, dtype=torch.bool)
+    ours[:100] = False
+    reference = ours.clone()
+    assert broken_only_by_reference({"pgd": ours, "autoattack": reference}, clean) == {
+        "autoattack": 0
+    }
+    reference[100:102] = False  # two points, 0.5%: within the noise of random restarts
+    missed = broken_only_by_reference({"pgd": ours, "autoattack": reference}, clean)
+    assert missed == {"autoattack": 2} and cross_check_flags(missed, 400) == []
+    reference[102:110] = False
+    missed = broken_only_by_reference({"pgd": ours, "autoattack": reference}, clean)
+    (flag,) = cross_check_flags(missed, 400)
+    assert "broke 10 of 400" in flag
+
+
+def test_autoattack_cross_check_catches_a_weak_suite(trained_digits_model) -> None:
+    # FGSM alone is far weaker than AutoAttack's APGD-CE on a natural model: the cross-check
+    # must say so, and the worst case must include the reference's points. (AutoAttack's
+    # standard version takes minutes here; its APGD-CE alone takes seconds.)
+    model, images, labels = trained_digits_model
+    images, labels = images[:60], labels[:60]
+    reference = AutoAttackReference(eps=0.1, version="custom", attacks=("apgd-ce",))
+    suite = {"fgsm": FGSM(eps=0.1), "autoattack": reference}
+    result = _evaluate(model, images, labels, attacks=suite)
+    assert any("independent reference autoattack" in flag for flag in result.flags)
+    assert result.robust_accuracy <= result.per_attack["autoattack"] < result.per_attack["fgsm"]
+    assert result.broken_only_by_reference["autoattack"] > 0
+
+
+def test_unknown_preset_and_norm_fail_before_work(trained_digits_model) -> None:
+    model, images, labels = trained_digits_model
+    with pytest.raises(ValueError, match="unknown suite preset"):
+        evaluate_robustness(model, images, labels, eps=0.1, preset="paranoid", device="cpu")
+    with pytest.raises(ValueError, match="unknown norm"):
+        evaluate_robustness(model, images, labels, eps=0.1, norm="L1", device="cpu")
+
+
+def test_metrics_table_shows_attacks_only_the_hardened_model_faced() -> None:
+    from flows.harden import metrics_table
+
+    evaluation = {
+        "clean_accuracy": 0.9,
+        "robust_accuracy": 0.6,
+        "attacks": {"pgd": 0.6, "transfer": 0.8},
+        "natural": {"clean_accuracy": 0.95, "robust_accuracy": 0.0, "attacks": {"pgd": 0.0}},
+    }
+    rows = metrics_table(evaluation)
+    assert {"metric": "robust_accuracy/transfer", "hardened": 0.8, "natural": None} in rows
+    assert {"metric": "robust_accuracy/pgd", "hardened": 0.6, "natural": 0.0} in rows
+
+
+def test_standard_report_with_transfer_and_distances(trained_digits_model, tmp_path) -> None:
+    from iocane.config import load_config
+    from iocane.data.prepared import PreparedData, Split
+    from iocane.layout import Layout
+    from iocane.robustness.suite import evaluate_and_report
+    from models import ModelSpec, build_model
+    from tests.helpers.paths import PROJECT_ROOT
+
+    model, images, labels = trained_digits_model
+    torch.manual_seed(1)
+    natural = build_model(ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=16)).eval()
+    split = Split(images[:40], labels[:40])
+    data = PreparedData(
+        split,
+        split,
+        split,
+        {
+            "dataset": "digits",
+            "fingerprint": "f",
+            "num_classes": 10,
+            "class_names": [str(i) for i in range(10)],
+        },
+    )
+    config = load_config(PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40"])
+    out = Layout(tmp_path)
+    metrics = evaluate_and_report(config, model, natural, data, out)
+    assert "transfer" in metrics["attacks"] and "transfer" not in metrics["natural"]["attacks"]
+    assert metrics["cw_median_l2"] > 0
+    assert metrics["robust_accuracy"] <= min(metrics["attacks"].values())
+    report = out.report_file.read_text()
+    assert "Median L2 distance" in report and "transfer" in report
+    assert out.curves_plot.exists() and out.examples_plot.exists()

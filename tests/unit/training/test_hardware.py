@@ -1,0 +1,223 @@
+"""Training at the speed of the hardware: no host synchronisation inside a training step, bf16
+autocast where asked, channels-last batches, and the runtime settings resolved at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch.overrides import TorchFunctionMode
+
+from attacks import PGD
+from attacks.threat import make_generator, threat_model
+from iocane.config import OptimConfig, RuntimeConfig
+from iocane.data.prepared import PreparedData, Split
+from iocane.layout import Layout
+from iocane.training.hardware import Hardware, resolve_hardware
+from iocane.training.loop import fit
+from iocane.training.recipes import METHODS, AdversarialRecipe, train_step
+from models import ModelSpec, build_model
+
+SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
+CPU = torch.device("cpu")
+
+# Calls that copy a device value to the host, and so wait for the device to finish.
+SYNCING_CALLS = {
+    "item",
+    "tolist",
+    "cpu",
+    "numpy",
+    "nonzero",
+    "masked_select",
+    "unique",
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__index__",
+}
+
+
+class HostSyncRecorder(TorchFunctionMode):
+    """Records every tensor call that would synchronise a CUDA device with the host: reading a
+    value (``item``, ``bool``), data-dependent shapes (``nonzero``, boolean-mask indexing).
+    Works on CPU, where nothing actually waits, so the property is testable without a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if name in SYNCING_CALLS:
+            self.calls.append(name)
+        if name in ("__getitem__", "__setitem__") and _has_boolean_index(args[1]):
+            self.calls.append(f"{name}[boolean mask]")
+        return func(*args, **kwargs)
+
+
+def _has_boolean_index(index: object) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts)
+
+
+def _recipe(method: str) -> AdversarialRecipe:
+    return AdversarialRecipe(
+        norm="Linf",
+        eps=0.1,
+        step_size=0.04,
+        steps=3,
+        random_start=True,
+        adv_weight=1.0 if method != "alp" else 0.5,
+        eps_ramp_epochs=0,
+        method=method,
+    )
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    digits = load_digits()
+    images = torch.tensor(digits.images[:32] / 16.0, dtype=torch.float32).unsqueeze(1)
+    return images, torch.tensor(digits.target[:32])
+
+
+@pytest.mark.parametrize("method", [None, *METHODS])
+def test_a_training_step_never_waits_on_the_host(method: str | None) -> None:
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    images, labels = _batch()
+    recipe = None if method is None else _recipe(method)
+    free_delta = torch.zeros_like(images)
+    for batch in range(2):  # both halves of multi's alternation
+        with HostSyncRecorder() as recorder:
+            stats = train_step(model, optimizer, images, labels, recipe, 0.1, 7, batch, free_delta)
+        assert recorder.calls == [], f"{method or 'natural'} synchronises: {recorder.calls}"
+    assert torch.isfinite(stats.clean_loss)
+
+
+def test_the_recorder_catches_a_synchronising_attack() -> None:
+    """The check above can fail: PGD with several restarts picks survivors per sample."""
+    model = build_model(SPEC).eval()
+    images, labels = _batch()
+    with HostSyncRecorder() as recorder:
+        PGD(eps=0.1, steps=2, restarts=2)(model, images, labels)
+    assert "nonzero" in recorder.calls
+
+
+def test_single_restart_pgd_is_its_one_run() -> None:
+    """The sync-free path returns exactly the run the general path would score and keep."""
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    images, labels = _batch()
+    attack = PGD(eps=0.1, steps=3, seed=5)
+    fast = attack(model, images, labels)
+    slow, _, _ = attack._one_run(
+        model, images, labels, threat_model("Linf"), 2.5 * 0.1 / 3, make_generator(5, CPU)
+    )
+    assert torch.equal(fast, slow)
+    assert (fast - images).abs().max() <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "bf16"),
+    [("auto", "cpu", False), ("fp32", "cpu", False), ("bf16", "cpu", True)],
+)
+def test_runtime_precision_is_resolved_for_the_device(precision, device, bf16) -> None:
+    hardware = resolve_hardware(torch.device(device), RuntimeConfig(precision, compile=False))
+    assert hardware.bf16 is bf16
+    assert hardware.channels_last is True
+
+
+def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_weights() -> None:
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    images, labels = _batch()
+    hardware = Hardware(CPU, bf16=True, channels_last=False, compile=False)
+    output_dtypes: list[torch.dtype] = []
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, args, out: output_dtypes.append(out.dtype))
+    train_step(
+        model, optimizer, images, labels, _recipe("pgd"), 0.1, 0, 0, images * 0, hardware.autocast
+    )
+    # 3 attack steps, the reported clean pass and the training pass, all in bf16
+    assert output_dtypes == [torch.bfloat16] * 5
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "weights stay float32"
+
+
+def _data() -> PreparedData:
+    digits = load_digits()
+    images = torch.tensor(digits.images[:160] / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(digits.target[:160])
+    return PreparedData(
+        Split(images[:128], labels[:128]), Split(images[128:], labels[128:]), None, meta={}
+    )
+
+
+@pytest.mark.parametrize(
+    "hardware",
+    [
+        Hardware(CPU, bf16=True, channels_last=False, compile=False),
+        Hardware(CPU, bf16=False, channels_last=True, compile=False),
+    ],
+    ids=["bf16", "channels-last"],
+)
+def test_fit_trains_under_each_runtime_setting(tmp_path: Path, hardware: Hardware) -> None:
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    optim = OptimConfig(
+        epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0, lr_schedule="constant"
+    )
+    final = fit(
+        stage="train",
+        model=model,
+        spec=SPEC,
+        data=_data(),
+        optim=optim,
+        recipe=_recipe("pgd"),
+        val_attack=PGD(eps=0.1, steps=2, seed=1),
+        layout=Layout(tmp_path),
+        seed=3,
+        run_key="key",
+        device=CPU,
+        hardware=hardware,
+    )
+    assert final["precision"] == ("bf16" if hardware.bf16 else "fp32")
+    assert final["train_clean_loss"] < 2.3, "it learned something: below chance-level loss"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_training_step_never_synchronises() -> None:
+    """On a GPU, torch itself reports any synchronisation; bf16 and channels-last are on."""
+    device = torch.device("cuda")
+    hardware = resolve_hardware(device, RuntimeConfig("auto", compile=False))
+    model = hardware.place_model(build_model(SPEC))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    images, labels = (tensor.to(device) for tensor in _batch())
+    images = hardware.batch(images)
+    free_delta = torch.zeros_like(images)
+    for method in METHODS:
+        train_step(  # once outside the check: the first call initialises CUDA state
+            model, optimizer, images, labels, _recipe(method), 0.1, 0, 0, free_delta
+        )
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for batch in range(2):
+                train_step(
+                    model,
+                    optimizer,
+                    images,
+                    labels,
+                    _recipe(method),
+                    0.1,
+                    batch,
+                    batch,
+                    free_delta,
+                    hardware.autocast,
+                )
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
