@@ -44,8 +44,9 @@ from attacks import PGD
 from iocane.config import Config, load_config
 from iocane.data.prepared import PreparedData, Split, load_prepared, prepare_data
 from iocane.layout import Layout
+from iocane.settings import resolve_device
 from iocane.training.hardware import resolve_hardware
-from iocane.training.loop import fit, resolve_device
+from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from models import build_model
 

@@ -48,7 +48,7 @@ from iocane.data.prepared import load_prepared, prepare_data
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.robustness.suite import _evaluation_subset, evaluate_robustness
-from iocane.training.loop import resolve_device
+from iocane.settings import resolve_device
 from tasks.train import run_train
 from tasks.warmup import run_warmup
 

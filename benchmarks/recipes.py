@@ -40,8 +40,9 @@ from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.modelio import load_model
 from iocane.robustness.suite import evaluate_robustness
+from iocane.settings import resolve_device
 from iocane.training.hardware import resolve_hardware
-from iocane.training.loop import evaluate_split, fit, resolve_device
+from iocane.training.loop import evaluate_split, fit
 from iocane.training.recipes import AdversarialRecipe
 from models import ModelSpec, build_model
 

@@ -13,7 +13,7 @@ from iocane.data.prepared import load_prepared
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.robustness.suite import evaluate_and_report, evaluate_robustness
-from iocane.training.loop import resolve_device
+from iocane.settings import resolve_device
 
 __all__ = ["evaluate_robustness", "run_evaluate"]
 

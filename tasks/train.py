@@ -6,8 +6,9 @@ from __future__ import annotations
 from iocane.config import Config
 from iocane.files import sha256_file
 from iocane.layout import Layout
+from iocane.settings import resolve_device
 from iocane.training.distributed import Ranks
-from iocane.training.loop import ModelRef, resolve_device, train_in_process
+from iocane.training.loop import ModelRef, train_in_process
 
 
 def run_train(config: Config, layout: Layout) -> ModelRef:

@@ -9,8 +9,9 @@ from iocane.config import Config
 from iocane.data.prepared import load_prepared
 from iocane.files import sha256_file
 from iocane.layout import Layout
+from iocane.settings import resolve_device
 from iocane.training.hardware import resolve_hardware
-from iocane.training.loop import ModelRef, fit, resolve_device, run_key
+from iocane.training.loop import ModelRef, fit, run_key
 from models import build_model
 
 

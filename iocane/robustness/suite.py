@@ -43,7 +43,7 @@ from iocane.robustness.curves import (
     plot_curves,
     plot_examples,
 )
-from iocane.training.loop import resolve_device
+from iocane.settings import resolve_device
 from iocane.training.passes import counting_passes
 
 log = logging.getLogger("iocane")

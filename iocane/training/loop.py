@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,14 +70,6 @@ class ModelRef:
 
     path: str
     sha256: str
-
-
-def resolve_device() -> torch.device:
-    """CUDA when present, else CPU; ``IOCANE_DEVICE`` overrides. Chosen at run time."""
-    name = os.environ.get("IOCANE_DEVICE")
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def ramped_eps(eps: float, ramp_epochs: int, epoch: int, batch: int, n_batches: int) -> float:
