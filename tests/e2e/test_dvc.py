@@ -78,9 +78,8 @@ def test_stage_outputs_match_the_layout() -> None:
     assert str(layout.metrics_file("gate")) in declared("gate")
     assert {str(layout.registration_file), str(layout.model_card_file)} <= declared("register")
     for name, stage in stages.items():
-        module = {"prepare": "data", "gate": "gate", "register": "registry"}.get(name, name)
-        module = {"warmup": "train"}.get(module, module)
-        assert f"tasks/{module}.py" in stage["deps"], f"{name} must list its own code"
+        assert f"tasks/{name}.py" in stage["deps"], f"{name} must list its own code"
+        assert stage["cmd"] == f"python -m iocane.stages {name}", name
 
 
 def test_dvc_repro_runs_every_stage_and_registers(dvc_project) -> None:
