@@ -58,7 +58,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from iocane.data.sources import check_data_source
 
     check_data_source(config.data.dataset, config.data.root, config.data.download)
-    from flows.sweep import sweep, task_runner
+    from flows.sweep import sweep
+    from iocane.pipeline.sweep import task_runner
 
     quiet_explained_tracebacks()
     result = sweep.with_options(task_runner=task_runner(config.sweep))(

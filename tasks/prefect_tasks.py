@@ -26,6 +26,7 @@ from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.prepare import run_prepare
 from tasks.register import run_register
+from tasks.sweep_point import run_sweep_point, run_sweep_warmup
 from tasks.train import run_train
 from tasks.warmup import run_warmup
 
@@ -102,3 +103,8 @@ champion_data_task = task(
     **RETRY_OPTIONS,
     retry_condition_fn=retry_if_transient,
 )
+
+# The sweep's stages (``flows/sweep.py``). Not cached: each point trains in a directory of its own
+# sweep, where no earlier result lies; a failed point is not retried (its MLflow run says why).
+sweep_warmup_task = task(run_sweep_warmup, name="sweep-warmup", cache_policy=NO_CACHE)
+sweep_point_task = task(run_sweep_point, name="sweep-point", cache_policy=NO_CACHE)

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from iocane.config import Config, DataConfig, ModelConfig
-from iocane.data.sources import DataError, RawDataset, load_raw_dataset
+from iocane.data.raw import RawDataset
+from iocane.data.sources import load_raw_dataset
+from iocane.errors import DataError
 from iocane.files import read_json, write_atomic, write_json
 from iocane.layout import Layout
 from models import ModelSpec

@@ -1,4 +1,7 @@
-"""The sweep flow: the grid, the Pareto front, and a tiny grid on a real local Dask cluster."""
+"""The sweep flow: a tiny grid on a real local Dask cluster, through ``iocane sweep``.
+
+The engine's parts (grid, Pareto front, summary, MLflow runs) are tested in
+tests/unit/pipeline/test_sweep.py."""
 
 from __future__ import annotations
 
@@ -12,43 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from flows.sweep import grid, pareto_front
-from iocane.config import load_config
-from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params
-
-
-def test_the_default_grid_is_the_one_point_iocane_run_trains() -> None:
-    config = load_config(PROJECT_ROOT / "params.yaml")
-    (point,) = grid(config)
-    assert point.config == config and point.judged == config
-
-
-def test_the_grid_is_every_combination_judged_at_one_threat_model() -> None:
-    config = load_config(
-        PROJECT_ROOT / "params.yaml",
-        ["sweep.eps=[0.05, 0.2]", "sweep.method=[pgd, free]", "sweep.width=[1, 2]"],
-    )
-    points = grid(config)
-    assert len(points) == 8 and len({point.name for point in points}) == 8
-    assert {point.config.train.eps for point in points} == {0.05, 0.2}
-    assert {point.config.model.width for point in points} == {1, 2}
-    assert {point.judged.train.eps for point in points} == {config.train.eps}
-
-
-def _row(name: str, clean: float, robust: float, flags: int = 0) -> dict:
-    return {"point": name, "clean_accuracy": clean, "robust_accuracy": robust, "trust_flags": flags}
-
-
-def test_pareto_front() -> None:
-    rows = [
-        _row("robust", 0.80, 0.60),
-        _row("accurate", 0.95, 0.40),
-        _row("dominated", 0.79, 0.55),
-        _row("tied-but-worse", 0.80, 0.59),
-        _row("flagged", 0.99, 0.99, flags=1),  # its robust accuracy is not trusted
-    ]
-    assert pareto_front(rows) == {"robust", "accurate"}
 
 
 def test_a_tiny_grid_on_a_local_dask_cluster(tmp_path: Path) -> None:

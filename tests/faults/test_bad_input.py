@@ -25,8 +25,8 @@ from iocane.errors import BAD_INPUT
 from iocane.layout import Layout
 from iocane.modelio import save_model
 from models import ModelSpec, build_model
+from tests.helpers.dataset_files import make_idx_data, write_idx
 from tests.helpers.pipeline_params import write_tiny_params
-from tests.unit.data.test_datasets import make_idx_data, write_idx
 
 pytestmark = [pytest.mark.bad_input]
 
