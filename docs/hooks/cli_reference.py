@@ -21,9 +21,8 @@ from mkdocs.structure.files import File, Files
 PAGE = "reference/cli.md"
 WIDTH = "100"  # argparse wraps help to $COLUMNS: a fixed width keeps the page the same everywhere
 
-INTRO = """# Command line reference
-
-Generated at build time from the `iocane` command itself (`iocane/cli.py`), so it shows the
+TITLE = "# Command line reference"
+INTRO = """Generated at build time from the `iocane` command itself (`iocane.cli`), so it shows the
 options of the code it was built from. `iocane COMMAND --help` prints the same text.
 """
 
@@ -80,14 +79,18 @@ def exit_codes_markdown(errors) -> str:
 
 
 def cli_page(project_root: Path) -> str:
+    """The page: the CLI's own reference when it renders one (its title kept, or ours), else the
+    argparse help; then the exit codes, which other pages link to (``#exit-codes``)."""
     cli, errors = _import_cli(project_root)
     if hasattr(cli, "cli_reference_markdown"):
-        body = cli.cli_reference_markdown().strip()
-        if body.startswith("# "):  # it brings its own title
-            body = body.split("\n", 1)[1] if "\n" in body else ""
+        page = cli.cli_reference_markdown().strip()
+        if not page.startswith("# "):
+            page = f"{TITLE}\n\n{page}"
     else:
-        body = argparse_markdown(cli.build_parser())
-    return f"{INTRO}\n{body.strip()}\n\n{exit_codes_markdown(errors)}"
+        page = f"{TITLE}\n\n{INTRO}\n{argparse_markdown(cli.build_parser()).strip()}"
+    if "\n## Exit codes\n" not in f"\n{page}\n":
+        page = f"{page}\n\n{exit_codes_markdown(errors)}"
+    return page.rstrip() + "\n"
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:

@@ -2,7 +2,8 @@
 
 A code span that starts with one of the project's source folders (``iocane/training/loop.py``,
 ``tests/e2e/test_dvc.py``) or names a top-level project file (``params.yaml``) is checked
-against the checkout; so are the README's links into ``docs/``. Outputs of a run
+against the checkout, and so is a project module a command runs with ``-m``
+(``python -m iocane.stages``); so are the README's links into ``docs/``. Outputs of a run
 (``metrics/``, ``checkpoints/``, ``plots/``, ...) are not in the tree and are not checked.
 A path that does not exist fails the build and is named with its page, so a move in the code
 cannot leave the docs pointing at the old place.
@@ -39,7 +40,9 @@ PROJECT_FILES = {
     "mkdocs.yml",
     ".pre-commit-config.yaml",
 }
+PACKAGES = ("iocane", "tasks", "flows", "attacks", "models", "benchmarks")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_RUN_MODULE = re.compile(r"-m\s+([A-Za-z_][\w.]*)")  # python -m iocane.stages, torchrun ... -m
 _README_LINK = re.compile(r"\]\((docs/[^)#\s]+)")
 
 
@@ -56,8 +59,25 @@ def project_paths(markdown: str) -> list[str]:
     return found
 
 
+def run_modules(markdown: str) -> list[str]:
+    """The project modules a Markdown text runs with ``-m`` (``python -m iocane.stages``)."""
+    return [
+        module
+        for span in _CODE_SPAN.findall(markdown)
+        for module in _RUN_MODULE.findall(span)
+        if module.split(".")[0] in PACKAGES
+    ]
+
+
+def _module_exists(module: str, root: Path) -> bool:
+    base = root.joinpath(*module.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__main__.py").is_file()
+
+
 def missing(markdown: str, root: Path) -> list[str]:
-    return sorted({path for path in project_paths(markdown) if not (root / path).exists()})
+    absent = {path for path in project_paths(markdown) if not (root / path).exists()}
+    absent |= {f"-m {name}" for name in run_modules(markdown) if not _module_exists(name, root)}
+    return sorted(absent)
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
