@@ -19,7 +19,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 PAGE = "reference/cli.md"
-WIDTH = "100"  # argparse wraps help to $COLUMNS: a fixed width keeps the page the same everywhere
+WIDTH = "88"  # argparse wraps help to $COLUMNS: fixed, so the page is the same everywhere and fits
 
 TITLE = "# Command line reference"
 INTRO = """Generated at build time from the `iocane` command itself (`iocane.cli`), so it shows the
