@@ -106,7 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from iocane.layout import Layout
     from iocane.modelio import load_model
     from iocane.registry.registration import tracking_uri
-    from iocane.robustness.suite import evaluate_and_report
+    from iocane.reports.evaluation import evaluate_and_report
     from iocane.settings import resolve_device
 
     config = load_config(args.params, args.set)

@@ -1,5 +1,5 @@
 """The ``evaluate`` stage: the attack suite, the curves and the figures, for the hardened and the
-natural model.
+natural model (``iocane.reports.evaluation.evaluate_and_report``).
 
 ``evaluate_robustness`` is re-exported here for the researchers' import path that DESIGN.md
 promises (``from tasks.evaluate import evaluate_robustness``); ``iocane.evaluate_robustness`` is
@@ -12,7 +12,8 @@ from iocane.config import Config
 from iocane.data.prepared import load_prepared
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from iocane.robustness.suite import evaluate_and_report, evaluate_robustness
+from iocane.reports.evaluation import evaluate_and_report
+from iocane.robustness.suite import evaluate_robustness
 from iocane.settings import resolve_device
 
 __all__ = ["evaluate_robustness", "run_evaluate"]

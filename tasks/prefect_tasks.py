@@ -21,7 +21,8 @@ from iocane.config import Config
 from iocane.layout import Layout
 from iocane.pipeline.keys import outputs_current, record_outputs, stage_key
 from iocane.pipeline.retries import RETRY_OPTIONS, retry_if_transient
-from iocane.registry.registration import champion_data
+from iocane.registry.registration import Registration, champion_data, tracking_uri
+from iocane.reports.artifacts import mlflow_ui_url, publish_report
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.prepare import run_prepare
@@ -108,3 +109,12 @@ champion_data_task = task(
 # sweep, where no earlier result lies; a failed point is not retried (its MLflow run says why).
 sweep_warmup_task = task(run_sweep_warmup, name="sweep-warmup", cache_policy=NO_CACHE)
 sweep_point_task = task(run_sweep_point, name="sweep-point", cache_policy=NO_CACHE)
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report_task(layout: Layout, verdict: dict, registration: Registration) -> None:
+    """The Prefect artifacts of every run (``iocane.reports.artifacts.publish_report``), with
+    links into the MLflow UI of the project's tracking server."""
+    publish_report(
+        layout, verdict, registration, mlflow_ui=mlflow_ui_url(tracking_uri(layout.root))
+    )

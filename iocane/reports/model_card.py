@@ -8,7 +8,7 @@ Cards for Model Reporting", adapted to adversarial robustness).
 from __future__ import annotations
 
 from iocane.config import Config
-from iocane.robustness.suite import guarantee
+from iocane.reports.report import guarantee
 
 # MLflow stores a version's description in a 5,000-character column.
 DESCRIPTION_LIMIT = 5000
@@ -85,9 +85,7 @@ def render_model_card(
     ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``, ``training``
     ``metrics/train.json``; ``provenance`` maps labels (git commit, DVC data version, ...) to
     values; ``costs`` is ``iocane.reports.costs.cost_summary``."""
-    train, warmup, model = config.train, config.warmup, config.model
     norm, eps = evaluation["threat_model"], evaluation["eps"]
-    natural = evaluation["natural"]
     lines = [
         f"# Model card: {title}",
         "",
@@ -112,6 +110,36 @@ def render_model_card(
         f"- Evaluation: the `{evaluation['preset']}` suite on {evaluation['n_samples']} test "
         "images; a sample counts as robust only if no attack fools it (per-sample worst case).",
         "",
+        *_recipe_lines(config, training),
+        "",
+        *_results_lines(evaluation),
+        "",
+        *_trust_and_gate_lines(evaluation, verdict),
+    ]
+    if costs is not None:
+        lines += ["", "## Cost", "", *cost_lines(costs)]
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        f"- Not robust beyond eps = {eps:g}: accuracy falls as the perturbation grows (see the "
+        "accuracy-vs-eps curves).",
+        f"- Not evaluated against other threat models than {norm} (other norms, rotations, "
+        "translations, colour shifts, patches) unless the curves say so.",
+        "- Physical-world perturbations (printed, photographed, sensor noise) are untested.",
+        "- The robust accuracy is empirical: a stronger, unknown attack may find more.",
+        "",
+        "## Provenance",
+        "",
+    ]
+    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _recipe_lines(config: Config, training: dict | None) -> list[str]:
+    """The card's training recipe: the model, the natural warmup, adversarial training."""
+    train, warmup, model = config.train, config.warmup, config.model
+    return [
         "## Training recipe",
         "",
         f"- Model: `{model.name}` ({_capacity(model.width, model.depth)}), input "
@@ -124,7 +152,13 @@ def render_model_card(
         f"lr {train.lr:g}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, "
         f"{train.lr_schedule} schedule; seed {config.seed}.",
         *checkpoint_lines(training),
-        "",
+    ]
+
+
+def _results_lines(evaluation: dict) -> list[str]:
+    """The card's results: hardened beside natural, per attack, and the guarantee."""
+    natural = evaluation["natural"]
+    lines = [
         "## Results",
         "",
         "| metric | hardened | natural baseline |",
@@ -148,13 +182,17 @@ def render_model_card(
                 natural.get("cw_median_l2"),
             )
         )
-    lines += [
+    norm, eps = evaluation["threat_model"], evaluation["eps"]
+    return [
+        *lines,
         "",
         guarantee(evaluation["robust_accuracy"], norm, eps, list(evaluation["attacks"])),
-        "",
-        "## Evaluation trust",
-        "",
     ]
+
+
+def _trust_and_gate_lines(evaluation: dict, verdict: dict) -> list[str]:
+    """The card's trust flags and the gate's checks."""
+    lines = ["## Evaluation trust", ""]
     if evaluation["flags"]:
         lines += [f"- {flag}" for flag in evaluation["flags"]]
     else:
@@ -165,24 +203,7 @@ def render_model_card(
         f"{check['threshold']:.4f}: {'met' if check['passed'] else 'NOT met'}"
         for check in verdict["checks"]
     ]
-    if costs is not None:
-        lines += ["", "## Cost", "", *cost_lines(costs)]
-    lines += [
-        "",
-        "## Known limits",
-        "",
-        f"- Not robust beyond eps = {eps:g}: accuracy falls as the perturbation grows (see the "
-        "accuracy-vs-eps curves).",
-        f"- Not evaluated against other threat models than {norm} (other norms, rotations, "
-        "translations, colour shifts, patches) unless the curves say so.",
-        "- Physical-world perturbations (printed, photographed, sensor noise) are untested.",
-        "- The robust accuracy is empirical: a stronger, unknown attack may find more.",
-        "",
-        "## Provenance",
-        "",
-    ]
-    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def cost_lines(costs: dict) -> list[str]:

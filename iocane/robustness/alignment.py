@@ -12,20 +12,18 @@ model side by side:
 
 The images are the first ``ALIGNMENT_IMAGES`` of the evaluation subset, so reruns and versions
 show the same ones. The large eps is ``LARGE_EPS_FACTOR`` times the threat model's, in its norm.
+This module computes them; ``iocane.reports.figures.plot_alignment`` draws the figure.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import nn
 
 from attacks.threat import threat_model
-from iocane.files import write_atomic
-from iocane.robustness.curves import show_image
 
 ALIGNMENT_IMAGES = 6
 LARGE_EPS_FACTOR = 4.0
@@ -61,59 +59,42 @@ def targeted_images(
     return (images + delta).detach()
 
 
-def _visible(gradient: torch.Tensor) -> torch.Tensor:
-    """A gradient as a picture: per image, scaled to [0, 1] around grey (0.5 = zero)."""
-    scale = gradient.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return 0.5 + 0.5 * gradient / scale
+@dataclass
+class Alignment:
+    """What the perceptual-alignment figure shows: the images, their targets (the next class),
+    and per model (natural first, as the figure reads) its input gradients, its targeted images,
+    what it predicts for them and how often that is the target."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor
+    norm: str
+    large_eps: float
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    moved: dict[str, torch.Tensor] = field(default_factory=dict)
+    predicted: dict[str, torch.Tensor] = field(default_factory=dict)
+    reached: dict[str, float] = field(default_factory=dict)
 
 
-def plot_alignment(
+def perceptual_alignment(
     models: dict[str, nn.Module],
     images: torch.Tensor,
     labels: torch.Tensor,
-    class_names: list[str],
+    num_classes: int,
     norm: str,
     eps: float,
-    path: Path,
-) -> dict[str, float]:
-    """Write the figure (rows: images; columns: the image, then per model its gradient and its
-    targeted image) and return, per model, how often the targeted image reached its target."""
+) -> Alignment:
+    """Gradients and ``LARGE_EPS_FACTOR`` x ``eps`` targeted images of each model on the first
+    ``ALIGNMENT_IMAGES`` images, towards the next class."""
     images, labels = images[:ALIGNMENT_IMAGES], labels[:ALIGNMENT_IMAGES]
-    targets = (labels + 1) % len(class_names)
-    large_eps = LARGE_EPS_FACTOR * eps
-    columns = [("image", images, None)]
-    reached: dict[str, float] = {}
+    targets = (labels + 1) % num_classes
+    alignment = Alignment(images, labels, targets, norm, LARGE_EPS_FACTOR * eps)
     for name, model in models.items():
-        moved = targeted_images(model, images, targets, norm, large_eps)
+        moved = targeted_images(model, images, targets, norm, alignment.large_eps)
         with torch.no_grad():
             predicted = model(moved).argmax(1)
-        reached[name] = (predicted == targets).float().mean().item()
-        columns.append((f"{name}: gradient", _visible(gradient_maps(model, images, labels)), None))
-        columns.append((f"{name}: towards target", moved, predicted))
-    figure = Figure(figsize=(1.7 * len(columns), 1.7 * len(images) + 0.8))
-    axes = figure.subplots(len(images), len(columns), squeeze=False)
-    for column, (title, batch, predictions) in enumerate(columns):
-        for row in range(len(images)):
-            axis = axes[row][column]
-            show_image(axis, batch[row])
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if predictions is not None:
-                hit = predictions[row] == targets[row]
-                axis.set_xlabel(
-                    f"-> {class_names[predictions[row]]}", fontsize=7, color="red" if hit else "k"
-                )
-            elif column == 0:
-                axis.set_xlabel(
-                    f"{class_names[labels[row]]}, target {class_names[targets[row]]}", fontsize=7
-                )
-        axes[0][column].set_title(title, fontsize=8)
-    figure.suptitle(
-        f"Input gradients, and targeted PGD at {norm} eps {large_eps:g} ({LARGE_EPS_FACTOR:g}x "
-        "the threat model; red: target reached). Tsipras et al. 2019: a robust model's tend to "
-        "follow the object and to look like the target class",
-        fontsize=8,
-    )
-    figure.tight_layout()
-    write_atomic(path, lambda stream: figure.savefig(stream, dpi=110, format="png"))
-    return reached
+        alignment.reached[name] = (predicted == targets).float().mean().item()
+        alignment.gradients[name] = gradient_maps(model, images, labels)
+        alignment.moved[name] = moved
+        alignment.predicted[name] = predicted
+    return alignment

@@ -1,24 +1,21 @@
-"""Accuracy-vs-eps curves and the example grid: what robustness looks like, and two more checks.
+"""Accuracy-vs-eps curves: what robustness looks like over perturbation sizes, and two more checks.
 
 The curves attack a fixed subset of test images with APGD-CE at a grid of eps values, for the
 natural and the hardened model, under Linf and L2. Two of Carlini et al.'s sanity checks read
 them: accuracy must not rise as eps grows, and at a large eps (Linf 0.5 lets the attacker turn
 any image into flat grey) it must fall to chance level; otherwise the attack is not working and
-the evaluation's numbers cannot be trusted.
+the evaluation's numbers cannot be trusted. ``iocane.reports.figures`` draws them.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure  # no pyplot: no global backend, works headless
 from torch import nn
 
 from attacks.apgd import APGD
-from iocane.files import write_atomic
 
 MULTIPLIERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 LARGE_LINF_EPS = 0.5  # flat grey is reachable from any image in [0, 1]
@@ -53,6 +50,7 @@ def accuracy_curve(
     steps: int,
     seed: int,
 ) -> list[float]:
+    """Accuracy under APGD-CE at each eps of ``grid`` (clean accuracy at eps 0)."""
     accuracies = []
     for eps in grid:
         if eps == 0:
@@ -87,59 +85,3 @@ def curve_flags(curves: dict[str, dict[str, list[float]]], num_classes: int) -> 
                 "of gradient masking"
             )
     return flags
-
-
-def plot_curves(curves: dict[str, dict[str, list[float]]], eps: dict[str, float], path: Path):
-    figure = Figure(figsize=(5 * len(curves), 3.8))
-    axes = figure.subplots(1, len(curves), squeeze=False)
-    for axis, (norm, curve) in zip(axes[0], curves.items(), strict=True):
-        for label, style in (("natural", "o--"), ("hardened", "o-")):
-            axis.plot(curve["eps"], curve[label], style, label=f"{label} model")
-        axis.axvline(eps[norm], color="grey", linestyle=":", label="evaluation eps")
-        axis.set_xlabel(f"{norm} eps")
-        axis.set_ylabel("accuracy under APGD-CE")
-        axis.set_ylim(-0.02, 1.02)
-        axis.set_title(f"Accuracy vs {norm} perturbation size")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    write_atomic(path, lambda stream: figure.savefig(stream, dpi=110, format="png"))
-
-
-def show_image(axis, picture: torch.Tensor) -> None:
-    """A (C, H, W) image in [0, 1] on a matplotlib axis: grey for one channel, else RGB."""
-    picture = picture.detach().cpu()
-    if picture.shape[0] == 1:
-        axis.imshow(picture[0], cmap="gray", vmin=0, vmax=1)
-    else:
-        axis.imshow(picture.permute(1, 2, 0).clamp(0, 1))
-
-
-def plot_examples(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    adversarial: torch.Tensor,
-    class_names: list[str],
-    path: Path,
-) -> None:
-    """Clean images over their adversarial versions, each titled with the model's prediction."""
-    with torch.no_grad():
-        clean_pred = model(images).argmax(1)
-        adv_pred = model(adversarial).argmax(1)
-    count = len(images)
-    figure = Figure(figsize=(1.6 * count, 3.6))
-    axes = figure.subplots(2, count, squeeze=False)
-    for column in range(count):
-        for row, (batch, predictions) in enumerate(((images, clean_pred), (adversarial, adv_pred))):
-            axis = axes[row][column]
-            show_image(axis, batch[column])
-            correct = predictions[column] == labels[column]
-            axis.set_title(
-                class_names[predictions[column]], fontsize=8, color="green" if correct else "red"
-            )
-            axis.axis("off")
-    axes[0][0].text(-0.5, 0.5, "clean", transform=axes[0][0].transAxes, ha="right", fontsize=9)
-    axes[1][0].text(-0.5, 0.5, "attacked", transform=axes[1][0].transAxes, ha="right", fontsize=9)
-    figure.tight_layout()
-    write_atomic(path, lambda stream: figure.savefig(stream, dpi=110, format="png"))

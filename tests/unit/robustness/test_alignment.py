@@ -1,9 +1,7 @@
 """Perceptual alignment: gradient maps and targeted images of the right shapes, inside the large
-eps ball, and the figure written."""
+eps ball, for both models (``tests/unit/reports/test_figures.py`` draws the figure)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
@@ -12,7 +10,7 @@ from iocane.robustness.alignment import (
     ALIGNMENT_IMAGES,
     LARGE_EPS_FACTOR,
     gradient_maps,
-    plot_alignment,
+    perceptual_alignment,
     targeted_images,
 )
 
@@ -37,18 +35,18 @@ def test_targeted_images_stay_in_the_ball_and_reach_their_targets(trained_digits
         assert reached >= 0.9  # a natural model is easy to steer at 4x eps
 
 
-def test_the_figure_is_written_for_both_models(trained_digits_model, tmp_path: Path) -> None:
+def test_both_models_are_steered_towards_the_next_class(trained_digits_model) -> None:
     model, images, labels = trained_digits_model
-    path = tmp_path / "alignment.png"
-    reached = plot_alignment(
-        {"natural": model, "hardened": model},
-        images,
-        labels,
-        [str(i) for i in range(10)],
-        "Linf",
-        0.1,
-        path,
+    alignment = perceptual_alignment(
+        {"natural": model, "hardened": model}, images, labels, 10, "Linf", 0.1
     )
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(reached) == {"natural", "hardened"} and 0 <= reached["natural"] <= 1
-    assert ALIGNMENT_IMAGES == 6 and LARGE_EPS_FACTOR == 4.0
+    assert len(alignment.images) == ALIGNMENT_IMAGES and LARGE_EPS_FACTOR == 4.0
+    assert alignment.large_eps == LARGE_EPS_FACTOR * 0.1
+    assert torch.equal(alignment.targets, (labels[:ALIGNMENT_IMAGES] + 1) % 10)
+    assert list(alignment.reached) == ["natural", "hardened"]  # the figure's order
+    assert 0 <= alignment.reached["natural"] <= 1
+    for name in ("natural", "hardened"):
+        assert alignment.gradients[name].shape == alignment.images.shape
+        assert alignment.moved[name].shape == alignment.images.shape
+        hits = (alignment.predicted[name] == alignment.targets).float().mean().item()
+        assert hits == alignment.reached[name]

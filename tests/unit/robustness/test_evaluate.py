@@ -10,12 +10,12 @@ from torch import nn
 from attacks import FGSM, PGD
 from attacks.autoattack_reference import AutoAttackReference
 from attacks.square import SquareAttack
-from iocane.robustness.suite import (
+from iocane.robustness.checks import (
     broken_only_by_reference,
     comparison_flags,
     cross_check_flags,
-    evaluate_robustness,
 )
+from iocane.robustness.suite import evaluate_robustness
 
 
 class Softmaxed(nn.Module):
@@ -145,51 +145,3 @@ def test_unknown_preset_and_norm_fail_before_work(trained_digits_model) -> None:
         evaluate_robustness(model, images, labels, eps=0.1, preset="paranoid", device="cpu")
     with pytest.raises(ValueError, match="unknown norm"):
         evaluate_robustness(model, images, labels, eps=0.1, norm="L1", device="cpu")
-
-
-def test_metrics_table_shows_attacks_only_the_hardened_model_faced() -> None:
-    from flows.harden import metrics_table
-
-    evaluation = {
-        "clean_accuracy": 0.9,
-        "robust_accuracy": 0.6,
-        "attacks": {"pgd": 0.6, "transfer": 0.8},
-        "natural": {"clean_accuracy": 0.95, "robust_accuracy": 0.0, "attacks": {"pgd": 0.0}},
-    }
-    rows = metrics_table(evaluation)
-    assert {"metric": "robust_accuracy/transfer", "hardened": 0.8, "natural": None} in rows
-    assert {"metric": "robust_accuracy/pgd", "hardened": 0.6, "natural": 0.0} in rows
-
-
-def test_standard_report_with_transfer_and_distances(trained_digits_model, tmp_path) -> None:
-    from iocane.config import load_config
-    from iocane.data.prepared import PreparedData, Split
-    from iocane.layout import Layout
-    from iocane.robustness.suite import evaluate_and_report
-    from models import ModelSpec, build_model
-    from tests.helpers.paths import PROJECT_ROOT
-
-    model, images, labels = trained_digits_model
-    torch.manual_seed(1)
-    natural = build_model(ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=16)).eval()
-    split = Split(images[:40], labels[:40])
-    data = PreparedData(
-        split,
-        split,
-        split,
-        {
-            "dataset": "digits",
-            "fingerprint": "f",
-            "num_classes": 10,
-            "class_names": [str(i) for i in range(10)],
-        },
-    )
-    config = load_config(PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40"])
-    out = Layout(tmp_path)
-    metrics = evaluate_and_report(config, model, natural, data, out)
-    assert "transfer" in metrics["attacks"] and "transfer" not in metrics["natural"]["attacks"]
-    assert metrics["cw_median_l2"] > 0
-    assert metrics["robust_accuracy"] <= min(metrics["attacks"].values())
-    report = out.report_file.read_text()
-    assert "Median L2 distance" in report and "transfer" in report
-    assert out.curves_plot.exists() and out.examples_plot.exists()

@@ -1,0 +1,212 @@
+"""The evaluate stage's figures: a hardened model beside its natural baseline.
+
+Both models face the suite (the hardened one also the transfer attack from the natural one),
+then the accuracy-vs-eps curves, C&W's minimal distances (presets above ``quick``), the example
+mix for the grid of clean and attacked images, and the perceptual-alignment images.
+``evaluate_models`` computes all of it; ``metrics_from`` gives the ``metrics/evaluate.json``
+document. Writing and drawing are ``iocane.reports``' job (``iocane.reports.evaluation``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attacks import PGD
+from attacks.cw import CarliniWagnerL2
+from attacks.suites import CURVE_BUDGETS
+from iocane.config import Config
+from iocane.data.prepared import PreparedData
+from iocane.robustness.alignment import Alignment, perceptual_alignment
+from iocane.robustness.curves import MULTIPLIERS, accuracy_curve, curve_flags, eps_grids
+from iocane.robustness.suite import evaluate_robustness, evaluation_subset, suite_from_config
+
+log = logging.getLogger("iocane")
+
+
+@dataclass
+class Examples:
+    """The grid of clean and attacked images: the images, their labels, their adversarial
+    versions, and the hardened model's predictions for both."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    adversarial: torch.Tensor
+    clean_predictions: torch.Tensor
+    adversarial_predictions: torch.Tensor
+
+
+@dataclass
+class ModelsEvaluation:
+    """Everything the evaluate stage computed. ``evaluation`` holds the dataset, the preset, and
+    per model (``hardened``, ``natural``) the ``RobustnessResult`` as a dict (plus
+    ``cw_median_l2``); ``curves[norm]`` holds ``eps`` and the two models' accuracies;
+    ``reference_eps[norm]`` is the evaluation eps in that norm."""
+
+    evaluation: dict
+    curves: dict[str, dict[str, list[float]]]
+    reference_eps: dict[str, float]
+    examples: Examples
+    alignment: Alignment
+
+
+def evaluate_models(
+    config: Config, hardened: nn.Module, natural: nn.Module, data: PreparedData
+) -> ModelsEvaluation:
+    """Evaluate ``hardened`` beside ``natural`` on ``data``'s test split at ``config.train``'s
+    threat model: the suite, the curves, the C&W distances, the examples and the alignment."""
+    images, labels = evaluation_subset(
+        data.test.images, data.test.labels, config.evaluate.n_samples, config.seed
+    )
+    device = next(hardened.parameters()).device
+    norm, eps = config.train.norm, config.train.eps
+    models = {"hardened": hardened.eval(), "natural": natural.to(device).eval()}
+    evaluation: dict = {
+        "dataset": data.meta["dataset"],
+        "data_fingerprint": data.meta["fingerprint"],
+        "preset": config.evaluate.preset,
+    }
+    for label, model in models.items():
+        log.info("evaluating the %s model (%s, eps %g)", label, norm, eps)
+        # Transfer from the natural model only makes sense against another model.
+        surrogate = models["natural"] if label == "hardened" else None
+        result = evaluate_robustness(
+            model,
+            images,
+            labels,
+            norm=norm,
+            eps=eps,
+            attacks=suite_from_config(config, surrogate),
+            preset=config.evaluate.preset,  # the budget of adaptive attacks the checks call for
+            batch_size=config.evaluate.batch_size,
+            seed=config.seed,
+            device=device,
+        )
+        evaluation[label] = result.to_dict()
+
+    samples, steps = CURVE_BUDGETS[config.evaluate.preset]
+    subset_images, subset_labels = images[:samples].to(device), labels[:samples].to(device)
+    grids = eps_grids(norm, eps, images[0].numel())
+    curves = _curves(models, subset_images, subset_labels, grids, steps=steps, seed=config.seed)
+    evaluation["hardened"]["flags"] += curve_flags(curves, data.meta["num_classes"])
+    if config.evaluate.preset != "quick":
+        for label, distance in _cw_median_l2(
+            models, subset_images, subset_labels, config.evaluate.preset
+        ).items():
+            evaluation[label]["cw_median_l2"] = distance
+    examples = example_mix(models["hardened"], images, labels, norm=norm, eps=eps, seed=config.seed)
+    # natural first, as the figure reads: what adversarial training changed
+    alignment = perceptual_alignment(
+        {"natural": models["natural"], "hardened": models["hardened"]},
+        images.to(device),
+        labels.to(device),
+        len(data.meta["class_names"]),
+        norm,
+        eps,
+    )
+    evaluation["alignment_targets_reached"] = alignment.reached
+    return ModelsEvaluation(
+        evaluation=evaluation,
+        curves=curves,
+        reference_eps={name: grid[MULTIPLIERS.index(1.0)] for name, grid in grids.items()},
+        examples=examples,
+        alignment=alignment,
+    )
+
+
+def _curves(
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    grids: dict[str, list[float]],
+    *,
+    steps: int,
+    seed: int,
+) -> dict[str, dict[str, list[float]]]:
+    """Accuracy-vs-eps curves of every model, per norm: ``{norm: {"eps": grid, model: ...}}``."""
+    curves = {}
+    for curve_norm, grid in grids.items():
+        log.info(
+            "accuracy-vs-eps curve, %s, %d images, APGD-CE %d steps",
+            curve_norm,
+            len(labels),
+            steps,
+        )
+        curves[curve_norm] = {"eps": grid}
+        for label, model in models.items():
+            curves[curve_norm][label] = accuracy_curve(
+                model, images, labels, curve_norm, grid, steps, seed
+            )
+    return curves
+
+
+def _cw_median_l2(
+    models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, preset: str
+) -> dict[str, float]:
+    """How far the nearest adversarial example lies, whatever the threat model: the median C&W
+    L2 minimal distance over each model's clean-correct images."""
+    search_steps, cw_steps = (9, 200) if preset == "thorough" else (5, 100)
+    cw = CarliniWagnerL2(eps=0.0, steps=cw_steps, search_steps=search_steps)
+    medians = {}
+    for label, model in models.items():
+        with torch.no_grad():
+            correct = model(images).argmax(1) == labels
+        _, distance = cw.minimal(model, images[correct], labels[correct])
+        medians[label] = distance.median().item()
+        log.info("  C&W L2 median minimal distance (%s): %.4f", label, distance.median())
+    return medians
+
+
+def example_mix(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    seed: int,
+) -> Examples:
+    """Eight test images for the grid: up to four the attack breaks, the rest it does not, with
+    the model's predictions for the clean and the attacked images."""
+    device = next(model.parameters()).device
+    pool_images, pool_labels = images[:64].to(device), labels[:64].to(device)
+    adversarial = PGD(eps=eps, norm=norm, steps=50, seed=seed)(model, pool_images, pool_labels)
+    with torch.no_grad():
+        broken = model(adversarial).argmax(1) != pool_labels
+    chosen = torch.cat([broken.nonzero()[:4, 0], (~broken).nonzero()[:, 0]])[:8]
+    images, labels, adversarial = pool_images[chosen], pool_labels[chosen], adversarial[chosen]
+    with torch.no_grad():
+        clean_predictions = model(images).argmax(1)
+        adversarial_predictions = model(adversarial).argmax(1)
+    return Examples(images, labels, adversarial, clean_predictions, adversarial_predictions)
+
+
+def metrics_from(evaluation: dict) -> dict:
+    """The ``metrics/evaluate.json`` document (without the cost figures) from
+    ``ModelsEvaluation.evaluation``."""
+    hardened, natural = evaluation["hardened"], evaluation["natural"]
+    return {
+        "clean_accuracy": hardened["clean_accuracy"],
+        "robust_accuracy": hardened["robust_accuracy"],
+        "attacks": hardened["per_attack"],
+        "flags": hardened["flags"],
+        "threat_model": hardened["norm"],
+        "eps": hardened["eps"],
+        "preset": evaluation["preset"],
+        "n_samples": hardened["n_samples"],
+        "seconds_per_attack": hardened["seconds_per_attack"],
+        "cw_median_l2": hardened.get("cw_median_l2"),
+        "broken_only_by_reference": hardened["broken_only_by_reference"],
+        "natural": {
+            "clean_accuracy": natural["clean_accuracy"],
+            "robust_accuracy": natural["robust_accuracy"],
+            "attacks": natural["per_attack"],
+            "cw_median_l2": natural.get("cw_median_l2"),
+        },
+        "data_fingerprint": evaluation["data_fingerprint"],
+        "dataset": evaluation["dataset"],
+        "alignment_targets_reached": evaluation["alignment_targets_reached"],
+    }
