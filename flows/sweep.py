@@ -30,7 +30,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from iocane.config import Config, ConfigError, SweepConfig, load_config
+from iocane.config import Config, ConfigError, SweepConfig, load_config, replace
 from iocane.files import write_atomic, write_text
 from iocane.layout import Layout
 from iocane.locks import project_lock
@@ -71,9 +71,7 @@ class Point:
         return (
             self.config
             if self.threat_eps is None
-            else dataclasses.replace(
-                self.config, train=dataclasses.replace(self.config.train, eps=self.threat_eps)
-            )
+            else replace(self.config, train=replace(self.config.train, eps=self.threat_eps))
         )
 
     threat_eps: float | None = None
@@ -90,11 +88,11 @@ def grid(config: Config) -> list[Point]:
     )
     points = []
     for eps, method, width, seed in axes:
-        point = dataclasses.replace(
+        point = replace(
             config,
             seed=seed,
-            train=dataclasses.replace(config.train, eps=eps, method=method),
-            model=dataclasses.replace(config.model, width=width),
+            train=replace(config.train, eps=eps, method=method),
+            model=replace(config.model, width=width),
         )
         points.append(Point(f"eps{eps:g}-{method}-w{width}-s{seed}", point, config.train.eps))
     return points
