@@ -13,6 +13,7 @@ not import torch: bad params exit before it loads.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -315,6 +316,20 @@ def params_json_schema(overlay: bool = False) -> dict[str, Any]:
     if overlay:
         schema = _without_required(schema)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+# The committed schema files (relative to the project root), and whether each is an overlay's.
+SCHEMA_FILES = {"params.schema.json": False, "configs/params.overlay.schema.json": True}
+
+
+def params_schema_text(overlay: bool = False) -> str:
+    return json.dumps(params_json_schema(overlay), indent=2) + "\n"
+
+
+def write_params_schemas(root: Path) -> None:
+    """Regenerate the committed schema files after a change to the tree (a test compares)."""
+    for name, overlay in SCHEMA_FILES.items():
+        (root / name).write_text(params_schema_text(overlay))
 
 
 def _without_required(node: Any) -> Any:
