@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +29,7 @@ from iocane.layout import Layout
 from iocane.locks import project_lock
 from iocane.registry.attempts import attempt_run
 from iocane.registry.registration import Registration, tracking_uri
+from iocane.settings import settings
 from tasks.prefect_tasks import (
     champion_data_task,
     evaluate_task,
@@ -86,7 +86,7 @@ def inline_images(markdown: str, layout: Layout) -> str:
 def mlflow_ui_url(tracking_uri: str) -> str:
     """Where a person opens the MLflow UI: ``IOCANE_MLFLOW_UI_URL``, else the tracking server
     itself, else the address ``mlflow ui`` serves on by default."""
-    explicit = os.environ.get("IOCANE_MLFLOW_UI_URL")
+    explicit = settings().mlflow_ui_url
     if explicit:
         return explicit.rstrip("/")
     if tracking_uri.startswith(("http://", "https://")):

@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from iocane.errors import DataError
+from iocane.settings import settings
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
 
 # Where flat-layout IDX files are decompressed; one subfolder per source directory.
 CACHE_ENV_VAR = "IOCANE_DATA_CACHE"
-DEFAULT_CACHE_DIR = "~/.cache/iocane/datasets"
 
 # (C, H, W) each dataset must have: the model architectures are built for these sizes, so a
 # file with other dimensions is an error here rather than a shape mismatch deep in training.
@@ -243,7 +243,7 @@ def _find_idx_source(directory: Path, filename: str) -> Path | None:
 
 
 def _cache_base() -> Path:
-    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR).expanduser()
+    return settings().data_cache.expanduser()
 
 
 def _cache_key(source: Path) -> str:
