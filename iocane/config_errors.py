@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import annotated_types
 from pydantic import BaseModel, ValidationError
 
 
@@ -97,9 +96,9 @@ def _range(root: type[BaseModel], loc: tuple[Any, ...], ctx: dict[str, Any]) -> 
     parent = _model_at(root, loc[:-1])
     field = parent.model_fields.get(loc[-1]) if parent and isinstance(loc[-1], str) else None
     bounds: dict[str, Any] = dict(ctx)
-    for item in field.metadata if field else ():
+    for item in field.metadata if field else ():  # annotated_types' Gt(gt=0), Le(le=1)...
         for name in ("gt", "ge", "lt", "le"):
-            if isinstance(item, getattr(annotated_types, name.capitalize())):
+            if getattr(item, name, None) is not None:
                 bounds[name] = getattr(item, name)
     low = ("(", bounds["gt"]) if "gt" in bounds else ("[", bounds["ge"]) if "ge" in bounds else None
     high = (
