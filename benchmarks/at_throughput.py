@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attacks import PGD
-from iocane.config import Config, load_config
+from iocane.config import Config, load_config, replace
 from iocane.data.prepared import PreparedData, Split, load_prepared, prepare_data
 from iocane.layout import Layout
 from iocane.settings import resolve_device
@@ -112,7 +112,7 @@ def iocane_epoch(
             model=model,
             spec=spec,
             data=data,
-            optim=dataclasses.replace(train, epochs=1),
+            optim=replace(train, epochs=1),
             recipe=recipe,
             val_attack=None,
             layout=Layout(Path(directory)),

@@ -27,7 +27,6 @@ Writes ``benchmarks/results/capacity-<dataset>-<date>.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -43,7 +42,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from iocane.config import Config, load_config
+from iocane.config import Config, load_config, replace
 from iocane.data.prepared import load_prepared, prepare_data
 from iocane.layout import Layout
 from iocane.modelio import load_model
@@ -69,15 +68,11 @@ DEFAULTS = [
 
 
 def regime_config(config: Config, width: int, regime: str) -> Config:
-    model = dataclasses.replace(config.model, width=width)
+    model = replace(config.model, width=width)
     if regime == "natural":  # as many epochs as the adversarial regimes get in all
         epochs = config.warmup.epochs + config.train.epochs
-        return dataclasses.replace(
-            config, model=model, warmup=dataclasses.replace(config.warmup, epochs=epochs)
-        )
-    return dataclasses.replace(
-        config, model=model, train=dataclasses.replace(config.train, method=regime)
-    )
+        return replace(config, model=model, warmup=replace(config.warmup, epochs=epochs))
+    return replace(config, model=model, train=replace(config.train, method=regime))
 
 
 def train_regimes(config: Config, base: Path, width: int) -> dict[str, Path]:

@@ -121,8 +121,7 @@ def main() -> None:
 
             def train(epochs: int, where: Layout, recipe=recipe, method=method) -> dict:
                 settings = {
-                    field.name: getattr(config.train, field.name)
-                    for field in dataclasses.fields(OptimConfig)
+                    field: getattr(config.train, field) for field in OptimConfig.model_fields
                 }
                 torch.manual_seed(config.seed + 1)
                 return fit(

@@ -23,7 +23,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # `iocane evaluate` logs outside any flow run: no warning per line about the missing run.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
-from iocane.config import load_config
+from iocane.config import load_config, replace
 from iocane.errors import BAD_INPUT, GATE_FAILED, ModelUriError, exit_code_for, report_error
 from iocane.interrupts import stop_on_signals
 from iocane.logs import quiet_explained_tracebacks, setup_console_logging
@@ -96,7 +96,6 @@ def _client_and_version(uri: str):
 
 def _evaluate(args: argparse.Namespace) -> int:
     """The suite, curves and report for a registered version, logged back to its run."""
-    import dataclasses
     import time
 
     import mlflow
@@ -139,12 +138,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     # The version is judged under its own threat model, whatever params.yaml says now.
-    train = dataclasses.replace(
+    train = replace(
         config.train,
         norm=version.tags.get("threat_model", config.train.norm),
         eps=float(version.tags.get("eps", config.train.eps)),
     )
-    config = dataclasses.replace(config, train=train)
+    config = replace(config, train=train)
     metrics = evaluate_and_report(config, hardened, natural, data, out)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")

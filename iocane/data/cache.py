@@ -23,15 +23,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from iocane.errors import DataError
+from iocane.settings import settings
 
 # Where flat-layout IDX files are decompressed; one subfolder per source directory.
 CACHE_ENV_VAR = "IOCANE_DATA_CACHE"
-DEFAULT_CACHE_DIR = "~/.cache/iocane/datasets"
 
 
 def cache_base() -> Path:
     """The cache directory: ``$IOCANE_DATA_CACHE``, else ``~/.cache/iocane/datasets``."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR).expanduser()
+    return settings().data_cache.expanduser()
 
 
 def _cache_key(source: Path) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iocane.config import Config, ConfigError, SweepConfig
+from iocane.config import Config, ConfigError, SweepConfig, replace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,9 +59,7 @@ class Point:
         return (
             self.config
             if self.threat_eps is None
-            else dataclasses.replace(
-                self.config, train=dataclasses.replace(self.config.train, eps=self.threat_eps)
-            )
+            else replace(self.config, train=replace(self.config.train, eps=self.threat_eps))
         )
 
     @property
@@ -81,11 +79,11 @@ def grid(config: Config) -> list[Point]:
     )
     points = []
     for eps, method, width, seed in axes:
-        point = dataclasses.replace(
+        point = replace(
             config,
             seed=seed,
-            train=dataclasses.replace(config.train, eps=eps, method=method),
-            model=dataclasses.replace(config.model, width=width),
+            train=replace(config.train, eps=eps, method=method),
+            model=replace(config.model, width=width),
         )
         points.append(Point(f"eps{eps:g}-{method}-w{width}-s{seed}", point, config.train.eps))
     return points

@@ -21,7 +21,6 @@ import csv
 import getpass
 import json
 import logging
-import os
 import subprocess
 import tempfile
 import time
@@ -51,6 +50,7 @@ from iocane.registry.promotion import (
 )
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
+from iocane.settings import settings
 
 log = logging.getLogger("iocane")
 
@@ -75,7 +75,7 @@ class Registration:
 
 def tracking_uri(root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the project's sqlite registry."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return settings().tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
 def git_commit(root: Path) -> str:
@@ -135,7 +135,7 @@ def champion_stack(client: MlflowClient, name: str) -> list[str]:
 
 def _who() -> str:
     try:
-        return os.environ.get("IOCANE_USER") or getpass.getuser()
+        return settings().user or getpass.getuser()
     except (KeyError, OSError):  # no login name in some containers
         return "unknown"
 

@@ -9,7 +9,6 @@ MLflow UI's address (``mlflow_ui_url``) so that this module needs nothing from t
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
@@ -23,6 +22,7 @@ from prefect.artifacts import (
 
 from iocane.files import read_json
 from iocane.layout import Layout
+from iocane.settings import settings
 
 
 class RegisteredVersion(Protocol):
@@ -82,7 +82,7 @@ def inline_images(markdown: str, layout: Layout) -> str:
 def mlflow_ui_url(tracking_uri: str) -> str:
     """Where a person opens the MLflow UI: ``IOCANE_MLFLOW_UI_URL``, else the tracking server
     itself, else the address ``mlflow ui`` serves on by default."""
-    explicit = os.environ.get("IOCANE_MLFLOW_UI_URL")
+    explicit = settings().mlflow_ui_url
     if explicit:
         return explicit.rstrip("/")
     if tracking_uri.startswith(("http://", "https://")):

@@ -44,5 +44,10 @@ def test_each_threshold_fails_alone(document: dict, failing: str) -> None:
 
 
 def test_flags_tolerated_when_trust_not_required() -> None:
-    lenient = GateConfig(0.9, 0.05, 0.7, require_trusted=False)
+    lenient = GateConfig(
+        min_clean_accuracy=0.9,
+        max_clean_drop=0.05,
+        min_robust_accuracy=0.7,
+        require_trusted=False,
+    )
     assert check_gate(lenient, evaluation(flags=["something"]))["passed"]

@@ -125,7 +125,9 @@ def test_single_restart_pgd_is_its_one_run() -> None:
     [("auto", "cpu", False), ("fp32", "cpu", False), ("bf16", "cpu", True)],
 )
 def test_runtime_precision_is_resolved_for_the_device(precision, device, bf16) -> None:
-    hardware = resolve_hardware(torch.device(device), RuntimeConfig(precision, compile=False))
+    hardware = resolve_hardware(
+        torch.device(device), RuntimeConfig(precision=precision, compile=False)
+    )
     assert hardware.bf16 is bf16
     assert hardware.channels_last is True
 
@@ -193,7 +195,7 @@ def test_fit_trains_under_each_runtime_setting(tmp_path: Path, hardware: Hardwar
 def test_a_cuda_training_step_never_synchronises() -> None:
     """On a GPU, torch itself reports any synchronisation; bf16 and channels-last are on."""
     device = torch.device("cuda")
-    hardware = resolve_hardware(device, RuntimeConfig("auto", compile=False))
+    hardware = resolve_hardware(device, RuntimeConfig(precision="auto", compile=False))
     model = hardware.place_model(build_model(SPEC))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     images, labels = (tensor.to(device) for tensor in _batch())
