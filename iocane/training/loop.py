@@ -38,9 +38,9 @@ from iocane.files import sha256_file, write_atomic, write_json
 from iocane.interrupts import Interrupted, safe_stop_section
 from iocane.layout import Layout
 from iocane.modelio import load_model, save_model
-from iocane.training.distributed import Ranks
 from iocane.training.hardware import Hardware, resolve_hardware
 from iocane.training.passes import counting_passes
+from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe, TrainingPasses, train_step
 from models import ModelSpec
 
@@ -226,7 +226,7 @@ def fit(
     Stops early, on the last good weights, when adversarial training collapses. ``hardware``
     (default: float32, the default memory format, eager) says how the training steps run.
     ``ranks`` (default: one process) places this process under DDP
-    (``iocane.training.distributed``): it trains on its shard of each global batch, and only
+    (``iocane.training.launcher``): it trains on its shard of each global batch, and only
     rank 0 writes; every rank returns the same figures."""
     started = time.perf_counter()
     ranks = ranks or Ranks()
@@ -600,7 +600,7 @@ def code_fingerprint() -> str:
     """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
     digest = hashlib.sha256()
     here = Path(__file__)
-    siblings = ("recipes", "hardware", "distributed", "passes")
+    siblings = ("recipes", "hardware", "ranks", "launcher", "passes")
     files = [here, *(here.with_name(f"{name}.py") for name in siblings)]
     for package in (attacks, models):
         files += sorted(Path(package.__file__).parent.glob("*.py"))
