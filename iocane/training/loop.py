@@ -357,15 +357,15 @@ def fit(
                     optimizer,
                     images,
                     labels,
-                    recipe,
-                    eps,
+                    recipe=recipe,
+                    eps=eps,
                     # each rank its own random starts
-                    seed * 1_000_003 + epoch * 10_007 + batch + ranks.rank * 1_000_000_007,
-                    batch,
-                    free_delta,
-                    hardware.autocast,
-                    passes,
-                    len(index) * ranks.world_size / len(global_batch),
+                    seed=seed * 1_000_003 + epoch * 10_007 + batch + ranks.rank * 1_000_000_007,
+                    batch=batch,
+                    free_delta=free_delta,
+                    autocast=hardware.autocast,
+                    passes=passes,
+                    weight=len(index) * ranks.world_size / len(global_batch),
                 )
                 nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
                 first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)

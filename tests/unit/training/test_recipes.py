@@ -166,7 +166,13 @@ def test_free_step_updates_weights_and_perturbation_from_one_backward() -> None:
     weight_grad = (probs - F.one_hot(labels, 3)).T @ (images + delta).flatten(1) / 4
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     new_delta, _ = free_step(
-        model, optimizer, images, labels, delta, 0.1, _recipe("free", free_replays=1)
+        model,
+        optimizer,
+        images,
+        labels,
+        delta=delta,
+        eps=0.1,
+        recipe=_recipe("free", free_replays=1),
     )
     assert torch.allclose(model.linear.weight, weight_before - 0.5 * weight_grad, atol=1e-6)
     assert not torch.allclose(model.linear.bias, bias_before)
