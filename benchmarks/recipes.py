@@ -42,8 +42,9 @@ from iocane.modelio import load_model
 from iocane.robustness.suite import evaluate_robustness
 from iocane.settings import resolve_device
 from iocane.training.hardware import resolve_hardware
-from iocane.training.loop import evaluate_split, fit
+from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
+from iocane.training.validation import evaluate_split
 from models import ModelSpec, build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

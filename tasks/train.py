@@ -7,16 +7,15 @@ from iocane.config import Config
 from iocane.files import sha256_file
 from iocane.layout import Layout
 from iocane.settings import resolve_device
-from iocane.training.distributed import Ranks
+from iocane.training.launcher import launch
 from iocane.training.loop import ModelRef, train_in_process
+from iocane.training.ranks import Ranks
 
 
 def run_train(config: Config, layout: Layout) -> ModelRef:
     """The ``train`` stage: PGD adversarial training starting from the warmup weights, in one
     process, or in ``train.nproc`` data-parallel processes started by torchrun."""
     if config.train.nproc > 1:
-        from iocane.training.distributed import launch  # torchrun: only when asked for
-
         launch(config, layout)
     else:
         train_in_process(config, layout, Ranks(), resolve_device())

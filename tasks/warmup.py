@@ -10,8 +10,9 @@ from iocane.data.prepared import load_prepared
 from iocane.files import sha256_file
 from iocane.layout import Layout
 from iocane.settings import resolve_device
+from iocane.training.checkpoints import run_key
 from iocane.training.hardware import resolve_hardware
-from iocane.training.loop import ModelRef, fit, run_key
+from iocane.training.loop import ModelRef, fit
 from models import build_model
 
 

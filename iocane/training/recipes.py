@@ -1,6 +1,7 @@
 """Adversarial training recipes (``train.method``): how one batch becomes a loss.
 
-All recipes share the training loop of ``iocane.training.loop.fit`` and the attack modules:
+All recipes share the training loop (``iocane.training.loop.fit``, whose batch loop
+``iocane.training.epoch`` calls ``train_step``) and the attack modules:
 
 - ``pgd``: Madry et al. 2018. ``(1 - adv_weight) * CE(clean) + adv_weight * CE(PGD example)``.
 - ``trades``: Zhang et al. 2019. ``CE(clean) + beta * KL(p(clean) || p(adversarial))``, the
@@ -307,6 +308,7 @@ def free_step(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     labels: torch.Tensor,
+    *,
     delta: torch.Tensor,
     eps: float,
     recipe: AdversarialRecipe,
@@ -344,6 +346,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     labels: torch.Tensor,
+    *,
     recipe: AdversarialRecipe | None,
     eps: float,
     seed: int,
@@ -364,7 +367,16 @@ def train_step(
     if recipe is not None and recipe.method == "free":
         n = len(labels)
         delta, stats = free_step(
-            model, optimizer, images, labels, free_delta[:n], eps, recipe, autocast, passes, weight
+            model,
+            optimizer,
+            images,
+            labels,
+            delta=free_delta[:n],
+            eps=eps,
+            recipe=recipe,
+            autocast=autocast,
+            passes=passes,
+            weight=weight,
         )
         free_delta[:n] = delta
         return stats

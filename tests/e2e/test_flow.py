@@ -200,17 +200,17 @@ def test_a_training_failure_fails_the_run_and_the_rerun_resumes(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import iocane.training.loop
+    import iocane.training.checkpoints
     from flows.harden import harden
 
-    save = iocane.training.loop._save_checkpoint
+    save = iocane.training.checkpoints.save_checkpoint
 
     def fail_at_epoch_2(path: Path, checkpoint: dict) -> None:
         if path.name == "epoch-0002.pt":
             raise OSError("injected: no space left on device")
         save(path, checkpoint)
 
-    monkeypatch.setattr(iocane.training.loop, "_save_checkpoint", fail_at_epoch_2)
+    monkeypatch.setattr(iocane.training.checkpoints, "save_checkpoint", fail_at_epoch_2)
     failed = _run_flow(harden, project, "train.eps=0.05")
     assert failed.is_failed()
     assert "no space left on device" in failed.message
@@ -221,7 +221,7 @@ def test_a_training_failure_fails_the_run_and_the_rerun_resumes(
     assert list(_live_versions(env)) == ["1"]
     assert (project / "checkpoints" / "train" / "epoch-0001.pt").exists()
 
-    monkeypatch.setattr(iocane.training.loop, "_save_checkpoint", save)
+    monkeypatch.setattr(iocane.training.checkpoints, "save_checkpoint", save)
     with caplog.at_level(logging.INFO, logger="iocane"):
         rerun = _run_flow(harden, project, "train.eps=0.05")
     assert rerun.is_completed(), rerun.message

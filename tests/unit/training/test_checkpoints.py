@@ -17,7 +17,8 @@ from iocane.data.prepared import PreparedData, Split
 from iocane.interrupts import Interrupted
 from iocane.layout import Layout
 from iocane.modelio import ModelFileError, load_model, save_model
-from iocane.training.loop import PARTIAL_CHECKPOINT, fit
+from iocane.training.checkpoints import PARTIAL_CHECKPOINT
+from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from models import ModelSpec, build_model
 

@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 from iocane.config import load_config
 from iocane.data.prepared import prepare_data
 from iocane.layout import Layout
-from iocane.training.distributed import Ranks
+from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe, TrainingPasses, train_step
 from models import ModelSpec, build_model
 from tasks.warmup import run_warmup
@@ -79,11 +79,11 @@ def _one_step(method: str, ranks: Ranks) -> dict[str, torch.Tensor]:
         optimizer,
         images[index],
         labels[index],
-        recipe,
-        0.1,
-        3,
-        0,
-        free_delta,
+        recipe=recipe,
+        eps=0.1,
+        seed=3,
+        batch=0,
+        free_delta=free_delta,
         passes=passes,
         weight=weight,
     )

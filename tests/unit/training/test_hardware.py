@@ -92,7 +92,17 @@ def test_a_training_step_never_waits_on_the_host(method: str | None) -> None:
     free_delta = torch.zeros_like(images)
     for batch in range(2):  # both halves of multi's alternation
         with HostSyncRecorder() as recorder:
-            stats = train_step(model, optimizer, images, labels, recipe, 0.1, 7, batch, free_delta)
+            stats = train_step(
+                model,
+                optimizer,
+                images,
+                labels,
+                recipe=recipe,
+                eps=0.1,
+                seed=7,
+                batch=batch,
+                free_delta=free_delta,
+            )
         assert recorder.calls == [], f"{method or 'natural'} synchronises: {recorder.calls}"
     assert torch.isfinite(stats.clean_loss)
 
@@ -142,7 +152,16 @@ def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_we
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda module, args, out: output_dtypes.append(out.dtype))
     train_step(
-        model, optimizer, images, labels, _recipe("pgd"), 0.1, 0, 0, images * 0, hardware.autocast
+        model,
+        optimizer,
+        images,
+        labels,
+        recipe=_recipe("pgd"),
+        eps=0.1,
+        seed=0,
+        batch=0,
+        free_delta=images * 0,
+        autocast=hardware.autocast,
     )
     # 3 attack steps, the reported clean pass and the training pass, all in bf16
     assert output_dtypes == [torch.bfloat16] * 5
@@ -203,7 +222,15 @@ def test_a_cuda_training_step_never_synchronises() -> None:
     free_delta = torch.zeros_like(images)
     for method in METHODS:
         train_step(  # once outside the check: the first call initialises CUDA state
-            model, optimizer, images, labels, _recipe(method), 0.1, 0, 0, free_delta
+            model,
+            optimizer,
+            images,
+            labels,
+            recipe=_recipe(method),
+            eps=0.1,
+            seed=0,
+            batch=0,
+            free_delta=free_delta,
         )
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -213,12 +240,12 @@ def test_a_cuda_training_step_never_synchronises() -> None:
                     optimizer,
                     images,
                     labels,
-                    _recipe(method),
-                    0.1,
-                    batch,
-                    batch,
-                    free_delta,
-                    hardware.autocast,
+                    recipe=_recipe(method),
+                    eps=0.1,
+                    seed=batch,
+                    batch=batch,
+                    free_delta=free_delta,
+                    autocast=hardware.autocast,
                 )
         finally:
             torch.cuda.set_sync_debug_mode("default")

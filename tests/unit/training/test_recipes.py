@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-import iocane.training.loop
+import iocane.training.epoch
+import iocane.training.validation
 from attacks import PGD
 from attacks.threat import make_generator
 from iocane.config import OptimConfig
@@ -20,7 +21,7 @@ from iocane.data.prepared import PreparedData, Split
 from iocane.errors import TrainingDiverged
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from iocane.training.loop import catastrophic_overfitting, fit, select_epoch
+from iocane.training.loop import fit
 from iocane.training.recipes import (
     METHODS,
     AdversarialRecipe,
@@ -30,6 +31,7 @@ from iocane.training.recipes import (
     recipe_loss,
     trades_objective,
 )
+from iocane.training.selection import catastrophic_overfitting, select_epoch
 from models import ModelSpec, build_model
 from tests.helpers.models import TinyLinear
 
@@ -166,7 +168,13 @@ def test_free_step_updates_weights_and_perturbation_from_one_backward() -> None:
     weight_grad = (probs - F.one_hot(labels, 3)).T @ (images + delta).flatten(1) / 4
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     new_delta, _ = free_step(
-        model, optimizer, images, labels, delta, 0.1, _recipe("free", free_replays=1)
+        model,
+        optimizer,
+        images,
+        labels,
+        delta=delta,
+        eps=0.1,
+        recipe=_recipe("free", free_replays=1),
     )
     assert torch.allclose(model.linear.weight, weight_before - 0.5 * weight_grad, atol=1e-6)
     assert not torch.allclose(model.linear.bias, bias_before)
@@ -249,7 +257,7 @@ def _scripted_validation(monkeypatch: pytest.MonkeyPatch, accuracies: list[float
             "adv_accuracy": remaining.pop(0),
         }
 
-    monkeypatch.setattr(iocane.training.loop, "evaluate_split", validation)
+    monkeypatch.setattr(iocane.training.validation, "evaluate_split", validation)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -311,7 +319,7 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault injection: a weight turns NaN before the 2nd step of epoch 2 (4 steps an epoch)."""
-    real_step = iocane.training.loop.train_step
+    real_step = iocane.training.epoch.train_step
     calls = []
 
     def poisoned_step(model, *args, **kwargs):
@@ -321,7 +329,7 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step(
                 next(model.parameters()).view(-1)[0] = float("nan")
         return real_step(model, *args, **kwargs)
 
-    monkeypatch.setattr(iocane.training.loop, "train_step", poisoned_step)
+    monkeypatch.setattr(iocane.training.epoch, "train_step", poisoned_step)
     with pytest.raises(TrainingDiverged, match=r"loss became non-finite at epoch 2, step 2"):
         _fit(tmp_path, _recipe("pgd"), epochs=3)
     directory = tmp_path / "checkpoints" / "train"

@@ -19,7 +19,8 @@ from iocane.config import OptimConfig
 from iocane.data.prepared import PreparedData, Split
 from iocane.layout import Layout
 from iocane.modelio import ModelFileError, load_model, save_model
-from iocane.training.loop import _take_resumable, fit
+from iocane.training.checkpoints import take_resumable
+from iocane.training.loop import fit
 from models import ModelSpec, build_model
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
@@ -141,7 +142,7 @@ def test_a_bare_state_dict_is_not_an_iocane_model(tmp_path: Path) -> None:
         load_model(path)
 
 
-# Training checkpoints: iocane.training.loop._take_resumable reads every epoch-*.pt on resume.
+# Training checkpoints: iocane.training.checkpoints.take_resumable reads every epoch-*.pt on resume.
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def test_a_malicious_checkpoint_is_skipped_and_removed_on_resume(
     torch.save({"run_key": "key", "epoch": 2, "model": {"weight": Trap(marker)}}, malicious)
     _assert_payload_is_live(malicious, marker)
 
-    resumed = _take_resumable(directory, "key")
+    resumed = take_resumable(directory, "key")
 
     assert not marker.exists()
     assert resumed is not None and resumed["epoch"] == 1

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from attacks import PGD
-from iocane.training.loop import make_scheduler, ramped_eps
+from iocane.training.epoch import ramped_eps
 from iocane.training.recipes import training_loss
+from iocane.training.state import make_scheduler
 
 
 def test_eps_ramp_is_linear_then_flat() -> None:

@@ -1,7 +1,9 @@
-"""Data-parallel adversarial training: PyTorch DDP in N processes started by ``torchrun``.
+"""Data-parallel adversarial training: PyTorch DDP in N processes started by ``torchrun``; this
+module is both the launcher (``launch``, what the train stage calls) and what torchrun runs in
+each rank (``rank_main``). The ranks' place and collectives are ``iocane.training.ranks``.
 
 ``train.nproc=N`` makes the ``train`` stage (the Prefect task and the DVC stage alike) start
-``torchrun --standalone --nproc-per-node N -m iocane.training.distributed`` and wait for it. Each
+``torchrun --standalone --nproc-per-node N -m iocane.training.launcher`` and wait for it. Each
 process (a rank) trains the same model on its own shard of every global batch of
 ``train.batch_size`` images: it crafts the adversarial examples of its shard only, and DDP averages
 the weight gradients, so an optimiser step sees the gradient of the whole global batch, as one
@@ -34,10 +36,8 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from iocane.config import Config, config_from_dict, load_config
@@ -47,108 +47,13 @@ from iocane.interrupts import Interrupted, safe_stop_section, stop_on_signals, s
 from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.orphans import die_with_parent
+from iocane.training.ranks import DistributedTrainingFailed, rank_device, ranks_from_environment
 
 log = logging.getLogger("iocane")
 
 
 # Set for the ranks the train stage starts: the stage prints the one error line, not each rank.
 LAUNCHED = "IOCANE_DDP_LAUNCHED"
-
-
-class DistributedTrainingFailed(RuntimeError):
-    """A rank failed for a reason iocane has no class for; the message names the rank."""
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the training processes; ``Ranks()`` is one process alone."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def writes(self) -> bool:
-        """Whether this process writes files: only rank 0 does."""
-        return self.rank == 0
-
-    def shard(self, index: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous part of a global batch; the sizes differ by at most one."""
-        if not self.distributed:
-            return index
-        return index.tensor_split(self.world_size)[self.rank]
-
-    def sum(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each tensor added up over the ranks (one collective for all of them)."""
-        if not self.distributed or not tensors:
-            return tensors
-        keys = sorted(tensors)
-        flat = torch.stack([tensors[key].double().reshape(()) for key in keys])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        return {
-            key: flat[i].to(tensors[key].dtype).reshape(tensors[key].shape)
-            for i, key in enumerate(keys)
-        }
-
-    def first_step(self, step: torch.Tensor) -> torch.Tensor:
-        """The smallest non-negative step over the ranks, -1 when every rank has -1."""
-        if not self.distributed:
-            return step
-        big = torch.iinfo(torch.long).max
-        value = torch.where(step < 0, big, step).reshape(1).clone()
-        dist.all_reduce(value, op=dist.ReduceOp.MIN)
-        return torch.where(value[0] == big, -1, value[0])
-
-    def agreed_stop(self, device: torch.device) -> str | None:
-        """The signal that asked any rank to stop, the same answer on every rank. Under DDP
-        this is a collective after every step (a host sync on CUDA): without it one rank could
-        stop while the others wait for it in the next step's gradient exchange."""
-        requested = stop_requested()
-        if not self.distributed:
-            return requested
-        code = torch.tensor([int(signal.Signals[requested]) if requested else 0], device=device)
-        dist.all_reduce(code, op=dist.ReduceOp.MAX)
-        number = int(code.item())
-        return signal.Signals(number).name if number else None
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-
-def ranks_from_environment() -> Ranks:
-    """What torchrun told this process (one process alone without it)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Ranks()
-    return Ranks(
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-    )
-
-
-def rank_device(ranks: Ranks) -> torch.device:
-    """One GPU per rank on CUDA (``IOCANE_DEVICE`` still overrides), else the CPU."""
-    name = os.environ.get("IOCANE_DEVICE")
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        if ranks.local_rank >= torch.cuda.device_count():
-            raise DistributedTrainingFailed(
-                f"train.nproc asks for rank {ranks.local_rank} on this machine, which has "
-                f"{torch.cuda.device_count()} GPU(s); set train.nproc to at most that"
-            )
-        torch.cuda.set_device(ranks.local_rank)
-        return torch.device("cuda", ranks.local_rank)
-    return torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# The launcher: what the train stage runs when train.nproc > 1.
 
 
 def _work_dir(layout: Layout) -> Path:
@@ -187,7 +92,7 @@ def torchrun_command(nproc: int, params_file: Path) -> list[str]:
         "--standalone",
         f"--nproc-per-node={nproc}",
         "-m",
-        "iocane.training.distributed",
+        "iocane.training.launcher",
         "--params",
         str(params_file),
     ]
@@ -280,7 +185,7 @@ def _failure(
 
 
 def rank_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iocane.training.distributed")
+    parser = argparse.ArgumentParser(prog="python -m iocane.training.launcher")
     parser.add_argument("--params", required=True, help="a params file (YAML or JSON)")
     args = parser.parse_args(argv)
     die_with_parent(os.getppid())  # torchrun's death (so the launcher's) ends the rank
@@ -294,9 +199,10 @@ def rank_main(argv: list[str] | None = None) -> int:
     try:
         with stop_on_signals():
             config = _load_params(Path(args.params))
-            from iocane.training.loop import (
-                train_in_process,  # after the handlers: torch is slow to load
-            )
+            # Imported once the handlers are in place, so that a stop request during the slow
+            # imports of the engine is a safe stop too (this is no circle: the loop never
+            # imports the launcher).
+            from iocane.training.loop import train_in_process
 
             device = rank_device(ranks)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -1,0 +1,115 @@
+"""The train state: what a run needs to go on exactly where it stopped, to and from a checkpoint.
+
+A checkpoint holds the model, the optimiser, the learning-rate schedule, the number of complete
+epochs, every random state the loop draws from (the shuffle generator, torch's global generator,
+CUDA's), the history of the epochs so far, a catastrophic-overfitting record and, for ``free``,
+the perturbation that persists across batches. Restoring all of it, in this order, is what makes
+a resumed run bit-identical to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from iocane.config import OptimConfig
+from models import ModelSpec
+
+CHECKPOINT_FORMAT = 1
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. ``step`` divides by 10 at 50% and 75% of training (Madry, Rice)."""
+    if optim.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
+    if optim.lr_schedule == "step":
+        milestones = [math.ceil(optim.epochs * 0.5), math.ceil(optim.epochs * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+@dataclass(eq=False)
+class TrainState:
+    """Everything of a run that changes as it trains. ``epoch`` counts the complete epochs."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    shuffle: torch.Generator  # the order of the training images, epoch after epoch
+    # free (Shafahi et al.): the perturbation persists across replays and minibatches
+    free_delta: torch.Tensor
+    device: torch.device
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    collapse: dict | None = None  # set once catastrophic overfitting stopped the run
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        optim: OptimConfig,
+        *,
+        seed: int,
+        free_delta_shape: tuple[int, ...],
+        device: torch.device,
+    ) -> TrainState:
+        """A run's state before its first step (no random state is drawn here)."""
+        optimizer = make_optimizer(model, optim)
+        return cls(
+            model=model,
+            optimizer=optimizer,
+            scheduler=make_scheduler(optimizer, optim),
+            shuffle=torch.Generator().manual_seed(seed),
+            free_delta=torch.zeros(free_delta_shape, device=device),
+            device=device,
+        )
+
+    def to_checkpoint(
+        self, *, stage: str, run_key: str, spec: ModelSpec, keep_free_delta: bool
+    ) -> dict:
+        """What a checkpoint holds after ``self.epoch`` complete epochs."""
+        cuda = self.device.type == "cuda"
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "stage": stage,
+            "run_key": run_key,
+            "epoch": self.epoch,
+            "spec": spec.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "shuffle": self.shuffle.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+            },
+            "history": self.history,
+            "collapse": self.collapse,
+            "free_delta": self.free_delta if keep_free_delta else None,
+        }
+
+    def restore(self, checkpoint: dict) -> None:
+        """Put every part of a checkpoint back, random states included."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.shuffle.set_state(checkpoint["rng"]["shuffle"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
+        self.history = list(checkpoint["history"])
+        self.epoch = checkpoint["epoch"]
+        self.collapse = checkpoint.get("collapse")
+        if checkpoint.get("free_delta") is not None:
+            self.free_delta = checkpoint["free_delta"].to(self.device)

@@ -1,0 +1,68 @@
+"""Validation during training: each epoch's clean (and adversarial) figures on the validation
+split, sharded over the ranks under DDP, and the attack that measures them.
+
+These are the per-epoch figures the history and the weight selection read; the robustness the
+gate trusts is the evaluate stage's (``iocane.robustness``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks import PGD, Attack
+from iocane.config import Config
+from iocane.data.prepared import Split
+from iocane.training.ranks import Ranks
+
+
+@torch.no_grad()
+def _logits_in_batches(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def evaluate_split(
+    model: nn.Module, split: Split, attack: Attack | None, batch_size: int
+) -> dict[str, float]:
+    """Clean (and, with an attack, adversarial) loss and accuracy of a model on a split."""
+    model.eval()
+    logits = _logits_in_batches(model, split.images, batch_size)
+    figures = {
+        "clean_loss": F.cross_entropy(logits, split.labels).item(),
+        "clean_accuracy": (logits.argmax(1) == split.labels).float().mean().item(),
+    }
+    if attack is not None:
+        adversarial = torch.cat(
+            [
+                attack(model, split.images[i : i + batch_size], split.labels[i : i + batch_size])
+                for i in range(0, len(split), batch_size)
+            ]
+        )
+        adv_logits = _logits_in_batches(model, adversarial, batch_size)
+        figures["adv_loss"] = F.cross_entropy(adv_logits, split.labels).item()
+        figures["adv_accuracy"] = (adv_logits.argmax(1) == split.labels).float().mean().item()
+    return figures
+
+
+def evaluate_shards(
+    model: nn.Module, split: Split, attack: Attack | None, batch_size: int, ranks: Ranks
+) -> dict[str, float]:
+    """``evaluate_split`` with each rank taking its share of the split, the figures added up
+    over the ranks: the same means, in 1/N of the time."""
+    if not ranks.distributed:
+        return evaluate_split(model, split, attack, batch_size)
+    part = ranks.shard(torch.arange(len(split), device=split.labels.device))
+    keys = ("clean_loss", "clean_accuracy") + (("adv_loss", "adv_accuracy") if attack else ())
+    device = split.labels.device
+    if len(part):
+        figures = evaluate_split(model, split.subset(part), attack, batch_size)
+        sums = {key: torch.tensor(figures[key] * len(part), device=device) for key in keys}
+    else:
+        sums = {key: torch.zeros((), device=device) for key in keys}
+    return {key: value.item() / len(split) for key, value in ranks.sum(sums).items()}
+
+
+def validation_attack(config: Config) -> PGD:
+    """Per-epoch validation: the training attack at full eps, one fixed-seed restart."""
+    train = config.train
+    return PGD(eps=train.eps, norm=train.norm, steps=train.steps, step_size=train.step_size, seed=1)
