@@ -139,7 +139,7 @@ class TrainConfig(OptimConfig):
     select: Literal["best", "last"] = Field(
         description="which epoch's weights become the model (robust overfitting)"
     )
-    # Data-parallel processes (PyTorch DDP through torchrun; iocane/training/distributed.py).
+    # Data-parallel processes (PyTorch DDP through torchrun; iocane/training/launcher.py).
     # Optional: params files written before it train in one process.
     nproc: int = Field(1, ge=1, description="1 = one process, no DDP")
 

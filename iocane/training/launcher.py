@@ -47,6 +47,7 @@ from iocane.interrupts import Interrupted, safe_stop_section, stop_on_signals, s
 from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.orphans import die_with_parent
+from iocane.settings import settings
 from iocane.training.ranks import DistributedTrainingFailed, rank_device, ranks_from_environment
 
 log = logging.getLogger("iocane")
@@ -211,7 +212,7 @@ def rank_main(argv: list[str] | None = None) -> int:
             finally:
                 dist.destroy_process_group()
     except Exception as error:
-        if os.environ.get(LAUNCHED) is None:
+        if settings().ddp_launched is None:
             report_error(error)
         elif not isinstance(error, EXPLAINED_ERRORS):
             traceback.print_exception(error)  # a bug: the launcher's line will not say where

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from iocane.interrupts import stop_requested
+from iocane.settings import settings
 
 
 class DistributedTrainingFailed(RuntimeError):
@@ -97,7 +98,7 @@ def ranks_from_environment() -> Ranks:
 
 def rank_device(ranks: Ranks) -> torch.device:
     """One GPU per rank on CUDA (``IOCANE_DEVICE`` still overrides), else the CPU."""
-    name = os.environ.get("IOCANE_DEVICE")
+    name = settings().device
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
