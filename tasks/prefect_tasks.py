@@ -20,6 +20,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
 from iocane.config import Config
 from iocane.layout import Layout
@@ -68,7 +69,7 @@ def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options:
     def run_and_store(config: Config, layout: Layout) -> Any:
         key = stage_key(stage, config, layout)
         found, stored = stored_result(stage, key, layout)
-        if found:
+        if found and not PREFECT_TASKS_REFRESH_CACHE.value():
             log.info("%s: its outputs are on disk; returning the result stored with them", stage)
             return _RESULTS.loads(json.dumps(stored).encode())
         result = function(config, layout)
@@ -87,10 +88,13 @@ def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options:
 def run_stage(cached_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
     """Call a cached stage task. When the files on disk are not the outputs of its key, put
     them back from the stage store if that key ran before (the task then returns its stored
-    result); otherwise run it and overwrite Prefect's stored result."""
+    result); otherwise run it and overwrite Prefect's stored result. With
+    ``PREFECT_TASKS_REFRESH_CACHE=true`` every stage runs."""
     stage = cached_task.name
     key = stage_key(stage, config, layout)
-    current = outputs_current(stage, key, layout) or restore_run(stage, key, layout)
+    current = not PREFECT_TASKS_REFRESH_CACHE.value() and (
+        outputs_current(stage, key, layout) or restore_run(stage, key, layout)
+    )
     return cached_task.with_options(refresh_cache=not current)(config, layout, **options)
 
 

@@ -9,7 +9,8 @@ the record's files are put back. Files enter and leave the store as hard links w
 system allows (iocane writes by rename, so a link never sees a later write; see
 ``iocane.files.write_atomic``), as copies where it does not. Every stored file is checked
 against its hash before anything is restored: a missing or corrupt entry restores nothing and
-the stage runs again.
+the stage runs again. The store only grows, as DVC's cache does; deleting ``.iocane/cache``
+is always safe and costs only recomputation.
 """
 
 from __future__ import annotations

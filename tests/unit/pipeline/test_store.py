@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from iocane.config import load_config
+from iocane.files import write_json
 from iocane.layout import Layout
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.store import outputs_current, restore_run, save_run, stored_result
@@ -102,3 +103,29 @@ def test_a_run_with_a_missing_output_is_not_stored(layout, tmp_path: Path) -> No
     (layout.root / "plots/train.csv").unlink()
     assert not save_run("train", key, layout, None)
     assert not restore_run("train", key, layout)
+
+
+def test_the_stage_task_returns_the_stored_result_as_the_object_it_returned(
+    layout, tmp_path: Path
+) -> None:
+    """What a restored stage hands the next one is what it handed it when it ran."""
+    from iocane.data.prepared import PreparedRef
+    from tasks.prefect_tasks import stage_task
+
+    calls = []
+
+    def gate(config, layout: Layout) -> PreparedRef:
+        calls.append(config.gate.min_robust_accuracy)
+        write_json(layout.metrics_file("gate"), {"threshold": calls[-1]})
+        return PreparedRef(path=str(layout.prepared_dir), fingerprint=f"run {len(calls)}")
+
+    task = stage_task(gate, "gate")
+    params = write_tiny_params(tmp_path / "params.yaml")
+    config, other = load_config(params), load_config(params, ["gate.min_robust_accuracy=0.5"])
+    first = task.fn(config, layout)
+    task.fn(other, layout)
+    key = stage_key("gate", config, layout)
+    assert restore_run("gate", key, layout)
+    again = task.fn(config, layout)
+    assert len(calls) == 2, "the restored stage does not run"
+    assert isinstance(again, PreparedRef) and again == first
