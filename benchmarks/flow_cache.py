@@ -1,9 +1,11 @@
-"""The `harden` flow three times in one fresh project: first run, unchanged rerun, eps change.
+"""The `harden` flow four times in one fresh project: first run, unchanged rerun, eps change,
+then the first configuration again (the revisit, restored from the stage store).
 
 Prints one JSON document: each run's wall time, the state of every task (``Cached`` or
-``Completed``), the version it registered, and the ratios of the second and third runs' times to
-the first. The runs go through a real Prefect API (a temporary one unless PREFECT_API_URL is
-set) and a sqlite MLflow registry in the temporary project.
+``Completed``), the version it returned, the ratios of the later runs' times to the first, and
+how many versions the registry holds (two: the revisit returns version 1). The runs go through a
+real Prefect API (a temporary one unless PREFECT_API_URL is set) and a sqlite MLflow registry in
+the temporary project.
 
     .venv/bin/python benchmarks/flow_cache.py [--set train.epochs=5 ...] [--changed train.eps=0.05]
 """
@@ -32,7 +34,9 @@ def _task_states(flow_run_id) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--changed", default="train.eps=0.05", help="the third run's change")
+    parser.add_argument(
+        "--changed", default="train.eps=0.05", help="the third run's change (the fourth goes back)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         project = Path(directory)
@@ -49,6 +53,7 @@ def main() -> None:
             ("first", args.set),
             ("unchanged", args.set),
             (f"changed {args.changed}", [*args.set, args.changed]),
+            ("revisit", args.set),
         ):
             started = time.perf_counter()
             state = harden(
@@ -69,6 +74,10 @@ def main() -> None:
                     "robust_accuracy": result["robust_accuracy"],
                 }
             )
+        from mlflow import MlflowClient
+
+        name = result["registered_model"]
+        versions = len(MlflowClient().search_model_versions(f"name='{name}'"))
     first = runs[0]["seconds"]
     print(
         json.dumps(
@@ -78,6 +87,9 @@ def main() -> None:
                 "runs": runs,
                 "unchanged_over_first": round(runs[1]["seconds"] / first, 4),
                 "changed_over_first": round(runs[2]["seconds"] / first, 3),
+                "revisit_over_first": round(runs[3]["seconds"] / first, 4),
+                "revisit_version": runs[3]["version"],
+                "registered_versions": versions,
             },
             indent=2,
         )

@@ -1,6 +1,7 @@
 """Where each stage reads and writes, relative to the project root.
 
-dvc.yaml declares the same paths as stage outputs; ``tests/test_dvc.py`` checks that the two agree.
+dvc.yaml declares the same paths as stage outputs; ``tests/e2e/test_dvc.py`` checks that the two
+agree.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Layout:
         """Held by the run working in this project (see ``iocane.locks.project_lock``)."""
         return self.root / ".iocane" / "run.lock"
 
-    def stage_record(self, stage: str) -> Path:
-        """The Prefect cache's record of a stage's key and outputs (``iocane.pipeline.keys``)."""
-        return self.root / ".iocane" / "stages" / f"{stage}.json"
+    @property
+    def stage_cache_dir(self) -> Path:
+        """The stages' outputs by content and the record of each run (``iocane.pipeline.store``)."""
+        return self.root / ".iocane" / "cache"

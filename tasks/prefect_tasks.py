@@ -1,6 +1,7 @@
 """The pipeline's stages as Prefect tasks: the plain stage functions the DVC stages call, cached
-by the key of ``iocane.pipeline.keys`` (params, input hashes, code), each followed by the record of
-what it wrote. Results are stored as JSON, never pickled.
+by the key of ``iocane.pipeline.keys`` (params, input hashes, code), each followed by storing what
+it wrote (``iocane.pipeline.store``), so that a configuration revisited later is restored, not
+recomputed. Results are stored as JSON, never pickled.
 
 They live in this module, not beside each function, so that a DVC stage process never imports
 Prefect: ``python -m iocane.stages train`` loads torch and its own code, no more.
@@ -9,6 +10,8 @@ Prefect: ``python -m iocane.stages train`` loads torch and its own code, no more
 from __future__ import annotations
 
 import functools
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +19,14 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
+from prefect.serializers import JSONSerializer
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
 from iocane.config import Config
 from iocane.layout import Layout
-from iocane.pipeline.keys import outputs_current, record_outputs, stage_key
+from iocane.pipeline.keys import stage_key
 from iocane.pipeline.retries import RETRY_OPTIONS, retry_if_transient
+from iocane.pipeline.store import outputs_current, restore_run, save_run, stored_result
 from iocane.registry.registration import Registration, champion_data, tracking_uri
 from iocane.reports.artifacts import mlflow_ui_url, publish_report
 from tasks.evaluate import run_evaluate
@@ -30,6 +36,8 @@ from tasks.register import run_register
 from tasks.sweep_point import run_sweep_point, run_sweep_warmup
 from tasks.train import run_train
 from tasks.warmup import run_warmup
+
+log = logging.getLogger("iocane")
 
 
 @dataclass
@@ -48,18 +56,30 @@ class StageCache(CachePolicy):
         return stage_key(self.stage, inputs["config"], inputs["layout"])
 
 
+# The encoding Prefect stores task results with: a stage's result kept in its run record comes
+# back as the same object (ModelRef, PreparedRef, dict) as Prefect's own cache returns.
+_RESULTS = JSONSerializer()
+
+
 def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options: Any) -> Task:
     """The Prefect task of a stage: ``function`` (what the DVC stage calls), cached by
-    ``StageCache``, then the record of what it wrote. Results are stored as JSON, not pickle."""
+    ``StageCache``, then its outputs and result stored under its key. When the files on disk
+    are already that key's outputs (restored by ``run_stage``), the stored result is returned
+    without running it, also where Prefect's result store lacks it."""
 
     @functools.wraps(function)
-    def run_and_record(config: Config, layout: Layout) -> Any:
+    def run_and_store(config: Config, layout: Layout) -> Any:
+        key = stage_key(stage, config, layout)
+        found, stored = stored_result(stage, key, layout)
+        if found and not PREFECT_TASKS_REFRESH_CACHE.value():
+            log.info("%s: its outputs are on disk; returning the result stored with them", stage)
+            return _RESULTS.loads(json.dumps(stored).encode())
         result = function(config, layout)
-        record_outputs(stage, config, layout)
+        save_run(stage, key, layout, json.loads(_RESULTS.dumps(result)))
         return result
 
     return task(
-        run_and_record,
+        run_and_store,
         name=stage,
         cache_policy=StageCache(stage=stage),
         result_serializer="json",
@@ -68,9 +88,15 @@ def stage_task(function: Callable[[Config, Layout], Any], stage: str, **options:
 
 
 def run_stage(cached_task: Task, config: Config, layout: Layout, **options: Any) -> Any:
-    """Call a cached stage task; when the outputs on disk are not the ones its key produced,
-    run it anyway and overwrite the stored result (see the module docstring)."""
-    current = outputs_current(cached_task.name, config, layout)
+    """Call a cached stage task. When the files on disk are not the outputs of its key, put
+    them back from the stage store if that key ran before (the task then returns its stored
+    result); otherwise run it and overwrite Prefect's stored result. With
+    ``PREFECT_TASKS_REFRESH_CACHE=true`` every stage runs."""
+    stage = cached_task.name
+    key = stage_key(stage, config, layout)
+    current = not PREFECT_TASKS_REFRESH_CACHE.value() and (
+        outputs_current(stage, key, layout) or restore_run(stage, key, layout)
+    )
     return cached_task.with_options(refresh_cache=not current)(config, layout, **options)
 
 

@@ -1,17 +1,16 @@
 """Prefect caching that follows the params, the data and the code, as DVC's does.
 
-A stage's cache key is the sha256 of the project root, the params the stage reads (the keys
-dvc.yaml lists for it), the content of each file it reads, and the source of the code it runs.
-It is never a hash of a pickled tensor: models and data travel between tasks as paths and
-hashes, and the cached results are small JSON records.
+What each stage reads and writes is written down once, in ``dvc.yaml``; this module reads it.
+A stage's cache key is the sha256 of the project root, the params its ``params:`` list names,
+the content of its data deps (files, or the files of a directory that matter) and the source of
+its code deps (paths under ``tasks/``, ``iocane/``, ``models/``, ``attacks/``). It is never a
+hash of a pickled tensor: models and data travel between tasks as paths and hashes, and the
+cached results are small JSON records.
 
-A key alone is not enough when outputs live at fixed paths. After a run with ``train.eps=0.05``
-the result stored for ``train.eps=0.1`` is still in Prefect's store, but ``checkpoints/train``
-now holds the other model. So every stage that completes records its key and the sha256 of its
-outputs in ``.iocane/stages/STAGE.json``, and the flow lets a stage use a stored result only
-while the files on disk are the ones that key produced; otherwise the stage runs again and
-overwrites the stored result. (Going back to an earlier setting recomputes it: ``dvc exp`` and
-DVC's run cache are the tools that restore old outputs.)
+A key alone is not enough when outputs live at fixed paths: after a run with
+``train.eps=0.05``, ``checkpoints/train`` holds the other model. ``iocane.pipeline.store`` keeps
+each key's outputs (the ``outs``, ``metrics`` and ``plots`` of its stage) by content and puts
+them back when a configuration is revisited.
 """
 
 from __future__ import annotations
@@ -21,162 +20,91 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from iocane.config import Config
-from iocane.files import read_json, sha256_file, write_json
+from iocane.files import sha256_file
 from iocane.layout import Layout
 
 # Where the packages iocane's stages import live (the repository root in a checkout).
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
+# The stages' deps are read from the dvc.yaml beside the code, not from the project being run:
+# the deps describe the code that runs, which is this code whatever the project is (a temp
+# project in the tests, a user's project with its own dvc.yaml or none at all). DVC reads the
+# same file when the project is this repository. (PyYAML, not ``dvc.api``/``dvc.repo``: importing
+# those takes about 0.4 s and 25 MB more, and they need a DVC repository at the project root.)
+DVC_FILE = "dvc.yaml"
+
+# Deps under these folders are code: they feed the code hash, read from CODE_ROOT. Every other
+# dep is data or an earlier stage's output, read from the project root.
+CODE_DEPS = ("tasks", "iocane", "models", "attacks")
+
+# Files in a stage's directory that are not part of what it produced: per-epoch and partial
+# training checkpoints (the resume state, kept per run key by ``iocane.training``) and the temp
+# files of writes in progress. They are neither hashed as inputs nor stored as outputs.
+TRANSIENT_FILES = ("epoch-*.pt", "partial.pt", ".*")
+
 
 @dataclass(frozen=True)
 class StageSpec:
-    """What a stage reads and writes. ``dvc.yaml`` declares the same (tests/test_dvc.py checks)."""
+    """What a stage reads and writes, as ``dvc.yaml`` declares it."""
 
     name: str
     params: tuple[str, ...]  # dotted params keys
     code: tuple[str, ...]  # source files or package directories, relative to CODE_ROOT
-    inputs: tuple[str, ...]  # files from earlier stages, relative to the project root
-    outputs: tuple[str, ...]  # files this stage writes that later stages or people read
+    inputs: tuple[str, ...]  # data and earlier stages' outputs, relative to the project root
+    outputs: tuple[str, ...]  # its outs, metrics and plots: files or directories
 
 
-def _optim_keys(section: str) -> tuple[str, ...]:
-    keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule")
-    return tuple(f"{section}.{key}" for key in keys)
+def _entry_path(entry: str | dict) -> str:
+    """A dvc.yaml list entry: ``path`` or ``{path: {options}}``."""
+    return entry if isinstance(entry, str) else next(iter(entry))
 
 
-RUNTIME_KEYS = ("runtime.precision", "runtime.compile")
-
-# The code both training stages run (fit and what it calls): whole engine areas, so a helper
-# that moves within an area cannot fall out of the key.
-TRAINING_CODE = ("iocane/data", "iocane/training", "iocane/modelio.py", "models")
-
-STAGES: dict[str, StageSpec] = {
-    spec.name: spec
-    for spec in (
-        StageSpec(
-            "prepare",
-            params=(
-                "seed",
-                "data.dataset",
-                "data.root",
-                "data.download",
-                "data.val_fraction",
-                "data.test_fraction",
-                "data.limit_train",
-                "data.limit_test",
-            ),
-            code=("tasks/prepare.py", "iocane/data"),
-            inputs=(),
-            outputs=("data/prepared/arrays.npz", "data/prepared/meta.json"),
-        ),
-        StageSpec(
-            "warmup",
-            params=(
-                "seed",
-                "model.name",
-                "model.width",
-                "model.depth",
-                *_optim_keys("warmup"),
-                *RUNTIME_KEYS,
-            ),
-            code=("tasks/warmup.py", *TRAINING_CODE),
-            inputs=("data/prepared/meta.json",),
-            outputs=("checkpoints/warmup/model.pt", "metrics/warmup.json", "plots/warmup.csv"),
-        ),
-        StageSpec(
-            "train",
-            params=(
-                "seed",
-                "train.method",
-                *_optim_keys("train"),
-                "train.norm",
-                "train.eps",
-                "train.step_size",
-                "train.steps",
-                "train.random_start",
-                "train.adv_weight",
-                "train.eps_ramp_epochs",
-                "train.trades_beta",
-                "train.alp_weight",
-                "train.free_replays",
-                "train.multi_other_eps",
-                "train.select",
-                "train.nproc",
-                *RUNTIME_KEYS,
-            ),
-            code=("tasks/train.py", *TRAINING_CODE, "attacks"),
-            inputs=("data/prepared/meta.json", "checkpoints/warmup/model.pt"),
-            outputs=("checkpoints/train/model.pt", "metrics/train.json", "plots/train.csv"),
-        ),
-        StageSpec(
-            "evaluate",
-            params=(
-                "seed",
-                "train.norm",
-                "train.eps",
-                "evaluate.n_samples",
-                "evaluate.batch_size",
-                "evaluate.preset",
-                "evaluate.extra_attacks",
-            ),
-            code=(
-                "tasks/evaluate.py",
-                "iocane/robustness",
-                "iocane/reports",
-                *TRAINING_CODE,
-                "attacks",
-            ),
-            inputs=(
-                "data/prepared/meta.json",
-                "checkpoints/warmup/model.pt",
-                "checkpoints/train/model.pt",
-            ),
-            outputs=(
-                "metrics/evaluate.json",
-                "reports/robustness.md",
-                "plots/robustness_curves.json",
-                "plots/robustness_curves.png",
-                "plots/adversarial_examples.png",
-                "plots/perceptual_alignment.png",
-            ),
-        ),
-        StageSpec(
-            "gate",
-            params=(
-                "gate.min_clean_accuracy",
-                "gate.max_clean_drop",
-                "gate.min_robust_accuracy",
-                "gate.require_trusted",
-            ),
-            code=("tasks/gate.py", "iocane/robustness/gate.py"),
-            inputs=("metrics/evaluate.json",),
-            outputs=("metrics/gate.json",),
-        ),
-        StageSpec(
-            "register",
-            params=(
-                "registry.model_name",
-                "registry.max_clean_regression",
-                "report.price_per_hour",
-            ),
-            code=("tasks/register.py", "iocane/registry", "iocane/reports"),
-            inputs=(
-                "data/prepared/meta.json",
-                "metrics/warmup.json",
-                "metrics/train.json",
-                "metrics/gate.json",
-                "metrics/evaluate.json",
-                "checkpoints/warmup/model.pt",
-                "checkpoints/train/model.pt",
-            ),
-            outputs=("reports/registration.json", "reports/model_card.md"),
+def _spec(name: str, stage: dict) -> StageSpec:
+    deps = [_entry_path(entry) for entry in stage.get("deps", [])]
+    code = tuple(dep for dep in deps if Path(dep).parts[0] in CODE_DEPS)
+    params = stage.get("params", [])
+    if not all(isinstance(key, str) for key in params):
+        raise ValueError(f"{DVC_FILE}: stage {name}: params must be keys of params.yaml")
+    return StageSpec(
+        name=name,
+        params=tuple(params),
+        code=code,
+        inputs=tuple(dep for dep in deps if dep not in code),
+        outputs=tuple(
+            _entry_path(entry)
+            for section in ("outs", "metrics", "plots")
+            for entry in stage.get(section, [])
         ),
     )
-}
+
+
+@functools.cache
+def _read_specs(path: Path, modified_ns: int) -> dict[str, StageSpec]:
+    stages = yaml.safe_load(path.read_text())["stages"]
+    return {name: _spec(name, stage) for name, stage in stages.items()}
+
+
+def stage_specs() -> dict[str, StageSpec]:
+    """Every stage of ``CODE_ROOT/dvc.yaml``, in pipeline order (read again when it changes)."""
+    path = CODE_ROOT / DVC_FILE
+    try:
+        return _read_specs(path, path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is missing: the stage cache reads each stage's deps from the dvc.yaml "
+            "beside the code (install iocane from its repository: pip install -e .)"
+        ) from None
+
+
+def stage_spec(stage: str) -> StageSpec:
+    return stage_specs()[stage]
 
 
 def param_values(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -202,6 +130,12 @@ def code_version(paths: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+def stage_code_version(stage: str) -> str:
+    """sha256 of the code ``stage`` runs (its code deps in dvc.yaml). The training loop's
+    checkpoint run key can use it, so that the list of training code is not kept twice."""
+    return code_version(stage_spec(stage).code)
+
+
 def raw_data_signature(config: Config) -> list:
     """What identifies the raw dataset ``prepare`` reads: the bundled digits by the version of
     scikit-learn that ships them; files under ``data.root`` by name, size and modification time
@@ -222,14 +156,57 @@ def raw_data_signature(config: Config) -> list:
     return entries
 
 
-def _file_hash(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
+def transient_file(name: str) -> bool:
+    """Whether a file of this name is scratch, not a stage's product (``TRANSIENT_FILES``)."""
+    return any(fnmatch(name, pattern) for pattern in TRANSIENT_FILES)
+
+
+def files_of(root: Path, relative: str) -> list[str]:
+    """The files a dep or output ``relative`` stands for, relative to ``root``: itself, or every
+    file of the directory except transient ones; none when it is missing."""
+    path = root / relative
+    if path.is_file():
+        return [relative]
+    if not path.is_dir():
+        return []
+    return sorted(
+        file.relative_to(root).as_posix()
+        for file in path.rglob("*")
+        if file.is_file() and not any(transient_file(part) for part in file.relative_to(path).parts)
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _hash_of(path: Path, identity: tuple[int, ...]) -> str:
+    return sha256_file(path)
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file, computed once per process for the same file (inode, size, mtime,
+    ctime): a key is computed several times per run, and a write is a rename (a new inode)."""
+    stat = path.stat()
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _hash_of(path.resolve(), identity)
+
+
+def content_hashes(root: Path, paths: tuple[str, ...]) -> dict[str, str]:
+    """Relative path -> sha256 for every file that ``paths`` (files or directories) stand for."""
+    return {name: file_hash(root / name) for path in paths for name in files_of(root, path)}
+
+
+def _input_hash(root: Path, relative: str) -> str | None:
+    hashes = content_hashes(root, (relative,))
+    if not hashes:
+        return None
+    if list(hashes) == [relative]:
+        return hashes[relative]
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
 def stage_key(stage: str, config: Config, layout: Layout) -> str:
     """The cache key of ``stage`` for this config in this project, from what is on disk now."""
-    spec = STAGES[stage]
-    inputs: dict[str, Any] = {name: _file_hash(layout.root / name) for name in spec.inputs}
+    spec = stage_spec(stage)
+    inputs: dict[str, Any] = {name: _input_hash(layout.root, name) for name in spec.inputs}
     if stage == "prepare":
         inputs["raw"] = raw_data_signature(config)
     payload = {
@@ -240,24 +217,3 @@ def stage_key(stage: str, config: Config, layout: Layout) -> str:
         "code": code_version(spec.code),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _outputs(stage: str, layout: Layout) -> dict[str, str | None]:
-    return {name: _file_hash(layout.root / name) for name in STAGES[stage].outputs}
-
-
-def record_outputs(stage: str, config: Config, layout: Layout) -> None:
-    """After ``stage`` ran: its key and the hashes of the outputs that key produced."""
-    record = {"key": stage_key(stage, config, layout), "outputs": _outputs(stage, layout)}
-    write_json(layout.stage_record(stage), record)
-
-
-def outputs_current(stage: str, config: Config, layout: Layout) -> bool:
-    """Whether the files on disk are the ones ``stage`` produced under its current key."""
-    try:
-        record = read_json(layout.stage_record(stage))
-    except (FileNotFoundError, ValueError):
-        return False
-    return record.get("key") == stage_key(stage, config, layout) and record.get(
-        "outputs"
-    ) == _outputs(stage, layout)
