@@ -29,7 +29,8 @@ from iocane.files import read_json
 from iocane.layout import Layout
 from iocane.locks import project_lock
 from iocane.registry.attempts import attempt_run
-from iocane.registry.registration import Registration, tracking_uri
+from iocane.registry.registration import Registration
+from iocane.registry.tracking import tracking_uri
 from tasks.prefect_tasks import (
     champion_data_task,
     evaluate_task,

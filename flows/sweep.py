@@ -35,7 +35,7 @@ from iocane.files import write_atomic, write_text
 from iocane.layout import Layout
 from iocane.locks import project_lock
 from iocane.registry.attempts import experiment_id
-from iocane.registry.registration import evaluation_metrics, flatten, tracking_uri
+from iocane.registry.tracking import evaluation_metrics, flatten, tracking_uri
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.prefect_tasks import prepare_task, run_stage

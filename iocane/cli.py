@@ -75,7 +75,7 @@ def _client_and_version(uri: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from iocane.registry.registration import tracking_uri
+    from iocane.registry.tracking import tracking_uri
 
     if not uri.startswith("models:/"):
         raise ModelUriError(
@@ -104,7 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from iocane.files import confined
     from iocane.layout import Layout
     from iocane.modelio import load_model
-    from iocane.registry.registration import tracking_uri
+    from iocane.registry.tracking import tracking_uri
     from iocane.robustness.suite import evaluate_and_report
     from iocane.settings import resolve_device
 
@@ -171,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _registry_client(name: str | None, params: str):
     from mlflow import MlflowClient
 
-    from iocane.registry.registration import tracking_uri
+    from iocane.registry.tracking import tracking_uri
 
     uri = tracking_uri(Path.cwd())
     return MlflowClient(tracking_uri=uri), uri, name or load_config(params).registry.model_name
@@ -212,7 +212,7 @@ def _review(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from iocane.registry.registration import PromotionRefused, promote, rollback
+    from iocane.registry.aliases import PromotionRefused, promote, rollback
 
     client, uri, _ = _registry_client(args.name, "params.yaml")
     reason = args.reason or ("rollback" if args.rollback else "promoted by hand")
