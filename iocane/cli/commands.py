@@ -186,7 +186,7 @@ def evaluate(
     from iocane.registry.reevaluation import reevaluate, resolve_model_uri
 
     client, version = resolve_model_uri(model_uri, Path.cwd())
-    result = reevaluate(config, client, version, Path.cwd(), Path(out) if out else None)
+    result = reevaluate(config, client, version, root=Path.cwd(), out=Path(out) if out else None)
     print(json.dumps({"model": model_uri, "version": result.version, **result.metrics}, indent=2))
     print(f"report: {result.report_file}", file=sys.stderr)
     return 0

@@ -63,7 +63,7 @@ def resolve_model_uri(uri: str, root: Path) -> tuple[MlflowClient, ModelVersion]
 
 
 def reevaluate(
-    config: Config, client: MlflowClient, version: ModelVersion, root: Path, out: Path | None
+    config: Config, client: MlflowClient, version: ModelVersion, *, root: Path, out: Path | None
 ) -> Reevaluation:
     """Evaluate ``version`` on the project's prepared data, write the report under ``out``
     (default ``reports/evaluations/NAME-vN``, inside the project), and log it back."""
