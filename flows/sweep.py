@@ -35,7 +35,7 @@ from iocane.pipeline.sweep import (
     warmups,
 )
 from iocane.registry.attempts import experiment_id
-from iocane.registry.registration import tracking_uri
+from iocane.registry.tracking import tracking_uri
 from iocane.reports.sweep_figures import plot_front
 from tasks.prefect_tasks import prepare_task, run_stage, sweep_point_task, sweep_warmup_task
 

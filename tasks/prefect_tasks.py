@@ -27,7 +27,8 @@ from iocane.layout import Layout
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.retries import RETRY_OPTIONS, retry_if_transient
 from iocane.pipeline.store import outputs_current, restore_run, save_run, stored_result
-from iocane.registry.registration import Registration, champion_data, tracking_uri
+from iocane.registry.registration import Registration, champion_data
+from iocane.registry.tracking import tracking_uri
 from iocane.reports.artifacts import mlflow_ui_url, publish_report
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate

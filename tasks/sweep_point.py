@@ -17,7 +17,7 @@ from mlflow.entities import Param
 from iocane.config import Config
 from iocane.layout import Layout
 from iocane.pipeline.sweep import Point, link_directory, point_run
-from iocane.registry.registration import evaluation_metrics, flatten
+from iocane.registry.tracking import evaluation_metrics, flatten
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.train import run_train

@@ -29,7 +29,7 @@ from iocane.config import Config
 from iocane.files import read_json
 from iocane.interrupts import Interrupted
 from iocane.layout import Layout
-from iocane.registry.registration import flatten, run_name, tracking_uri
+from iocane.registry.tracking import flatten, run_name, tracking_uri
 
 log = logging.getLogger("iocane")
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from iocane.config import load_config
 from iocane.layout import Layout
-from iocane.registry.registration import champion_stack
+from iocane.registry.aliases import champion_stack
 from iocane.stages import stage_function
 from tests.helpers.pipeline_params import write_tiny_params
 

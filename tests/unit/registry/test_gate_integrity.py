@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from iocane.errors import GATE_FAILED
+from iocane.registry.aliases import PromotionRefused, assign_alias, promote, rollback
 from iocane.registry.promotion import CHAMPION
-from iocane.registry.registration import PromotionRefused, assign_alias, promote, rollback
 from tests.helpers.paths import PROJECT_ROOT
 from tests.unit.registry.test_promotion import NAME, aliases, create_version, register
 
@@ -134,6 +134,4 @@ def test_only_one_function_moves_champion() -> None:
                         where = path.relative_to(PROJECT_ROOT).as_posix()
                         calls.append((where, function.name, alias))
     champion_calls = [call for call in calls if call[2] != "CHALLENGER"]
-    assert champion_calls == [("iocane/registry/registration.py", "_set_champion", "CHAMPION")], (
-        calls
-    )
+    assert champion_calls == [("iocane/registry/aliases.py", "_set_champion", "CHAMPION")], calls

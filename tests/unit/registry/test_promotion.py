@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from iocane.registry.aliases import (
+    PromotionRefused,
+    assign_alias,
+    champion_stack,
+    promote,
+    rollback,
+)
 from iocane.registry.promotion import (
     CHALLENGER,
     CHAMPION,
     Evidence,
     alias_for_new_version,
     promotion_refusal,
-)
-from iocane.registry.registration import (
-    PromotionRefused,
-    assign_alias,
-    champion_stack,
-    promote,
-    rollback,
 )
 from iocane.registry.review import champion_vs_challenger, version_rows
 

@@ -1,0 +1,7 @@
+"""``python -m iocane.cli``: the ``iocane`` command."""
+
+import sys
+
+from iocane.cli import main
+
+sys.exit(main())

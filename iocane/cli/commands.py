@@ -1,0 +1,395 @@
+"""The commands of ``iocane`` (typer), and ``main``, which runs them and returns the exit code.
+
+Every error is one line on stderr (``iocane.errors.report_error``), typer's own usage errors
+included. Heavy modules (torch, Prefect, MLflow) are imported inside the commands, after the
+params are validated, so bad params fail in well under a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from iocane.config import load_config
+from iocane.errors import BAD_INPUT, GATE_FAILED, exit_code_for, report_error
+from iocane.interrupts import stop_on_signals
+from iocane.logs import quiet_explained_tracebacks, setup_console_logging
+
+app = typer.Typer(
+    name="iocane",
+    help=(
+        "Harden an image classifier against adversarial examples, evaluate it, gate it and "
+        "register it.\n\nExit codes: 0 success (gate passed), 3 gate failed or promotion "
+        "refused, 2 bad input (params, data, model files, model URIs, unknown options), 1 "
+        "anything else."
+    ),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# The options several commands share, spelled as they always were.
+Params = Annotated[str, typer.Option("--params", metavar="FILE", help="params file")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        help="override one parameter; repeatable",
+        show_default=False,
+    ),
+]
+IfDataChanged = Annotated[
+    bool,
+    typer.Option(
+        "--if-data-changed",
+        help="only when the data fingerprint differs from the champion's (the reharden flow)",
+    ),
+]
+
+
+def _examples(*lines: str) -> str:
+    """A command's epilog: its examples, one command line each (also in the CLI reference)."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
+
+
+def _guarded(command: Callable[..., int]) -> Callable[..., int]:
+    """Run a command with console logging and safe stop on signals; map any error to its exit
+    code with a one-line message. A non-zero code leaves as ``typer.Exit`` so that ``app()``
+    exits with it too, not only ``main``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        setup_console_logging()
+        try:
+            with stop_on_signals():
+                code = command(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            code = 130
+        except typer.TyperException:  # a usage error: main() prints it as one line
+            raise
+        except Exception as error:  # mapped to a documented exit code with a one-line message
+            report_error(error)
+            code = exit_code_for(error)
+        if code:
+            raise typer.Exit(code)
+        return 0
+
+    # Typer keeps a docstring's line breaks: one line per paragraph, wrapped to the terminal.
+    wrapper.__doc__ = "\n\n".join(
+        " ".join(paragraph.split()) for paragraph in inspect.cleandoc(command.__doc__).split("\n\n")
+    )
+    return wrapper
+
+
+def _flow_parameters(params: str, overrides: list[str]) -> dict[str, object]:
+    return {
+        "params_path": str(Path(params).resolve()),
+        "overrides": list(overrides),
+        "project_root": str(Path.cwd()),
+    }
+
+
+@app.command(
+    epilog=_examples(
+        "iocane run",
+        "iocane run --set train.eps=0.05 --set train.epochs=10",
+        "iocane run --params configs/fashion_mnist.yaml --if-data-changed",
+    )
+)
+@_guarded
+def run(
+    params: Params = "params.yaml",
+    overrides: Overrides = None,
+    if_data_changed: IfDataChanged = False,
+) -> int:
+    """Harden, evaluate, gate and register a model.
+
+    Prints the result as JSON on stdout; exit code 3 when the gate fails. With
+    --if-data-changed, stops early (exit 0) when the data is the champion's."""
+    # Validate before any work: a bad key or a missing data directory fails here, before
+    # Prefect or MLflow are touched.
+    data = load_config(params, overrides or []).data
+    from iocane.data.sources import check_data_source  # torch: imported once the params are good
+
+    check_data_source(data.dataset, data.root, data.download)
+    from flows.harden import harden, reharden
+
+    quiet_explained_tracebacks()
+    flow = reharden if if_data_changed else harden
+    result = flow(**_flow_parameters(params, overrides or []))
+    print(json.dumps(result, indent=2))
+    if result.get("status") == "unchanged":
+        print(result["reason"], file=sys.stderr)
+        return 0
+    return 0 if result["gate"] == "passed" else GATE_FAILED
+
+
+@app.command(
+    epilog=_examples("iocane sweep", "iocane sweep --set sweep.runner=dask"),
+)
+@_guarded
+def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
+    """A grid of hardening runs (params: sweep).
+
+    Runs the grid in params' sweep section on the runner it names; prints the summary as
+    JSON."""
+    config = load_config(params, overrides or [])
+    from iocane.data.sources import check_data_source
+
+    check_data_source(config.data.dataset, config.data.root, config.data.download)
+    from flows.sweep import sweep
+    from iocane.pipeline.sweep import task_runner
+
+    quiet_explained_tracebacks()
+    result = sweep.with_options(task_runner=task_runner(config.sweep))(
+        **_flow_parameters(params, overrides or [])
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+@app.command(
+    epilog=_examples(
+        "iocane evaluate --model-uri models:/iocane-digits@champion",
+        "iocane evaluate --model-uri models:/iocane-digits/3 --set evaluate.preset=thorough",
+    )
+)
+@_guarded
+def evaluate(
+    model_uri: Annotated[
+        str, typer.Option("--model-uri", metavar="URI", help="models:/NAME@ALIAS or models:/NAME/N")
+    ],
+    params: Params = "params.yaml",
+    overrides: Overrides = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out", metavar="DIR", help="where the report goes (reports/evaluations/NAME-vN)"
+        ),
+    ] = None,
+) -> int:
+    """The suite on a registered model, logged back to its run.
+
+    Writes the report, curves and figures, logs them to the version's MLflow run and tags the
+    version. The version is judged under its own threat model, whatever params.yaml says now;
+    prints the figures as JSON."""
+    config = load_config(params, overrides or [])
+    from iocane.registry.reevaluation import reevaluate, resolve_model_uri
+
+    client, version = resolve_model_uri(model_uri, Path.cwd())
+    result = reevaluate(config, client, version, root=Path.cwd(), out=Path(out) if out else None)
+    print(json.dumps({"model": model_uri, "version": result.version, **result.metrics}, indent=2))
+    print(f"report: {result.report_file}", file=sys.stderr)
+    return 0
+
+
+def _registry_client(name: str | None, params: str, overrides: list[str] | None = None):
+    """A client of the project's registry, its URI, and the model name (--name, else the
+    params' registry.model_name)."""
+    from mlflow import MlflowClient
+
+    from iocane.registry.tracking import tracking_uri
+
+    uri = tracking_uri(Path.cwd())
+    if not name:
+        name = load_config(params, overrides or []).registry.model_name
+    return MlflowClient(tracking_uri=uri), uri, name
+
+
+@app.command(
+    epilog=_examples("iocane review", "iocane review --name iocane-digits --json"),
+)
+@_guarded
+def review(
+    params: Params = "params.yaml",
+    overrides: Overrides = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", metavar="NAME", help="registered model name (default: registry.model_name)"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> int:
+    """The registry as a table, and champion against challenger.
+
+    One row per version: aliases, gate, clean and robust accuracy, threat model and eps, trust
+    flags, data fingerprint, when, and what it cost. Then champion against challenger with the
+    deltas, and whether the challenger could be promoted."""
+    from iocane.cli.review_table import print_review
+    from iocane.registry.review import champion_vs_challenger, version_rows
+
+    client, _, name = _registry_client(name, params, overrides or [])
+    rows = version_rows(client, name)
+    comparison = champion_vs_challenger(client, name)
+    if as_json:
+        print(json.dumps({"model": name, "versions": rows, "comparison": comparison}, indent=2))
+        return 0
+    print_review(name, rows, comparison)
+    return 0
+
+
+@app.command(
+    epilog=_examples(
+        'iocane promote --name iocane-digits --version 4 --reason "better under L2"',
+        'iocane promote --name iocane-digits --rollback --reason "v4 misbehaves"',
+    )
+)
+@_guarded
+def promote(
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="registered model name")],
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="N", help="the version to make champion")
+    ] = None,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="return champion to the version before it")
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", metavar="TEXT", help="why: recorded on the version with who and when"
+        ),
+    ] = None,
+) -> int:
+    """Make a version champion (gate enforced), or --rollback.
+
+    Give exactly one of --version and --rollback. The version's gate record is checked: exit
+    code 3 when the promotion or rollback is refused. Who, when and why are recorded on the
+    version."""
+    if (version is None) == (not rollback):
+        raise typer.BadParameter("give exactly one of --version N and --rollback")
+    from iocane.registry.aliases import PromotionRefused
+    from iocane.registry.aliases import promote as promote_version
+    from iocane.registry.aliases import rollback as roll_back
+    from iocane.registry.reevaluation import resolve_model_uri
+
+    client, uri, _ = _registry_client(name, "params.yaml")
+    reason = reason or ("rollback" if rollback else "promoted by hand")
+    try:
+        if rollback:
+            message = roll_back(client, uri, name, reason)
+        else:
+            resolve_model_uri(f"models:/{name}/{version}", Path.cwd())  # exists, or exit 2
+            message = promote_version(client, uri, name, version, reason)
+    except PromotionRefused as refusal:
+        print(str(refusal), file=sys.stderr)
+        return GATE_FAILED
+    print(message)
+    return 0
+
+
+@app.command(
+    epilog=_examples(
+        'iocane serve --cron "0 3 * * 1"',
+        'iocane serve --cron "0 * * * *" --if-data-changed --name hourly-reharden',
+    )
+)
+@_guarded
+def serve(
+    cron: Annotated[
+        str, typer.Option("--cron", metavar="CRON", help='cron expression, e.g. "0 3 * * 1"')
+    ],
+    params: Params = "params.yaml",
+    overrides: Overrides = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", metavar="NAME", help="deployment name (default: FLOW-scheduled)"),
+    ] = None,
+    if_data_changed: Annotated[
+        bool,
+        typer.Option(
+            "--if-data-changed", help="serve the reharden flow: harden only when the data changed"
+        ),
+    ] = False,
+) -> int:
+    """Serve the harden flow on a schedule.
+
+    Serves harden (or reharden, with --if-data-changed) on a cron schedule; runs until
+    stopped. Needs a Prefect server (PREFECT_API_URL): the deployment and its runs show in the
+    Prefect UI."""
+    load_config(params, overrides or [])
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:
+        print(
+            f"error: --cron {cron!r} is not a cron expression "
+            '(five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * 1")',
+            file=sys.stderr,
+        )
+        return BAD_INPUT
+    if not PREFECT_API_URL.value():
+        print(
+            "error: iocane serve needs a Prefect server; start one with `prefect server start` "
+            "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)",
+            file=sys.stderr,
+        )
+        return BAD_INPUT
+    from flows.harden import harden, reharden
+
+    quiet_explained_tracebacks()
+    flow = reharden if if_data_changed else harden
+    name = name or f"{flow.name}-scheduled"
+    print(f"serving {flow.name}/{name} on cron {cron!r}; stop with Ctrl-C", file=sys.stderr)
+    flow.serve(
+        name=name,
+        cron=cron,
+        parameters=_flow_parameters(params, overrides or []),
+        description=flow.description,
+        tags=["iocane"],
+    )
+    return 0
+
+
+@app.command(
+    epilog=_examples("iocane schema > params.schema.json"),
+)
+@_guarded
+def schema() -> int:
+    """The JSON schema of params.yaml.
+
+    For editors that complete and check params.yaml, e.g. the YAML language server with the
+    comment '# yaml-language-server: $schema=params.schema.json' at the top of the file."""
+    from iocane.config import params_json_schema
+
+    print(json.dumps(params_json_schema(), indent=2))
+    return 0
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    command = typer.main.get_command(app)
+    if not (argv if argv is not None else sys.argv[1:]):
+        command.main(args=["--help"], prog_name="iocane", standalone_mode=False)
+        return BAD_INPUT  # as a missing command always did
+    try:
+        code = command.main(args=argv, prog_name="iocane", standalone_mode=False)
+    except typer.TyperException as error:  # click's usage errors: unknown option, missing one
+        context = getattr(error, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        print(f"error: {_one_line(error.format_message())}{where}", file=sys.stderr)
+        return error.exit_code
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""``iocane evaluate``: the suite, curves and report for a version already in the registry,
+logged back to the version's own MLflow run and summarised in tags on the version.
+
+The version is judged under its own threat model (its ``threat_model`` and ``eps`` tags),
+whatever params.yaml says now, with the natural baseline registered beside it, so a
+re-evaluation with a stronger preset is comparable with the figures the version was registered
+with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from iocane.config import Config, replace
+from iocane.data.prepared import load_prepared
+from iocane.errors import ModelUriError
+from iocane.files import confined
+from iocane.layout import Layout
+from iocane.modelio import load_model
+from iocane.registry.tracking import tracking_uri
+from iocane.reports.evaluation import evaluate_and_report
+from iocane.settings import resolve_device
+
+log = logging.getLogger("iocane")
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    name: str
+    version: str
+    metrics: dict
+    report_file: Path
+
+
+def resolve_model_uri(uri: str, root: Path) -> tuple[MlflowClient, ModelVersion]:
+    """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` to (client, version); a URI
+    of another shape, or naming nothing in the registry, is a ``ModelUriError`` (exit 2)."""
+    if not uri.startswith("models:/"):
+        raise ModelUriError(
+            f"model URI {uri!r} must look like models:/NAME@ALIAS or models:/NAME/N"
+        )
+    client = MlflowClient(tracking_uri=tracking_uri(root))
+    body = uri.removeprefix("models:/")
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return client, client.get_model_version_by_alias(name, alias)
+        name, version = body.rsplit("/", 1)
+        return client, client.get_model_version(name, version)
+    except (MlflowException, ValueError) as error:
+        raise ModelUriError(f"no registered model at {uri}: {error}") from None
+
+
+def reevaluate(
+    config: Config, client: MlflowClient, version: ModelVersion, *, root: Path, out: Path | None
+) -> Reevaluation:
+    """Evaluate ``version`` on the project's prepared data, write the report under ``out``
+    (default ``reports/evaluations/NAME-vN``, inside the project), and log it back."""
+    name, number = version.name, str(version.version)
+    layout = Layout(
+        confined(
+            out if out is not None else Path("reports", "evaluations", f"{name}-v{number}"),
+            root,
+            "--out" if out is not None else "the report directory",
+        )
+    )
+    uri = tracking_uri(root)
+
+    def weights(artifact: str) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=artifact, tracking_uri=uri
+            )
+        )
+
+    device = resolve_device()
+    hardened, _ = load_model(weights("weights/model.pt"), device)
+    natural, _ = load_model(weights("weights/natural/model.pt"), device)
+    data = load_prepared(Layout(root))
+    if version.tags.get("data_fingerprint") != data.meta["fingerprint"]:
+        log.warning(
+            "warning: data/prepared differs from the data this version was trained on (%s)",
+            version.tags.get("data_fingerprint", "unknown")[:12],
+        )
+    # The version is judged under its own threat model, whatever params.yaml says now.
+    train = replace(
+        config.train,
+        norm=version.tags.get("threat_model", config.train.norm),
+        eps=float(version.tags.get("eps", config.train.eps)),
+    )
+    config = replace(config, train=train)
+    metrics = evaluate_and_report(config, hardened, natural, data, layout)
+    _log_back(client, version, layout, config=config, metrics=metrics)
+    return Reevaluation(name, number, metrics, layout.report_file)
+
+
+def _log_back(
+    client: MlflowClient, version: ModelVersion, layout: Layout, *, config: Config, metrics: dict
+) -> None:
+    """The files into the version's run under ``evaluations/STAMP``, the summary as tags."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (
+        layout.metrics_file("evaluate"),
+        layout.report_file,
+        layout.curves_file,
+        layout.curves_plot,
+        layout.examples_plot,
+        layout.alignment_plot,
+    ):
+        client.log_artifact(version.run_id, str(path), f"evaluations/{stamp}")
+    for key, value in {
+        "reevaluated_at": stamp,
+        "reevaluated_preset": config.evaluate.preset,
+        "reevaluated_robust_accuracy": f"{metrics['robust_accuracy']:.6f}",
+        "reevaluated_flags": str(len(metrics["flags"])),
+    }.items():
+        client.set_model_version_tag(version.name, str(version.version), key, value)

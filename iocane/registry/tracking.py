@@ -1,0 +1,116 @@
+"""What a hardening run leaves in MLflow tracking: where the tracking store is, which code ran,
+and the run's whole evidence (params, per-epoch and final metrics, costs, files).
+
+One MLflow run per hardening run, its figures under clear stage prefixes (``warmup/``,
+``train/``, ``natural/``, ``robust_accuracy/``) rather than nested runs per stage: one place
+for a reviewer to read everything, one run id to link from the version, and the same run whether
+the pipeline ran as a Prefect flow or as ``dvc repro`` (where each stage is its own process).
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+
+import mlflow
+
+from iocane.config import Config
+from iocane.layout import Layout
+from iocane.reports.costs import cost_summary
+from iocane.settings import settings
+
+
+def tracking_uri(root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project's sqlite registry."""
+    return settings().tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def git_commit(root: Path) -> str:
+    """The commit the code ran from, marked ``-dirty`` when the work tree had changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested dict as one level of dotted keys (``{"train": {"eps": 0.1}}`` ->
+    ``{"train.eps": 0.1}``), as MLflow params are named."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with path.open() as stream:
+        return [
+            {key: float(value) for key, value in row.items() if value not in ("", None)}
+            for row in csv.DictReader(stream)
+        ]
+
+
+def run_name(config: Config) -> str:
+    """The MLflow run name of a hardening run, e.g. ``harden-Linf-eps0.1``."""
+    return f"harden-{config.train.norm}-eps{config.train.eps:g}"
+
+
+def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float]:
+    """The final figures a run logs: worst case, per attack, natural baseline, gate."""
+    natural = evaluation["natural"]
+    return {
+        "clean_accuracy": evaluation["clean_accuracy"],
+        "robust_accuracy": evaluation["robust_accuracy"],
+        "natural/clean_accuracy": natural["clean_accuracy"],
+        "natural/robust_accuracy": natural["robust_accuracy"],
+        "clean_drop": verdict["clean_drop"],
+        "trust_flags": len(evaluation["flags"]),
+        "gate_passed": float(verdict["passed"]),
+        **{f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()},
+        **{f"natural/robust_accuracy/{k}": v for k, v in natural["attacks"].items()},
+    }
+
+
+def log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: dict) -> None:
+    """Params, per-epoch and final metrics, and the files, into the active run."""
+    mlflow.log_params(flatten(config.to_dict()))
+    for stage in ("warmup", "train"):
+        for row in _read_history(layout.history_file(stage)):
+            step = int(row.pop("epoch"))
+            mlflow.log_metrics({f"{stage}/{key}": value for key, value in row.items()}, step)
+    mlflow.log_metrics(evaluation_metrics(evaluation, verdict))
+    costs = cost_summary(layout, config.report.price_per_hour, evaluation)
+    mlflow.log_metrics({f"cost/{key}": value for key, value in costs.items() if value is not None})
+    for stage in ("warmup", "train", "evaluate", "gate"):
+        mlflow.log_artifact(str(layout.metrics_file(stage)), "metrics")
+    for path in (
+        layout.history_file("warmup"),
+        layout.history_file("train"),
+        layout.curves_file,
+        layout.curves_plot,
+        layout.examples_plot,
+        layout.alignment_plot,
+    ):
+        mlflow.log_artifact(str(path), "plots")
+    mlflow.log_artifact(str(layout.report_file), "reports")
+    mlflow.log_artifact(str(layout.prepared_meta), "data")
+    mlflow.log_artifact(str(layout.model_file("train")), "weights")
+    # The natural baseline too: `iocane evaluate` re-runs the comparison and the transfer
+    # attack from it.
+    mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
