@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-import attacks
-import models
 from iocane.files import write_atomic
+from iocane.pipeline.keys import stage_code_version
 
 log = logging.getLogger("iocane")
 
@@ -101,24 +100,10 @@ def load_weights(directory: Path, epoch: int) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint_path(directory, epoch), weights_only=True)["model"]
 
 
-def fingerprinted_files() -> list[Path]:
-    """The code a run key covers: every module of this package, of ``attacks`` and of
-    ``models``."""
-    files = sorted(Path(__file__).parent.glob("*.py"))
-    for package in (attacks, models):
-        files += sorted(Path(package.__file__).parent.glob("*.py"))
-    return files
-
-
-def code_fingerprint() -> str:
-    """sha256 of the code that shapes a trained model; other code's checkpoints never resume."""
-    digest = hashlib.sha256()
-    for path in fingerprinted_files():
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def run_key(*parts: object) -> str:
-    """What a checkpoint must match to be resumed: params, data, starting weights and code."""
-    payload = json.dumps([*parts, code_fingerprint()], sort_keys=True, default=str)
+def run_key(stage: str, *parts: object) -> str:
+    """What a checkpoint of ``stage`` must match to be resumed: params, data, starting weights
+    and the code the stage runs (its code deps in dvc.yaml, the list the caches key on too), so
+    other code's checkpoints never resume."""
+    code = stage_code_version(stage)[:16]
+    payload = json.dumps([stage, *parts, code], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

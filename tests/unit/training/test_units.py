@@ -14,7 +14,9 @@ import torch
 
 import iocane.training
 from iocane.config import OptimConfig
-from iocane.training.checkpoints import fingerprinted_files
+from iocane.pipeline.keys import stage_spec
+from iocane.training import checkpoints
+from iocane.training.checkpoints import run_key
 from iocane.training.epoch import EpochProgress, batches_per_epoch
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import train_step
@@ -135,12 +137,19 @@ def test_a_collapse_record_names_the_epoch_to_restore(caplog: pytest.LogCaptureF
 
 
 def test_the_run_key_covers_every_module_of_the_package() -> None:
-    covered = {path.resolve() for path in fingerprinted_files()}
-    modules = set(PACKAGE.glob("*.py"))
-    assert {path.resolve() for path in modules} <= covered
+    """The run key hashes the stage's code deps in dvc.yaml: the whole training package."""
+    for stage in ("warmup", "train"):
+        assert "iocane/training" in stage_spec(stage).code, stage
     assert {"state.py", "epoch.py", "checkpoints.py", "ranks.py", "launcher.py"} <= {
-        path.name for path in modules
+        path.name for path in PACKAGE.glob("*.py")
     }
+
+
+def test_the_run_key_changes_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = run_key("train", 1, "params")
+    assert before == run_key("train", 1, "params")
+    monkeypatch.setattr(checkpoints, "stage_code_version", lambda stage: f"other code {stage}")
+    assert run_key("train", 1, "params") != before
 
 
 def test_the_step_takes_its_context_by_keyword() -> None:
