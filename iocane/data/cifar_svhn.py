@@ -55,14 +55,7 @@ def load_cifar10(root: Path, download: bool) -> RawDataset:
     if len(class_names) != NUM_CLASSES:
         meta = base / dataset_cls.meta["filename"]
         raise DataError(f"cifar10: {meta} lists {len(class_names)} class names, expected 10")
-    return RawDataset(
-        train_images=arrays["train"][0],
-        train_labels=arrays["train"][1],
-        test_images=arrays["test"][0],
-        test_labels=arrays["test"][1],
-        num_classes=NUM_CLASSES,
-        class_names=class_names,
-    )
+    return RawDataset.from_splits(arrays, class_names)
 
 
 def load_svhn(root: Path, download: bool) -> RawDataset:
@@ -96,11 +89,4 @@ def load_svhn(root: Path, download: bool) -> RawDataset:
         validate_split("svhn", split, images, labels, str(path))
         arrays[split] = (images, labels)
 
-    return RawDataset(
-        train_images=arrays["train"][0],
-        train_labels=arrays["train"][1],
-        test_images=arrays["test"][0],
-        test_labels=arrays["test"][1],
-        num_classes=NUM_CLASSES,
-        class_names=DIGIT_NAMES,
-    )
+    return RawDataset.from_splits(arrays, DIGIT_NAMES)

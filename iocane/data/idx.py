@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from iocane.data.cache import fill_cache
-from iocane.data.raw import NUM_CLASSES, READ_ERRORS, RawDataset, validate_split
+from iocane.data.raw import READ_ERRORS, RawDataset, validate_split
 from iocane.errors import DataError
 
 # The IDX file names torchvision's MNIST and FashionMNIST read (without .gz), by split.
@@ -71,14 +71,7 @@ def load_mnist_like(name: str, root: Path, download: bool) -> RawDataset:
         arrays[split] = (images, labels)
         class_names = tuple(str(c) for c in ds.classes)
 
-    return RawDataset(
-        train_images=arrays["train"][0],
-        train_labels=arrays["train"][1],
-        test_images=arrays["test"][0],
-        test_labels=arrays["test"][1],
-        num_classes=NUM_CLASSES,
-        class_names=class_names,
-    )
+    return RawDataset.from_splits(arrays, class_names)
 
 
 def _resolve_idx_root(name: str, root: Path, class_dir: str, download: bool) -> Path:

@@ -57,6 +57,20 @@ class RawDataset:
     num_classes: int
     class_names: tuple[str, ...]
 
+    @classmethod
+    def from_splits(
+        cls, arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names: tuple[str, ...]
+    ) -> RawDataset:
+        """A ten-class dataset from its official ``train`` and ``test`` (images, labels)."""
+        return cls(
+            train_images=arrays["train"][0],
+            train_labels=arrays["train"][1],
+            test_images=arrays["test"][0],
+            test_labels=arrays["test"][1],
+            num_classes=NUM_CLASSES,
+            class_names=class_names,
+        )
+
 
 def require_files(name: str, directory: Path, filenames: list[str]) -> None:
     """DataError naming every file of `filenames` missing in `directory`."""
