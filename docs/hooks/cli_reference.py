@@ -1,16 +1,13 @@
 """MkDocs hook: the page ``reference/cli.md``, generated at build time from the commands themselves.
 
-With the typer CLI, ``iocane.cli.cli_reference_markdown()`` renders every command's usage, help
-and options; with the argparse CLI, this hook renders ``iocane.cli.build_parser()``'s top-level
-help and each subcommand's ``--help``. Either way the page is the code's own description, so it
-cannot drift from it. The exit codes come from ``iocane.errors``. An import error fails the
-build with its message.
+``iocane.cli.cli_reference_markdown()`` walks the typer application and renders every command's
+usage, help, options and examples, so the page is the code's own description and cannot drift
+from it. This hook adds the exit-code table, from the constants in ``iocane.errors``, which other
+pages link to (``reference/cli.md#exit-codes``). An import error fails the build with its message.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,49 +16,18 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 PAGE = "reference/cli.md"
-WIDTH = "88"  # argparse wraps help to $COLUMNS: fixed, so the page is the same everywhere and fits
-
 TITLE = "# Command line reference"
-INTRO = """Generated at build time from the `iocane` command itself (`iocane.cli`), so it shows the
-options of the code it was built from. `iocane COMMAND --help` prints the same text.
-"""
 
 
 def _import_cli(project_root: Path):
     if str(project_root) not in sys.path:
         sys.path.insert(0, str(project_root))
     try:
-        import iocane.cli as cli
         import iocane.errors as errors
+        from iocane.cli import cli_reference_markdown
     except Exception as error:  # any import failure: the page cannot be generated
         raise PluginError(f"cli_reference: cannot import iocane.cli: {error!r}") from error
-    return cli, errors
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
-    """(name, one-line help, parser) of each subcommand, in the order they were added."""
-    for action in parser._actions:  # argparse has no public accessor for its subparsers
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
-            return [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]
-    return []
-
-
-def argparse_markdown(parser: argparse.ArgumentParser) -> str:
-    """The top-level help, then a section per subcommand with its help line and ``--help``."""
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = WIDTH
-    try:
-        sections = ["## iocane", "", "```text", parser.format_help().rstrip(), "```", ""]
-        for name, summary, sub in _subcommands(parser):
-            sections += [f"## iocane {name}", "", f"{summary[:1].upper()}{summary[1:]}.", ""]
-            sections += ["```text", sub.format_help().rstrip(), "```", ""]
-    finally:
-        if previous is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = previous
-    return "\n".join(sections)
+    return cli_reference_markdown, errors
 
 
 def exit_codes_markdown(errors) -> str:
@@ -79,15 +45,11 @@ def exit_codes_markdown(errors) -> str:
 
 
 def cli_page(project_root: Path) -> str:
-    """The page: the CLI's own reference when it renders one (its title kept, or ours), else the
-    argparse help; then the exit codes, which other pages link to (``#exit-codes``)."""
-    cli, errors = _import_cli(project_root)
-    if hasattr(cli, "cli_reference_markdown"):
-        page = cli.cli_reference_markdown().strip()
-        if not page.startswith("# "):
-            page = f"{TITLE}\n\n{page}"
-    else:
-        page = f"{TITLE}\n\n{INTRO}\n{argparse_markdown(cli.build_parser()).strip()}"
+    """The CLI's own reference (its title kept, or ours), then the exit codes."""
+    cli_reference_markdown, errors = _import_cli(project_root)
+    page = cli_reference_markdown().strip()
+    if not page.startswith("# "):
+        page = f"{TITLE}\n\n{page}"
     if "\n## Exit codes\n" not in f"\n{page}\n":
         page = f"{page}\n\n{exit_codes_markdown(errors)}"
     return page.rstrip() + "\n"

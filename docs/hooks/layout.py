@@ -31,9 +31,11 @@ import-linter contract in `pyproject.toml` states them, and `.ci/run` checks it)
 stage entry points, then `flows/`, then `tasks/`, then the engine areas of `iocane/`, then
 `attacks/` and `models/`, then the base modules of `iocane/`.
 
-Beside the code: `params.yaml` (the defaults), `configs/` (params files for other datasets),
-`dvc.yaml` (the stages and their deps), `prefect.yaml` (deployments), `tests/` (`unit/<area>/`,
-`e2e/`, `faults/`, `helpers/`) and `docs/` (this site).
+Beside the code: `params.yaml` (the defaults) and `params.schema.json` (its JSON schema,
+generated), `configs/` (overlays for other datasets: only the keys that differ from
+`params.yaml`), `dvc.yaml` (the stages, their deps, params and outputs: the one list the cache
+keys read too), `prefect.yaml` (deployments), `tests/` (`unit/<area>/`, `e2e/`, `faults/`,
+`helpers/`) and `docs/` (this site).
 """
 
 
