@@ -217,3 +217,24 @@ def stage_key(stage: str, config: Config, layout: Layout) -> str:
         "code": code_version(spec.code),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def evidence_key(config: Config, layout: Layout) -> str:
+    """What identifies a registered version's evidence: the project, the data (its fingerprint),
+    every stage's params and code, and the weights of the natural and the hardened model.
+
+    Not the bytes of the metrics files: they carry wall times, so a retrained copy of a model
+    (the same data, params, code and weights, and so, every attack being seeded, the same
+    figures) would never find its version. With this key it does, and ``register`` returns that
+    version instead of registering a copy, whether the run's outputs were restored from the
+    store or computed again."""
+    specs = stage_specs()
+    keys = tuple(dict.fromkeys(key for spec in specs.values() for key in spec.params))
+    payload = {
+        "root": str(layout.root.resolve()),
+        "data": json.loads(layout.prepared_meta.read_text())["fingerprint"],
+        "params": param_values(config, keys),
+        "code": {name: code_version(spec.code) for name, spec in specs.items()},
+        "weights": {stage: file_hash(layout.model_file(stage)) for stage in ("warmup", "train")},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -25,7 +25,7 @@ from iocane.data.prepared import dvc_directory_hash
 from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from iocane.pipeline.keys import stage_key
+from iocane.pipeline import keys
 from iocane.registry.aliases import assign_alias
 from iocane.registry.promotion import CHAMPION
 from iocane.registry.tracking import git_commit, log_run_evidence, run_name, tracking_uri
@@ -74,9 +74,9 @@ def champion_data(config: Config, layout: Layout) -> ChampionData | None:
 
 
 def registered_from(client: MlflowClient, name: str, evidence_key: str) -> Registration | None:
-    """The version already registered from exactly this evidence (model, evaluation, verdict,
-    params and code: ``iocane.pipeline.keys.stage_key``), so a rerun does not register a
-    duplicate."""
+    """The version already registered from the same evidence (the data, every stage's params and
+    code, both models' weights: ``iocane.pipeline.keys.evidence_key``), so a rerun does not
+    register a duplicate."""
     found = client.search_model_versions(f"name='{name}' and tags.evidence_key='{evidence_key}'")
     if not found:
         return None
@@ -130,7 +130,7 @@ def register_version(
     model, spec = load_model(layout.model_file("train"))
     name = config.registry.model_name
     uri = tracking_uri(layout.root)
-    evidence_key = stage_key("register", config, layout)
+    evidence_key = keys.evidence_key(config, layout)
     provenance = _provenance(layout, evidence)
 
     mlflow.set_tracking_uri(uri)

@@ -16,7 +16,7 @@ import iocane.pipeline.keys as caching
 from iocane.config import ConfigError, load_config
 from iocane.data.sources import DataError
 from iocane.layout import Layout
-from iocane.pipeline.keys import stage_code_version, stage_key, stage_specs
+from iocane.pipeline.keys import evidence_key, stage_code_version, stage_key, stage_specs
 from iocane.pipeline.retries import is_transient
 from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params
@@ -132,6 +132,33 @@ def test_the_keys_read_each_stages_deps_and_params_from_dvc_yaml(project, code_r
     (layout.root / "notes/gate.txt").write_text("a new input of the gate")
     assert _keys(params, layout)["gate"] != now
     assert threshold["gate"] != before["gate"]
+
+
+def test_the_evidence_key_follows_data_params_code_and_weights_not_wall_times(
+    project, code_root
+) -> None:
+    """A retrained copy of a registered model (same data, params, code and weights) has the
+    same evidence, though its metrics files record other wall times."""
+    params, layout = project
+    layout.prepared_meta.write_text('{"fingerprint": "abc"}')
+    config = load_config(params)
+    key = evidence_key(config, layout)
+    layout.metrics_file("train").write_text('{"seconds": 12.5}')
+    layout.metrics_file("evaluate").write_text('{"seconds": 3.0}')
+    assert evidence_key(config, layout) == key
+    assert evidence_key(load_config(params, ["gate.min_robust_accuracy=0.5"]), layout) != key
+    weights = layout.model_file("train").read_bytes()
+    layout.model_file("train").write_bytes(b"other weights")
+    assert evidence_key(config, layout) != key
+    layout.model_file("train").write_bytes(weights)
+    assert evidence_key(config, layout) == key
+    layout.prepared_meta.write_text('{"fingerprint": "def"}')
+    assert evidence_key(config, layout) != key
+    layout.prepared_meta.write_text('{"fingerprint": "abc"}')
+    with (code_root / "attacks" / "pgd.py").open("a") as source:
+        source.write("\n# a change to the attack\n")
+    caching.code_version.cache_clear()
+    assert evidence_key(config, layout) != key
 
 
 def test_raw_data_in_a_directory_is_part_of_the_prepare_key(tmp_path: Path) -> None:
