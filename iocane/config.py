@@ -32,7 +32,7 @@ __all__ = [
     "replace",
 ]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder")
 MODELS = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
 NORMS = ("Linf", "L2")
 
@@ -66,9 +66,10 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "svhn"]
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder"]
     root: Text | None = Field(
-        description="directory holding the torchvision files (unused for digits)"
+        description="directory holding the torchvision files, or the image folder (folder); "
+        "unused for digits"
     )
     download: bool = Field(description="let torchvision download into root (needs network)")
     val_fraction: float = Field(
@@ -81,14 +82,36 @@ class DataConfig(Section):
         ge=0, description="0 = all training images; N = a stratified subsample"
     )
     limit_test: int = Field(ge=0, description="0 = all test images")
+    image_size: int = Field(
+        ge=0,
+        le=4096,
+        description="folder: side after resizing the shorter side and centre-cropping; "
+        "0 = keep (all images must share one square size)",
+    )
+    channels: Literal[0, 1, 3] = Field(
+        description="folder: 1 (grayscale), 3 (RGB), 0 = infer (1 when every image is grayscale)"
+    )
+    on_bad_image: Literal["fail", "skip"] = Field(
+        description="folder: an unreadable or truncated image fails prepare, or is skipped"
+    )
 
     @model_validator(mode="after")
     def _files_to_read(self) -> Self:
+        if self.dataset == "folder":
+            _check(self.root is not None, "root", "dataset folder needs data.root: the folder")
+            _check(not self.download, "download", "dataset folder has nothing to download")
+            return self
         _check(
             self.dataset == "digits" or self.root is not None or self.download,
             "root",
             f"dataset {self.dataset} needs a root directory (or data.download: true)",
         )
+        for key, value, default in (
+            ("image_size", self.image_size, 0),
+            ("channels", self.channels, 0),
+            ("on_bad_image", self.on_bad_image, "fail"),
+        ):
+            _check(value == default, key, f"applies to dataset folder only (keep {default})")
         return self
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from iocane.config import Config, DataConfig, ModelConfig
+from iocane.data.folder import FolderOptions
 from iocane.data.raw import RawDataset
 from iocane.data.sources import load_raw_dataset
 from iocane.errors import DataError
@@ -117,6 +118,8 @@ def split_dataset(raw: RawDataset, config: DataConfig, seed: int) -> dict[str, n
     from sklearn.model_selection import train_test_split  # slow to import; only prepare needs it
 
     pool_images, pool_labels = raw.train_images, raw.train_labels
+    if raw.val_images is not None and raw.test_images is not None:
+        return _official_splits(raw, config, seed)
     if raw.test_images is None:
         everything = np.arange(len(pool_labels))
         pool, test = train_test_split(
@@ -141,16 +144,53 @@ def split_dataset(raw: RawDataset, config: DataConfig, seed: int) -> dict[str, n
     }
 
 
+def _official_splits(raw: RawDataset, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
+    """A folder with its own train/, val/ and test/: kept, subsampled only by the limits."""
+    splits = {
+        "train": (raw.train_images, raw.train_labels, config.limit_train),
+        "val": (raw.val_images, raw.val_labels, 0),
+        "test": (raw.test_images, raw.test_labels, config.limit_test),
+    }
+    arrays = {}
+    for split, (images, labels, limit) in splits.items():
+        kept = _subsample(np.arange(len(labels)), labels, limit, seed)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[kept], labels[kept]
+    return arrays
+
+
 def _as_unit_float(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images.astype(np.float32) / 255.0
     return images.astype(np.float32, copy=False)
 
 
+def _split_or_explain(raw: RawDataset, config: Config) -> dict[str, np.ndarray]:
+    """``split_dataset``, with scikit-learn's refusal of a too-small class (a stratified split
+    needs at least two images of each class on each side) said as a DataError."""
+    try:
+        return split_dataset(raw, config.data, config.seed)
+    except ValueError as error:
+        if config.data.dataset != "folder":
+            raise
+        raise DataError(
+            f"folder: cannot split {config.data.root} into train/val/test by class: {error} "
+            "(add images to the smallest class, or give train/ and test/ folders)"
+        ) from None
+
+
 def prepare_data(config: Config, layout: Layout) -> PreparedRef:
     """The ``prepare`` stage: load, split, fingerprint and write data/prepared."""
-    raw = load_raw_dataset(config.data.dataset, config.data.root, download=config.data.download)
-    arrays = split_dataset(raw, config.data, config.seed)
+    raw = load_raw_dataset(
+        config.data.dataset,
+        config.data.root,
+        download=config.data.download,
+        folder=FolderOptions(
+            image_size=config.data.image_size,
+            channels=config.data.channels,
+            on_bad_image=config.data.on_bad_image,
+        ),
+    )
+    arrays = _split_or_explain(raw, config)
     for split in SPLITS:
         if len(arrays[f"{split}_labels"]) == 0:
             raise DataError(f"{config.data.dataset}: the {split} split is empty")
@@ -168,6 +208,8 @@ def prepare_data(config: Config, layout: Layout) -> PreparedRef:
         "std": train_images.std(axis=(0, 2, 3)).clip(min=1e-3).tolist(),
         "counts": {split: len(arrays[f"{split}_labels"]) for split in SPLITS},
     }
+    if raw.skipped_images is not None:  # the folder dataset: how many files it could not read
+        meta["skipped_images"] = raw.skipped_images
 
     def save(stream: io.BufferedIOBase) -> None:
         np.savez(stream, **arrays)

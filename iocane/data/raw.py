@@ -2,7 +2,7 @@
 each dataset must have, and the errors torchvision's readers raise on bad files.
 
 The loaders themselves live beside this module (`sources` dispatches to them): `idx` for MNIST
-and Fashion-MNIST, `cifar_svhn` for CIFAR-10 and SVHN.
+and Fashion-MNIST, `cifar_svhn` for CIFAR-10 and SVHN, `folder` for the user's image folder.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class RawDataset:
     test_labels: np.ndarray | None
     num_classes: int
     class_names: tuple[str, ...]
+    # Only the folder dataset has these: its own val/ split, and how many files it skipped.
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    skipped_images: int | None = None
 
     @classmethod
     def from_splits(

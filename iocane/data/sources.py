@@ -1,4 +1,4 @@
-"""Raw image-classification datasets for iocane, as plain numpy arrays: the five names, the
+"""Raw image-classification datasets for iocane, as plain numpy arrays: the six names, the
 check of where each is read from, and `load_raw_dataset`, which hands each name to its loader.
 
 `load_raw_dataset` returns whole splits at once: the torchvision sets (MNIST, Fashion-MNIST in
@@ -6,7 +6,7 @@ check of where each is read from, and `load_raw_dataset`, which hands each name 
 but we take their `.data` / `.targets` arrays directly instead of iterating items, because
 per-item PIL conversion would cost minutes on 60,000 images. Images come back uint8
 (N, C, H, W); the small scikit-learn `digits` set (loaded here) comes back float32 in [0, 1]
-and has no official test split.
+and has no official test split. The user's own images (`folder`) are read by `folder`.
 
 Every user-fixable problem (unknown name, missing or corrupt files, bad labels) is raised as
 `DataError`, whose message names the dataset and the file or directory involved.
@@ -20,22 +20,28 @@ import numpy as np
 
 from iocane.data.cache import cache_base
 from iocane.data.cifar_svhn import load_cifar10, load_svhn
+from iocane.data.folder import FolderOptions, discover, load_image_folder
 from iocane.data.idx import IDX_NAMES, load_mnist_like
 from iocane.data.raw import DIGIT_NAMES, NUM_CLASSES, RawDataset, validate_split
 from iocane.errors import DataError
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
+DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder")
 
 
-def load_raw_dataset(name: str, root: str | None, download: bool = False) -> RawDataset:
+def load_raw_dataset(
+    name: str, root: str | None, download: bool = False, folder: FolderOptions | None = None
+) -> RawDataset:
     """Load dataset `name` from directory `root` (ignored for digits).
 
     With `download=True` torchvision may fetch missing files into `root` (or into the iocane
-    cache when `root` is None). Raises DataError for anything wrong with the data.
+    cache when `root` is None). `folder` says how the `folder` dataset's images are read.
+    Raises DataError for anything wrong with the data.
     """
     root_path = check_data_source(name, root, download)
     if root_path is None:
         return _load_digits()
+    if name == "folder":
+        return load_image_folder(root_path, folder or FolderOptions())
     if name in ("mnist", "fashion_mnist"):
         return load_mnist_like(name, root_path, download)
     if name == "cifar10":
@@ -50,6 +56,12 @@ def check_data_source(name: str, root: str | None, download: bool) -> Path | Non
         raise DataError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASET_NAMES)}")
     if name == "digits":
         return None
+    if name == "folder":
+        if root is None:
+            raise DataError("folder: no image folder given; set data.root to it")
+        root_path = Path(root).expanduser().resolve()
+        discover(root_path)  # the layout (classes, empty folders) is cheap to check up front
+        return root_path
     if root is None:
         if not download:
             raise DataError(

@@ -203,9 +203,16 @@ def _provenance(layout: Layout, evidence: _StageEvidence) -> dict[str, str]:
         "data_fingerprint": evidence.meta["fingerprint"],
         "dvc_data_version": dvc_directory_hash(layout.prepared_dir),
         "dataset": evidence.meta["dataset"],
+        "class_names": class_names_tag(evidence.meta),
         "git_commit": git_commit(layout.root),
         "suite_preset": evidence.evaluation["preset"],
     }
+
+
+def class_names_tag(meta: dict) -> str:
+    """The classes in label order, comma separated, cut to fit an MLflow tag (5000 chars)."""
+    names = ", ".join(meta.get("class_names", []))
+    return names if len(names) <= 4000 else names[:3996] + " ..."
 
 
 def _reuse(existing: Registration, layout: Layout) -> Registration:

@@ -101,6 +101,8 @@ def render_model_card(
         "other input distributions, other image sizes or other threat models without a new "
         "evaluation.",
         "",
+        f"Classes, by label: {', '.join(meta.get('class_names', [])) or 'unknown'}.",
+        "",
         "## Threat model",
         "",
         f"- Perturbation: {norm} norm, eps = {eps:g} in [0, 1] pixel units; adversarial images "

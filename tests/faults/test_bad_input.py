@@ -26,6 +26,7 @@ from iocane.layout import Layout
 from iocane.modelio import save_model
 from models import ModelSpec, build_model
 from tests.helpers.dataset_files import make_idx_data, write_idx
+from tests.helpers.image_folder import truncate, write_folder
 from tests.helpers.pipeline_params import write_tiny_params
 
 pytestmark = [pytest.mark.bad_input]
@@ -193,6 +194,38 @@ def test_bad_data_in_a_whole_run(project: Path) -> None:
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED"
     assert "truncated or corrupt" in run.data.tags["iocane.outcome"]
+
+
+# --- the user's image folder (data.dataset: folder) ------------------------------------------
+
+
+def _folder_params(project: Path, root: Path) -> None:
+    write_tiny_params(
+        project / "params.yaml", data={"dataset": "folder", "root": str(root), "limit_train": 0}
+    )
+
+
+def test_image_folder_that_does_not_exist(project: Path) -> None:
+    missing = project / "no_images"
+    _folder_params(project, missing)
+    _assert_refused(_command(project, "iocane.cli", "run"), project, str(missing), "data.root")
+
+
+def test_image_folder_with_an_empty_class(project: Path) -> None:
+    root = write_folder(project / "images", classes=("cat", "dog", "owl"))
+    for path in (root / "owl").iterdir():
+        path.unlink()
+    _folder_params(project, root)
+    _assert_refused(_command(project, "iocane.cli", "run"), project, str(root / "owl"))
+
+
+def test_truncated_image_in_the_folder(project: Path) -> None:
+    root = write_folder(project / "images", per_class=10)
+    broken = truncate(root / "cat" / "004.png")
+    _folder_params(project, root)
+    result = _command(project, "iocane.stages", "prepare")
+    _assert_refused(result, project, str(broken), "data.on_bad_image")
+    assert not Layout(project).prepared_arrays.exists()
 
 
 # --- model URIs -----------------------------------------------------------------------------
