@@ -19,6 +19,7 @@ from iocane.errors import DataError
 from iocane.layout import Layout
 from models import build_model
 from tests.helpers.image_folder import pattern, truncate, write_folder, write_image
+from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params
 
 
@@ -184,3 +185,27 @@ def test_pillow_reads_every_listed_format(tmp_path: Path) -> None:
     assert Image.open(root / "b" / "x.webp").format == "WEBP"
     raw = load_image_folder(root, FolderOptions())
     assert raw.train_images.shape == (5, 3, 8, 8)
+
+
+def test_long_reads_log_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import iocane.data.folder as folder
+
+    monkeypatch.setattr(folder, "PROGRESS_SECONDS", 0.0)  # every image counts as a long read
+    root = write_folder(tmp_path / "pets", per_class=2)
+    with caplog.at_level("INFO", logger="iocane"):
+        load_image_folder(root, FolderOptions())
+    assert "folder: read 4 of 4 images" in caplog.text
+
+
+def test_digits_prepare_is_unchanged_by_the_folder_keys(tmp_path: Path) -> None:
+    """The default run's prepared data, pinned: its fingerprint before the folder dataset
+    existed (commit 24fe069), and no folder-only entry in its meta.json."""
+    layout = Layout(tmp_path)
+    prepare_data(load_config(PROJECT_ROOT / "params.yaml"), layout)
+    meta = load_prepared(layout).meta
+    assert meta["fingerprint"] == (
+        "25c2bc283992910e090263c76916d8efc944f9f56b4e9aa69233999494940b86"
+    )
+    assert "skipped_images" not in meta
