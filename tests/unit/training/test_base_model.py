@@ -3,6 +3,7 @@ the given model as the natural baseline, its lineage, the head check and ``reset
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from iocane.errors import ModelSourceError
 from iocane.files import read_json, sha256_file
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from iocane.training.base_model import model_spec_for
+from iocane.training.base_model import model_spec_for, read_state_dict
 from models import build_model
 from tasks.warmup import run_warmup
 from tests.helpers.pipeline_params import write_tiny_params
@@ -103,3 +104,22 @@ def test_mean_with_the_wrong_channel_count_is_named(prepared: Path, tmp_path: Pa
     config, layout = _project(prepared, tmp_path, "model.mean=[0.25]", "model.std=[0.5]")
     spec = model_spec_for(config.model, load_prepared(layout))
     assert (spec.mean, spec.std) == ((0.25,), (0.5,))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("safetensors") is not None, reason="safetensors is installed"
+)
+def test_safetensors_without_the_package_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"{}")
+    with pytest.raises(ModelSourceError, match="pip install safetensors"):
+        read_state_dict(path)
+
+
+def test_weights_that_are_not_a_state_dict_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(ModelSourceError, match="holds no state_dict"):
+        read_state_dict(path)
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        read_state_dict(tmp_path / "missing.pt")
