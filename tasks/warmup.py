@@ -32,7 +32,7 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
     model = build_model(spec).to(device)
     base = None
     if config.model.weights is not None:
-        base = load_base_weights(model, config.model, spec.num_classes)
+        base = load_base_weights(model, config.model, spec.num_classes, root=layout.root)
     key = run_key(
         "warmup",
         config.seed,

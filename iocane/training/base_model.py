@@ -80,14 +80,17 @@ def _network_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_base_weights(model: nn.Module, config: ModelConfig, num_classes: int) -> dict:
-    """Load ``model.weights`` into ``model.net``; returns the lineage (``path``, ``sha256``).
+def load_base_weights(
+    model: nn.Module, config: ModelConfig, num_classes: int, root: Path | None = None
+) -> dict:
+    """Load ``model.weights`` (relative to the project directory ``root``) into ``model.net``;
+    returns the lineage (``path`` as given, ``sha256``).
 
     A head whose class count differs from the data's is an error, unless ``model.reset_head``,
     which keeps the freshly built last linear layer instead of the file's."""
     assert config.weights is not None
     path = Path(config.weights)
-    state = _network_part(read_state_dict(path))
+    state = _network_part(read_state_dict(root / path if root is not None else path))
     network = model.get_submodule("net")
     head = last_linear(network)
     head_keys = {f"{head[0]}.weight", f"{head[0]}.bias"} if head is not None else set()
@@ -115,7 +118,7 @@ def load_base_weights(model: nn.Module, config: ModelConfig, num_classes: int) -
             f"model.weights: {path} does not fit model.name {config.name}: "
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
-    lineage = {"path": str(path), "sha256": sha256_file(path)}
+    lineage = {"path": str(path), "sha256": sha256_file(root / path if root else path)}
     log.info("warmup starts from %s (sha256 %s)", path, lineage["sha256"][:12])
     return lineage
 
