@@ -115,15 +115,70 @@ class DataConfig(Section):
         return self
 
 
+def _model_name(value: Any) -> Any:
+    """One of iocane's architectures, or ``torchvision:<builder>``, ``timm:<name>``,
+    ``<module>:<factory>`` (built by models/sources.py when the stage runs)."""
+    if not isinstance(value, str):
+        raise Rule("", f"expected a string, got {describe(value)}")
+    if ":" not in value:
+        if value not in MODELS:
+            raise Rule("", f"{value!r} is not one of {', '.join(MODELS)} or source:builder")
+        return value
+    source, _, builder = value.partition(":")
+    dotted = all(part.isidentifier() for part in source.split("."))
+    if not (dotted and builder.isidentifier()):
+        raise Rule(
+            "",
+            f"{value!r}: expected torchvision:<builder>, timm:<name> or <module>:<factory>",
+        )
+    return value
+
+
+ModelName = Annotated[str, BeforeValidator(_model_name)]
+# Not a plain float: strict mode would refuse a YAML integer such as 1 for a std of 1.0.
+Stat = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int) else v)]
+
+# The keys added for models that are not iocane's own; at these values nothing changes (and
+# the warmup's run key leaves them out, so existing checkpoints still resume).
+MODEL_SOURCE_DEFAULTS: dict[str, Any] = {
+    "mean": None,
+    "std": None,
+    "weights": None,
+    "reset_head": False,
+}
+
+
 class ModelConfig(Section):
-    name: Literal["small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet"]
+    name: ModelName = Field(
+        description="small_cnn | madry_cnn | preact_resnet18 | wide_resnet | "
+        "torchvision:<builder> | timm:<name> | <module>:<factory>"
+    )
     width: int = Field(ge=0, description="0 = the architecture's default width")
     depth: int = Field(ge=0, description="wide_resnet only; 0 = default (28)")
+    mean: _listed(Stat) | None = Field(  # type: ignore[valid-type]
+        default=None, description="input normalisation per channel; null = the data's mean"
+    )
+    std: _listed(Stat) | None = Field(  # type: ignore[valid-type]
+        default=None, description="input normalisation per channel; null = the data's std"
+    )
+    weights: Text | None = Field(
+        default=None,
+        description="a state_dict file (.pt, .pth, .safetensors) to start from; null = scratch",
+    )
+    reset_head: bool = Field(
+        default=False,
+        description="replace the last linear layer when the weights' class count differs",
+    )
 
     @model_validator(mode="after")
     def _wide_resnet_depth(self) -> Self:
         if self.name == "wide_resnet" and self.depth:
             _check((self.depth - 4) % 6 == 0, "depth", "wide_resnet needs depth 6n+4")
+        if ":" in self.name:
+            _check(not self.width, "width", f"applies to iocane's own models, not {self.name}")
+            _check(not self.depth, "depth", f"applies to iocane's own models, not {self.name}")
+        if self.std is not None:
+            _check(all(s > 0 for s in self.std), "std", "every std must be positive")
         return self
 
 
@@ -139,7 +194,9 @@ class OptimConfig(Section):
 class WarmupConfig(OptimConfig):
     """Natural (clean) training: the curriculum start and the natural baseline."""
 
-    epochs: int = Field(ge=1, description="the natural baseline needs at least one epoch")
+    epochs: int = Field(
+        ge=0, description="0 only with model.weights: the user's model is the natural baseline"
+    )
 
 
 class TrainConfig(OptimConfig):
@@ -284,6 +341,15 @@ class Config(Section):
     registry: RegistryConfig
     sweep: SweepConfig = SweepConfig()  # optional section
     report: ReportConfig = ReportConfig()  # optional section
+
+    @model_validator(mode="after")
+    def _warmup_trains_unless_given_weights(self) -> Self:
+        _check(
+            self.warmup.epochs >= 1 or self.model.weights is not None,
+            "warmup.epochs",
+            "0 needs model.weights (a natural baseline trained from scratch needs an epoch)",
+        )
+        return self
 
     @model_validator(mode="after")
     def _sweep_eps_within_the_image(self) -> Self:

@@ -33,6 +33,10 @@ class ModelFileError(ValueError):
     """A model file that is missing, unsafe, or does not fit its declared architecture."""
 
 
+class ModelSourceError(ValueError):
+    """A ``model.name`` naming no buildable network, or ``model.weights`` that do not fit it."""
+
+
 class ModelUriError(ValueError):
     """A registry URI naming a model, version or alias that does not exist."""
 
@@ -45,6 +49,7 @@ USER_ERRORS = (
     ConfigError,
     DataError,
     ModelFileError,
+    ModelSourceError,
     ModelUriError,
     OutsideProject,
     FileNotFoundError,

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from models import madry_cnn, preact_resnet, small_cnn, wide_resnet
+from models import madry_cnn, preact_resnet, small_cnn, sources, wide_resnet
 from models.normalize import Normalize
 
 MODEL_NAMES: tuple[str, ...] = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
@@ -76,7 +76,13 @@ class ModelSpec:
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    """Build ``Normalize -> network`` for ``spec``, freshly initialised."""
+    """Build ``Normalize -> network`` for ``spec``, freshly initialised.
+
+    ``spec.name`` is one of :data:`MODEL_NAMES` or ``torchvision:<builder>``, ``timm:<name>``,
+    ``<module>:<factory>`` (:mod:`models.sources`); the bare network is always the ``net`` child,
+    so a user's state_dict for it loads into ``model.net``."""
+    if sources.is_external(spec.name):
+        return _wrap(spec, _external_network(spec))
     if spec.name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {spec.name!r}; expected one of {MODEL_NAMES}")
     if spec.depth != 0 and spec.name != "wide_resnet":
@@ -109,9 +115,25 @@ def build_model(spec: ModelSpec) -> nn.Module:
             spec.depth or wide_resnet.DEFAULT_DEPTH,
             spec.width or wide_resnet.DEFAULT_WIDEN,
         )
+    return _wrap(spec, net)
+
+
+def _external_network(spec: ModelSpec) -> nn.Module:
+    if spec.width or spec.depth:
+        raise ValueError(f"width/depth apply to iocane's own architectures, not {spec.name}")
+    return sources.build_network(spec.name, spec.in_channels, spec.image_size, spec.num_classes)
+
+
+def _wrap(spec: ModelSpec, net: nn.Module) -> nn.Module:
     # Named children give readable state_dict keys ("normalize.mean", "net.…")
-    # while model[0] / model[1] indexing still works.
-    return nn.Sequential(OrderedDict(normalize=Normalize(spec.mean, spec.std), net=net))
+    # while model[0] / model[1] indexing still works. An input adapter (a grey image repeated
+    # for an RGB network) has no parameters, so it adds no keys.
+    layers: OrderedDict[str, nn.Module] = OrderedDict(normalize=Normalize(spec.mean, spec.std))
+    adapter = sources.input_adapter(spec.name, spec.in_channels)
+    if adapter is not None:
+        layers["adapt"] = adapter
+    layers["net"] = net
+    return nn.Sequential(layers)
 
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "Normalize", "build_model"]

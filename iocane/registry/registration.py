@@ -198,8 +198,9 @@ def register_version(
 
 
 def _provenance(layout: Layout, evidence: _StageEvidence) -> dict[str, str]:
-    """Where the version came from: its data, its code, its evaluation preset."""
-    return {
+    """Where the version came from: its data, its code, its evaluation preset, and the user's
+    weights it was hardened from (``base_model``, when ``model.weights`` gave them)."""
+    provenance = {
         "data_fingerprint": evidence.meta["fingerprint"],
         "dvc_data_version": dvc_directory_hash(layout.prepared_dir),
         "dataset": evidence.meta["dataset"],
@@ -207,6 +208,11 @@ def _provenance(layout: Layout, evidence: _StageEvidence) -> dict[str, str]:
         "git_commit": git_commit(layout.root),
         "suite_preset": evidence.evaluation["preset"],
     }
+    warmup = layout.metrics_file("warmup")
+    base = read_json(warmup).get("base_model") if warmup.exists() else None
+    if base:
+        provenance["base_model"] = f"{base['path']} (sha256 {base['sha256']})"
+    return provenance
 
 
 def class_names_tag(meta: dict) -> str:

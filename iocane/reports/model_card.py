@@ -113,6 +113,7 @@ def render_model_card(
         "images; a sample counts as robust only if no attack fools it (per-sample worst case).",
         "",
         *_recipe_lines(config, training),
+        *([f"- Hardened from {provenance['base_model']}."] if "base_model" in provenance else []),
         "",
         *_results_lines(evaluation),
         "",

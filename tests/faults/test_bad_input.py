@@ -101,6 +101,10 @@ PARAMS = {
     "contradictory: a dataset without its files": (["data.dataset=mnist"], "data.root"),
     "not a section": (["trian.eps=0.1"], "trian"),
     "no processes": (["train.nproc=0"], "train.nproc"),
+    "model.name not source:builder": (["model.name=torchvision:"], "model.name"),
+    # These two pass the params check and are refused when the warmup builds the model.
+    "model.name: no such torchvision builder": (["model.name=torchvision:nosuch"], "model.name"),
+    "model.name: no such module": (["model.name=no_such_module_xyz:build"], "model.name"),
 }
 
 
@@ -114,6 +118,17 @@ def test_params_file_that_is_not_yaml(project: Path) -> None:
     (project / "broken.yaml").write_text("train: [eps: 0.1\n")
     result = _command(project, "iocane.cli", "run", "--params", "broken.yaml")
     _assert_refused(result, project, "broken.yaml")
+
+
+def test_user_weights_for_other_classes(project: Path) -> None:
+    """A state_dict whose head has 5 classes, for data with 10: both numbers are named."""
+    from tests.helpers.user_models import tiny_net
+
+    torch.save(tiny_net(channels=1, image_size=8, num_classes=5).state_dict(), project / "w.pt")
+    overrides = ["model.name=tests.helpers.user_models:tiny_net", "model.weights=w.pt"]
+    args = [arg for override in overrides for arg in ("--set", override)]
+    result = _command(project, "iocane.cli", "run", *args)
+    _assert_refused(result, project, "model.weights", "5 classes", "has 10")
 
 
 # --- data -----------------------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""The model a warmup starts from: its spec (with ``model.mean`` / ``model.std``) and the user's
+weights (``model.weights``), with the lineage that the registry and the model card record.
+
+A weights file holds a state_dict for the bare network that ``model.name`` builds (the keys of
+``torchvision.models.resnet18().state_dict()``, say). An iocane model file, or a state_dict whose
+keys all start with ``net.`` / ``normalize.``, is read as iocane's wrapped model: its ``net.``
+part is loaded. Either way iocane's normalisation comes from ``model.mean`` / ``model.std`` (or
+the data), never from the file, so the spec saved with the model stays the truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iocane.config import ConfigError, ModelConfig
+from iocane.data.prepared import PreparedData
+from iocane.errors import ModelSourceError
+from iocane.files import sha256_file
+from models import ModelSpec
+from models.sources import last_linear
+
+log = logging.getLogger(__name__)
+
+
+def model_spec_for(config: ModelConfig, data: PreparedData) -> ModelSpec:
+    """The data's spec for ``model.name``, with ``model.mean`` / ``model.std`` where given."""
+    spec = data.model_spec(config)
+    changes = {}
+    for key in ("mean", "std"):
+        values = getattr(config, key)
+        if values is None:
+            continue
+        if len(values) != spec.in_channels:
+            raise ConfigError(
+                f"model.{key}: {len(values)} value(s) given but the data has "
+                f"{spec.in_channels} channel(s)",
+                key=f"model.{key}",
+            )
+        changes[key] = tuple(values)
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``.pt`` / ``.pth`` (``weights_only``) or ``.safetensors``."""
+    if not path.is_file():
+        raise ModelSourceError(f"model.weights: {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelSourceError(
+                f"model.weights: {path} is a .safetensors file; pip install safetensors to read it"
+            ) from None
+        return load_file(str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for pickled code, RuntimeError, EOFError...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelSourceError(
+            f"model.weights: {path} is not a state_dict that loads safely: {first}"
+        ) from None
+    if isinstance(payload, dict) and "state_dict" in payload and "spec" in payload:
+        payload = payload["state_dict"]  # an iocane model file
+    if not isinstance(payload, dict) or not all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
+        raise ModelSourceError(f"model.weights: {path} holds no state_dict (name -> tensor)")
+    return payload
+
+
+def _network_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The bare network's keys: ``net.*`` of an iocane-wrapped state_dict, else all of them."""
+    if state and all(key.startswith(("net.", "normalize.")) for key in state):
+        return {key[4:]: value for key, value in state.items() if key.startswith("net.")}
+    return state
+
+
+def load_base_weights(
+    model: nn.Module, config: ModelConfig, num_classes: int, root: Path | None = None
+) -> dict:
+    """Load ``model.weights`` (relative to the project directory ``root``) into ``model.net``;
+    returns the lineage (``path`` as given, ``sha256``).
+
+    A head whose class count differs from the data's is an error, unless ``model.reset_head``,
+    which keeps the freshly built last linear layer instead of the file's."""
+    assert config.weights is not None
+    path = Path(config.weights)
+    state = _network_part(read_state_dict(root / path if root is not None else path))
+    network = model.get_submodule("net")
+    head = last_linear(network)
+    head_keys = {f"{head[0]}.weight", f"{head[0]}.bias"} if head is not None else set()
+    if config.reset_head:
+        if head is None:
+            raise ModelSourceError("model.reset_head: the network has no nn.Linear layer to reset")
+        state = {key: value for key, value in state.items() if key not in head_keys}
+        log.info(
+            "model.reset_head: the last linear layer %s is replaced by a fresh %d-class layer",
+            head[0],
+            num_classes,
+        )
+    elif head is not None and f"{head[0]}.weight" in state:
+        given = state[f"{head[0]}.weight"].shape[0]
+        if given != num_classes:
+            raise ModelSourceError(
+                f"model.weights: {path}'s classifier head {head[0]} has {given} classes but the "
+                f"data has {num_classes}; set model.reset_head: true to replace it"
+            )
+    missing, unexpected = _load(network, state, path)
+    if config.reset_head:
+        missing = [key for key in missing if key not in head_keys]
+    if missing or unexpected:
+        raise ModelSourceError(
+            f"model.weights: {path} does not fit model.name {config.name}: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    lineage = {"path": str(path), "sha256": sha256_file(root / path if root else path)}
+    log.info("warmup starts from %s (sha256 %s)", path, lineage["sha256"][:12])
+    return lineage
+
+
+def _load(network: nn.Module, state: dict, path: Path) -> tuple[list[str], list[str]]:
+    try:
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that differ
+        detail = " ".join(str(error).split())[:300]
+        message = f"model.weights: {path} does not fit its network: {detail}"
+        raise ModelSourceError(message) from None
+    return list(result.missing_keys), list(result.unexpected_keys)
