@@ -13,7 +13,6 @@ not import torch: bad params exit before it loads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -28,7 +27,6 @@ __all__ = [
     "apply_override",
     "config_from_dict",
     "load_config",
-    "params_json_schema",
     "replace",
 ]
 
@@ -392,38 +390,3 @@ def replace(section: S, **changes: Any) -> S:
         return type(section).model_validate({**dict(section), **changes})
     except ValidationError as error:
         raise explain(error, type(section)) from None
-
-
-def params_json_schema(overlay: bool = False) -> dict[str, Any]:
-    """The JSON schema of a params file, for editors (params.schema.json). ``overlay``: the
-    schema of a file under configs/ that ``extends`` another, where no key is required."""
-    schema = Config.model_json_schema()
-    schema["properties"]["extends"] = {
-        "type": "string",
-        "description": "a params file (relative to this one) whose keys this file overrides",
-    }
-    if overlay:
-        schema = _without_required(schema)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
-
-
-# The committed schema files (relative to the project root), and whether each is an overlay's.
-SCHEMA_FILES = {"params.schema.json": False, "configs/params.overlay.schema.json": True}
-
-
-def params_schema_text(overlay: bool = False) -> str:
-    return json.dumps(params_json_schema(overlay), indent=2) + "\n"
-
-
-def write_params_schemas(root: Path) -> None:
-    """Regenerate the committed schema files after a change to the tree (a test compares)."""
-    for name, overlay in SCHEMA_FILES.items():
-        (root / name).write_text(params_schema_text(overlay))
-
-
-def _without_required(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {key: _without_required(value) for key, value in node.items() if key != "required"}
-    if isinstance(node, list):
-        return [_without_required(value) for value in node]
-    return node

@@ -362,7 +362,7 @@ def schema() -> int:
 
     For editors that complete and check params.yaml, e.g. the YAML language server with the
     comment '# yaml-language-server: $schema=params.schema.json' at the top of the file."""
-    from iocane.config import params_json_schema
+    from iocane.config_schema import params_json_schema
 
     print(json.dumps(params_json_schema(), indent=2))
     return 0

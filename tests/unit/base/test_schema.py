@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 import yaml
 
-from iocane.config import SCHEMA_FILES, params_json_schema, params_schema_text
+from iocane.config_schema import SCHEMA_FILES, params_json_schema, params_schema_text
 from tests.helpers.paths import PROJECT_ROOT
 
 
@@ -15,7 +15,8 @@ def test_the_committed_schema_is_the_generated_one(name: str, overlay: bool) -> 
     committed = (PROJECT_ROOT / name).read_text()
     assert committed == params_schema_text(overlay), (
         f"{name} is stale: regenerate it with "
-        "python -c 'from pathlib import Path; from iocane.config import write_params_schemas; "
+        "python -c 'from pathlib import Path; "
+        "from iocane.config_schema import write_params_schemas; "
         "write_params_schemas(Path.cwd())'"
     )
 

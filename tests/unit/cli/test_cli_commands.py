@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-import iocane.config
+import iocane.config_schema
 from iocane.cli import app, cli_reference_markdown, main
 from iocane.errors import BAD_INPUT
 from iocane.registry.review import champion_vs_challenger, version_rows
@@ -149,14 +149,10 @@ def test_review_of_an_empty_registry(
 # --- schema and the reference ---------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not hasattr(iocane.config, "params_json_schema"),
-    reason="iocane.config.params_json_schema arrives with the pydantic config (issue 17, item 4)",
-)
 def test_schema_prints_the_params_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == iocane.config.params_json_schema()
+    assert printed == iocane.config_schema.params_json_schema()
     assert "train" in printed.get("properties", {})
 
 
@@ -165,7 +161,7 @@ def test_schema_prints_what_params_json_schema_returns(
 ) -> None:
     """The command alone, against a stand-in for the config's schema function."""
     schema = {"type": "object", "properties": {"train": {"type": "object"}}}
-    monkeypatch.setattr(iocane.config, "params_json_schema", lambda: schema, raising=False)
+    monkeypatch.setattr(iocane.config_schema, "params_json_schema", lambda: schema)
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == schema
 
