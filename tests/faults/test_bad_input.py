@@ -121,11 +121,15 @@ def test_params_file_that_is_not_yaml(project: Path) -> None:
 
 
 def test_user_weights_for_other_classes(project: Path) -> None:
-    """A state_dict whose head has 5 classes, for data with 10: both numbers are named."""
-    from tests.helpers.user_models import tiny_net
+    """A state_dict whose head has 5 classes, for data with 10: both numbers are named. The
+    architecture is a file in the project directory, as a user's would be (the command's process
+    has no ``tests`` package on its path)."""
+    from tests.helpers import user_models
 
-    torch.save(tiny_net(channels=1, image_size=8, num_classes=5).state_dict(), project / "w.pt")
-    overrides = ["model.name=tests.helpers.user_models:tiny_net", "model.weights=w.pt"]
+    shutil.copy(user_models.__file__, project / "user_models.py")
+    weights = user_models.tiny_net(channels=1, image_size=8, num_classes=5).state_dict()
+    torch.save(weights, project / "w.pt")
+    overrides = ["model.name=user_models:tiny_net", "model.weights=w.pt"]
     args = [arg for override in overrides for arg in ("--set", override)]
     result = _command(project, "iocane.cli", "run", *args)
     _assert_refused(result, project, "model.weights", "5 classes", "has 10")
