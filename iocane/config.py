@@ -136,15 +136,6 @@ ModelName = Annotated[str, BeforeValidator(_model_name)]
 # Not a plain float: strict mode would refuse a YAML integer such as 1 for a std of 1.0.
 Stat = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int) else v)]
 
-# The keys added for models that are not iocane's own; at these values nothing changes (and
-# the warmup's run key leaves them out, so existing checkpoints still resume).
-MODEL_SOURCE_DEFAULTS: dict[str, Any] = {
-    "mean": None,
-    "std": None,
-    "weights": None,
-    "reset_head": False,
-}
-
 
 class ModelConfig(Section):
     name: ModelName = Field(

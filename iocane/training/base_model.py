@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +21,11 @@ from torch import nn
 from iocane.config import ConfigError, ModelConfig
 from iocane.data.prepared import PreparedData
 from iocane.errors import ModelSourceError
-from iocane.files import sha256_file
+from iocane.files import sha256_file, write_json
+from iocane.layout import Layout
+from iocane.modelio import save_model
+from iocane.training.epoch import write_history
+from iocane.training.validation import evaluate_split
 from models import ModelSpec
 from models.sources import last_linear
 
@@ -131,3 +136,33 @@ def _load(network: nn.Module, state: dict, path: Path) -> tuple[list[str], list[
         message = f"model.weights: {path} does not fit its network: {detail}"
         raise ModelSourceError(message) from None
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def given_baseline(
+    *,
+    model: nn.Module,
+    spec: ModelSpec,
+    data: PreparedData,
+    layout: Layout,
+    run_key: str,
+    base: dict | None,
+) -> None:
+    """``warmup.epochs: 0``: the user's model as it is, the natural baseline, measured on the
+    validation split and written where a trained warmup would be."""
+    started = time.perf_counter()
+    device = next(model.parameters()).device
+    figures = evaluate_split(model, data.val.to(device), None, batch_size=256)
+    layout.checkpoint_dir("warmup").mkdir(parents=True, exist_ok=True)
+    save_model(layout.model_file("warmup"), model, spec)
+    write_history(layout.history_file("warmup"), [])
+    metrics = {
+        "epochs": 0,
+        "images_trained": 0,
+        "val_clean_accuracy": figures["clean_accuracy"],
+        "val_clean_loss": figures["clean_loss"],
+        "seconds": time.perf_counter() - started,
+        "device": str(device),
+        "run_key": run_key,
+        "base_model": base,
+    }
+    write_json(layout.metrics_file("warmup"), metrics)
