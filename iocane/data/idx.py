@@ -93,7 +93,8 @@ def _resolve_idx_root(name: str, root: Path, class_dir: str, download: bool) -> 
         return root  # torchvision will download into root/<class_dir>/raw
     missing = [f"{f}[.gz]" for f in IDX_NAMES if _find_idx_source(root, f) is None]
     raise DataError(
-        f"{name}: IDX files missing in {root}: {', '.join(missing)}; expected the four files "
+        f"{name}: IDX files missing in {root} (data.root): {', '.join(missing)}; "
+        "expected the four files "
         f"{', '.join(IDX_NAMES)} (optionally .gz) either directly in {root} or, uncompressed, "
         f"in {tv_raw} (torchvision's layout)"
     )

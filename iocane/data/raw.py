@@ -81,7 +81,7 @@ def require_files(name: str, directory: Path, filenames: list[str]) -> None:
     missing = [f for f in filenames if not (directory / f).is_file()]
     if missing:
         raise DataError(
-            f"{name}: files missing in {directory}: {', '.join(missing)} "
+            f"{name}: files missing in {directory} (data.root): {', '.join(missing)} "
             f"(expected {', '.join(filenames)})"
         )
 

@@ -67,7 +67,9 @@ def _entry_path(entry: str | dict) -> str:
 
 
 def _spec(name: str, stage: dict) -> StageSpec:
-    deps = [_entry_path(entry) for entry in stage.get("deps", [])]
+    # A templated dep (``${data.root}``) is a path a param names: the key takes it from the
+    # config (``param_file_signatures``), not from dvc.yaml's text.
+    deps = [_entry_path(entry) for entry in stage.get("deps", []) if "${" not in _entry_path(entry)]
     code = tuple(dep for dep in deps if Path(dep).parts[0] in CODE_DEPS)
     params = stage.get("params", [])
     if not all(isinstance(key, str) for key in params):
@@ -156,6 +158,51 @@ def raw_data_signature(config: Config) -> list:
     return entries
 
 
+def param_file_signatures(stage: str, config: Config, root: Path) -> dict[str, Any]:
+    """What the files that params name hold, for the stages that read them: the raw data
+    (``data.root``) for prepare; for warmup, the weights file (``model.weights``) and the
+    user's model code (``model.name: <module>:<factory>``). ``root`` is the project directory,
+    which a relative ``model.weights`` is read from. A new file at the same path, or an
+    edited factory, must not restore the old stage from the cache."""
+    if stage == "prepare":
+        return {"raw": raw_data_signature(config)}
+    if stage != "warmup":
+        return {}
+    signatures: dict[str, Any] = {}
+    weights = config.model.weights
+    if weights is not None and ":/" not in weights:  # a file, not a models:/ or runs:/ URI
+        path = root / Path(weights).expanduser()
+        signatures["weights"] = file_hash(path) if path.is_file() else None
+    source = config.model.name.partition(":")[0]
+    if ":" in config.model.name and source not in ("torchvision", "timm"):
+        signatures["factory"] = factory_source_hash(source)
+    return signatures
+
+
+def factory_source_hash(module: str) -> str | None:
+    """sha256 of the source of the user's model module (a package: all its ``.py`` files),
+    found the way ``models.sources`` imports it (the project directory first) without running
+    it; None when it cannot be found (the warmup then says why)."""
+    import importlib.util
+    import sys
+
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if found is None or found.origin is None or not Path(found.origin).is_file():
+        return None
+    origin = Path(found.origin)
+    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def transient_file(name: str) -> bool:
     """Whether a file of this name is scratch, not a stage's product (``TRANSIENT_FILES``)."""
     return any(fnmatch(name, pattern) for pattern in TRANSIENT_FILES)
@@ -207,8 +254,7 @@ def stage_key(stage: str, config: Config, layout: Layout) -> str:
     """The cache key of ``stage`` for this config in this project, from what is on disk now."""
     spec = stage_spec(stage)
     inputs: dict[str, Any] = {name: _input_hash(layout.root, name) for name in spec.inputs}
-    if stage == "prepare":
-        inputs["raw"] = raw_data_signature(config)
+    inputs.update(param_file_signatures(stage, config, layout.root))
     payload = {
         "stage": stage,
         "root": str(layout.root.resolve()),

@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from iocane.layout import Layout
+from tests.helpers.image_folder import pattern, write_folder, write_image
 from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params
 
@@ -22,9 +23,9 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    project = tmp_path_factory.mktemp("dvc") / "project"
+def _git_copy(project: Path) -> tuple[Path, dict[str, str]]:
+    """A git repository at ``project`` holding the checkout's tracked files, tiny params, and
+    the environment its DVC stages run in."""
     tracked = _run(["git", "ls-files"], PROJECT_ROOT, dict(os.environ)).stdout.split()
     for name in tracked:
         target = project / name
@@ -46,6 +47,11 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         assert _run(command, project, env).returncode == 0
     return project, env
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    return _git_copy(tmp_path_factory.mktemp("dvc") / "project")
 
 
 def _dvc(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -156,3 +162,30 @@ def test_failed_gate_stops_the_pipeline_and_registers_nothing(dvc_project) -> No
     assert verdict["passed"] is False
     assert any("robust_accuracy" in reason for reason in verdict["reasons"])
     assert len(client.search_model_versions("name = 'iocane-test'")) == versions_before
+
+
+def test_new_images_in_a_dvc_tracked_folder_rerun_prepare(tmp_path: Path) -> None:
+    """The user's image folder under DVC: ``dvc add`` it, and prepare (which depends on
+    ``${data.root}``) runs again when images arrive, with a new data fingerprint."""
+    project, env = _git_copy(tmp_path / "project")
+    images = write_folder(project / "data" / "images", per_class=12, size=(8, 8))
+    write_tiny_params(
+        project / "params.yaml", data={"dataset": "folder", "root": "data/images", "limit_train": 0}
+    )
+
+    def prepare() -> dict:
+        completed = _dvc(project, env, "repro", "prepare")
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        assert "Running stage 'prepare'" in completed.stdout
+        return json.loads((project / "data" / "prepared" / "meta.json").read_text())
+
+    assert _dvc(project, env, "add", "data/images").returncode == 0
+    first = prepare()
+    assert "up to date" in _dvc(project, env, "status", "prepare").stdout
+    for label, name in enumerate(("cat", "dog")):
+        write_image(images / name / "new.png", pattern(label, 99, (8, 8), 3))
+    assert _dvc(project, env, "add", "data/images").returncode == 0
+    assert "data/images" in _dvc(project, env, "status", "prepare").stdout
+    second = prepare()
+    assert second["fingerprint"] != first["fingerprint"]
+    assert sum(second["counts"].values()) == sum(first["counts"].values()) + 2

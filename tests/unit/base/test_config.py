@@ -105,6 +105,7 @@ def test_yaml_exponent_without_dot_gets_a_hint(tmp_path: Path, params_document: 
 
 def test_torchvision_dataset_needs_a_root(params_document: dict) -> None:
     params_document["data"]["dataset"] = "fashion_mnist"
+    params_document["data"]["root"] = None
     with pytest.raises(ConfigError, match=r"data\.root"):
         config_from_dict(params_document)
 

@@ -175,7 +175,7 @@ def test_folder_keys_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data\.channels"):
         load_config(params, ["data.dataset=folder", "data.root=/x", "data.channels=2"])
     with pytest.raises(ConfigError, match=r"data\.root"):
-        load_config(params, ["data.dataset=folder"])
+        load_config(params, ["data.dataset=folder", "data.root=null"])
 
 
 def test_pillow_reads_every_listed_format(tmp_path: Path) -> None:

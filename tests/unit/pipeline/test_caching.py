@@ -173,6 +173,38 @@ def test_raw_data_in_a_directory_is_part_of_the_prepare_key(tmp_path: Path) -> N
     assert stage_key("prepare", config, layout) != before
 
 
+def test_a_new_weights_file_at_the_same_path_changes_the_warmup_key(tmp_path: Path) -> None:
+    params = write_tiny_params(tmp_path / "params.yaml")
+    layout = Layout(tmp_path)
+    (tmp_path / "base.pt").write_bytes(b"the first weights")
+    config = load_config(params, ["model.weights=base.pt", "warmup.epochs=0"])
+    before = {stage: stage_key(stage, config, layout) for stage in STAGES}
+    (tmp_path / "base.pt").write_bytes(b"retrained weights")
+    after = {stage: stage_key(stage, config, layout) for stage in STAGES}
+    assert [stage for stage in STAGES if before[stage] != after[stage]] == ["warmup"]
+
+
+def test_an_edited_model_factory_changes_the_warmup_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the user's module lives in the project directory
+    module = tmp_path / "keyed_factory_model.py"
+    module.write_text("def build(channels, image_size, num_classes): ...\n")
+    params = write_tiny_params(tmp_path / "params.yaml")
+    config = load_config(params, ["model.name=keyed_factory_model:build"])
+    layout = Layout(tmp_path)
+    before = stage_key("warmup", config, layout)
+    assert stage_key("warmup", config, layout) == before
+    module.write_text("def build(channels, image_size, num_classes): return None  # edited\n")
+    assert stage_key("warmup", config, layout) != before
+
+
+def test_the_raw_data_dep_of_dvc_yaml_is_the_param_it_names() -> None:
+    """dvc.yaml's prepare depends on ``${data.root}`` (DVC reads params.yaml); the stage cache
+    takes that path from the config instead of the literal text."""
+    text = (PROJECT_ROOT / "dvc.yaml").read_text()
+    assert "- ${data.root}" in text
+    assert not any("${" in dep for spec in stage_specs().values() for dep in spec.inputs)
+
+
 @pytest.mark.parametrize(
     ("error", "transient"),
     [
