@@ -248,11 +248,17 @@ def _stats(
 
 @torch.no_grad()
 def _reported_clean_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """A clean pass that is only reported: no gradient, and in eval mode so that it does not
-    move batch-norm statistics."""
-    model.eval()
-    logits = model(images)
-    model.train()
+    """A clean pass that is only reported, in train mode like the adversarial pass it is
+    reported beside (and like the clean pass of a mixed loss): in eval mode a batch-norm
+    network early in training is judged by running statistics that lag its weights, which
+    showed a resnet18 at 0.11 clean beside 0.59 adversarial. It must not change training:
+    no gradient, the batch-norm buffers put back, the random state (dropout) restored."""
+    buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    device = images.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        logits = model(images)
+    for buffer, saved in buffers:
+        buffer.copy_(saved)
     return logits
 
 

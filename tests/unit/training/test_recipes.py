@@ -3,6 +3,7 @@ catastrophic-overfitting detection, best-checkpoint selection and determinism un
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from iocane.training.recipes import (
     mixed_cross_entropy,
     recipe_loss,
     trades_objective,
+    training_loss,
 )
 from iocane.training.selection import catastrophic_overfitting, select_epoch
 from models import ModelSpec, build_model
@@ -358,3 +360,47 @@ def test_a_real_divergence_is_caught_in_its_first_epoch(tmp_path: Path) -> None:
             device=torch.device("cpu"),
         )
     assert not list((tmp_path / "checkpoints" / "warmup").glob("*.pt"))
+
+
+def _batch_norm_network(dropout: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(4 * 6 * 6, 3),
+    ).train()
+
+
+def test_the_reported_clean_pass_changes_neither_statistics_nor_random_state() -> None:
+    """Pure Madry's clean pass is only reported: the batch-norm buffers and the random state
+    after the step are what the adversarial pass alone leaves."""
+    model, images, labels = _batch_norm_network(0.5), torch.rand(16, 1, 8, 8), torch.arange(16) % 3
+    attack = PGD(eps=0.1, norm="Linf", steps=2, seed=0)
+    twin = copy.deepcopy(model)
+    torch.manual_seed(1)
+    training_loss(model, images, labels, attack, adv_weight=1.0)
+    after_step = torch.rand(1)
+
+    torch.manual_seed(1)
+    adversarial = attack(twin.eval(), images, labels)
+    twin.train()(adversarial)  # the one pass that trains
+    assert torch.equal(after_step, torch.rand(1))
+    for mine, theirs in zip(model.buffers(), twin.buffers(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_the_reported_clean_accuracy_is_measured_in_train_mode() -> None:
+    """In train mode, as the adversarial figure beside it: a batch-norm network whose running
+    statistics lag its weights is not judged by them."""
+    model, images, labels = _batch_norm_network(0.0), torch.rand(16, 1, 8, 8), torch.arange(16) % 3
+    with torch.no_grad():
+        model.get_submodule("1").running_mean.fill_(5.0)  # statistics far from the data
+        expected = (copy.deepcopy(model).train()(images).argmax(1) == labels).sum()
+        in_eval_mode = (copy.deepcopy(model).eval()(images).argmax(1) == labels).sum()
+    assert expected != in_eval_mode  # the two modes disagree here, so the test can tell
+    attack = PGD(eps=0.1, norm="Linf", steps=2, seed=0)
+    _, stats = training_loss(model, images, labels, attack, adv_weight=1.0)
+    assert stats.clean_correct == expected
