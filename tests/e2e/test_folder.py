@@ -3,19 +3,31 @@ real PNG and JPEG files to a registered version whose tags and model card name t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow import MlflowClient
 
 from iocane.layout import Layout
 from tests.helpers.image_folder import write_folder, write_image
 from tests.helpers.pipeline_params import run_iocane, write_tiny_params
 
+HAS_TIMM = importlib.util.find_spec("timm") is not None
 
-def test_run_on_an_image_folder_registers_its_classes(tmp_path: Path) -> None:
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "torchvision:resnet18",
+        pytest.param("timm:resnet10t", marks=pytest.mark.skipif(not HAS_TIMM, reason="no timm")),
+    ],
+)
+def test_run_on_an_image_folder_registers_its_classes(tmp_path: Path, model: str) -> None:
+    """The user's images and a model of a library iocane does not own, through ``iocane run``."""
     images = tmp_path / "images"
     write_folder(images / "train", classes=("tabby", "beagle"), per_class=20, size=(20, 24))
     write_folder(images / "test", classes=("tabby", "beagle"), per_class=6, suffix=".jpg")
@@ -25,6 +37,7 @@ def test_run_on_an_image_folder_registers_its_classes(tmp_path: Path) -> None:
     params = write_tiny_params(
         project / "params.yaml",
         data={"dataset": "folder", "root": str(images), "limit_train": 0, "image_size": 16},
+        model={"name": model},
         warmup={"epochs": 1},
         train={"epochs": 1, "eps_ramp_epochs": 0},
         evaluate={"n_samples": 13},
@@ -49,3 +62,4 @@ def test_run_on_an_image_folder_registers_its_classes(tmp_path: Path) -> None:
     assert version.tags["dataset"] == "folder"
     card = Layout(project).model_card_file.read_text()
     assert "Classes, by label: beagle, tabby." in card
+    assert json.loads(version.tags["params"])["model"]["name"] == model

@@ -3,7 +3,7 @@ the given model as the natural baseline, its lineage, the head check and ``reset
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,14 +106,25 @@ def test_mean_with_the_wrong_channel_count_is_named(prepared: Path, tmp_path: Pa
     assert (spec.mean, spec.std) == ((0.25,), (0.5,))
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("safetensors") is not None, reason="safetensors is installed"
-)
-def test_safetensors_without_the_package_is_named(tmp_path: Path) -> None:
+def test_safetensors_without_the_package_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"{}")
     with pytest.raises(ModelSourceError, match="pip install safetensors"):
         read_state_dict(path)
+
+
+def test_a_safetensors_state_dict_is_read(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {"layer.weight": torch.randn(3, 2), "layer.bias": torch.zeros(3)}
+    save_file(state, tmp_path / "w.safetensors")
+    read = read_state_dict(tmp_path / "w.safetensors")
+    assert read.keys() == state.keys()
+    assert all(torch.equal(read[key], state[key]) for key in state)
 
 
 def test_weights_that_are_not_a_state_dict_are_refused(tmp_path: Path) -> None:
