@@ -26,7 +26,7 @@ from iocane.layout import Layout
 from iocane.modelio import save_model
 from models import ModelSpec, build_model
 from tests.helpers.dataset_files import make_idx_data, write_idx
-from tests.helpers.image_folder import truncate, write_folder
+from tests.helpers.image_folder import truncate, write_folder, write_image
 from tests.helpers.pipeline_params import write_tiny_params
 
 pytestmark = [pytest.mark.bad_input]
@@ -245,6 +245,41 @@ def test_truncated_image_in_the_folder(project: Path) -> None:
     result = _command(project, "iocane.stages", "prepare")
     _assert_refused(result, project, str(broken), "data.on_bad_image")
     assert not Layout(project).prepared_arrays.exists()
+
+
+def _single_class(root: Path) -> tuple[Path, tuple[str, ...]]:
+    write_folder(root, classes=("cat",))
+    return root, (str(root), "single class")
+
+
+def _split_classes_differ(root: Path) -> tuple[Path, tuple[str, ...]]:
+    write_folder(root / "train", classes=("cat", "dog"))
+    write_folder(root / "test", classes=("cat", "owl"))
+    return root, (str(root / "test"), "dog, owl")
+
+
+def _images_smaller_than_the_size(root: Path) -> tuple[Path, tuple[str, ...]]:
+    write_folder(root, size=(16, 16))
+    write_image(root / "dog" / "tiny.png", np.zeros((8, 8, 3), np.uint8))
+    return root, (str(root / "dog" / "tiny.png"), "data.image_size 12")
+
+
+FOLDERS = {
+    "a single class": _single_class,
+    "train/ and test/ with different classes": _split_classes_differ,
+    "an image smaller than data.image_size": _images_smaller_than_the_size,
+}
+
+
+@pytest.mark.parametrize("make", FOLDERS.values(), ids=FOLDERS.keys())
+def test_image_folder_that_cannot_be_prepared(project: Path, make) -> None:
+    root, named = make(project / "images")
+    write_tiny_params(
+        project / "params.yaml",
+        data={"dataset": "folder", "root": str(root), "limit_train": 0, "image_size": 12},
+    )
+    _assert_refused(_command(project, "iocane.stages", "prepare"), project, *named)
+    assert not Layout(project).prepared_dir.exists()
 
 
 # --- model URIs -----------------------------------------------------------------------------
