@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The arrays the prepare stage writes, one ``<name>.npy`` file each under data/prepared.
+PREPARED_ARRAYS = tuple(
+    f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels")
+)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -19,8 +24,9 @@ class Layout:
         return self.root / "data" / "prepared"
 
     @property
-    def prepared_arrays(self) -> Path:
-        return self.prepared_dir / "arrays.npz"
+    def prepared_arrays(self) -> dict[str, Path]:
+        """The prepared arrays' files by array name (images uint8, or float32 for digits)."""
+        return {name: self.prepared_dir / f"{name}.npy" for name in PREPARED_ARRAYS}
 
     @property
     def prepared_meta(self) -> Path:

@@ -1,14 +1,17 @@
 """Data preparation: load a dataset, split it, fingerprint it, write it under data/prepared.
 
-The prepared arrays are the DVC-tracked output of the ``prepare`` stage; every later stage
-reads them back through ``load_prepared``, which re-checks the fingerprint (sha256 of the
-arrays) so a silently changed file can never be trained or evaluated on.
+The prepared arrays are the DVC-tracked output of the ``prepare`` stage, one ``.npy`` file each
+in the dataset's own dtype (uint8 images for every image dataset; see ``iocane.data.storage``);
+every later stage reads them back through ``load_prepared``, which re-checks the fingerprint
+(sha256 of the arrays) so a silently changed file can never be trained or evaluated on, and
+memory-maps them. A ``Split`` keeps the images as stored and gives them as float32 in [0, 1] a
+batch at a time, so no process holds a float copy of a whole training set.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -21,14 +24,21 @@ from iocane.config import Config, DataConfig, ModelConfig
 from iocane.data.folder import FolderOptions
 from iocane.data.raw import RawDataset
 from iocane.data.sources import load_raw_dataset
+from iocane.data.storage import file_fingerprints, map_arrays, write_arrays
 from iocane.errors import DataError
-from iocane.files import read_json, write_atomic, write_json
+from iocane.files import read_json, write_json
 from iocane.layout import Layout
 from models import ModelSpec
 
 log = logging.getLogger("iocane")
 
 SPLITS = ("train", "val", "test")
+# Up to this size the channel statistics are computed on one float32 copy of the training images,
+# as they always were (so every built-in dataset keeps its figures bit for bit); beyond, in
+# float64 over chunks, so that memory stays bounded (see ``channel_statistics``).
+STATISTICS_IN_ONE_PASS_BYTES = 1 << 30
+STATISTICS_CHUNK_IMAGES = 4096
+UNIT_CHUNK_PIXELS = 1 << 24  # convert at most this many uint8 pixels to float32 at once
 
 
 def dvc_directory_hash(directory: Path) -> str:
@@ -39,7 +49,7 @@ def dvc_directory_hash(directory: Path) -> str:
     entries = sorted(
         (
             {
-                "md5": hashlib.md5(path.read_bytes()).hexdigest(),
+                "md5": _md5_file(path),
                 "relpath": path.relative_to(directory).as_posix(),
             }
             for path in files
@@ -47,6 +57,11 @@ def dvc_directory_hash(directory: Path) -> str:
         key=lambda entry: entry["relpath"],
     )
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _md5_file(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "md5").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -57,19 +72,61 @@ class PreparedRef:
     fingerprint: str
 
 
+@functools.cache
+def _unit_table(device: torch.device) -> torch.Tensor:
+    """float32 of each uint8 value p: ``p / 255`` computed by numpy, as ``prepare`` converted
+    the images before they were stored as uint8. A lookup rather than a division so that every
+    device gives exactly these values (CUDA divides by a host scalar as a multiplication by its
+    reciprocal, which can differ in the last bit); one table per device, so that a training
+    step never copies it from the host."""
+    table = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
+    return torch.from_numpy(table).to(device)
+
+
+def unit_float(pixels: torch.Tensor) -> torch.Tensor:
+    """Images as float32 in [0, 1]: uint8 pixels converted (in bounded chunks), float32 as is."""
+    if pixels.dtype != torch.uint8:
+        return pixels
+    table = _unit_table(pixels.device)
+    flat = pixels.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.float32, device=pixels.device)
+    for start in range(0, len(flat), UNIT_CHUNK_PIXELS):
+        part = slice(start, start + UNIT_CHUNK_PIXELS)
+        out[part] = table[flat[part].long()]
+    return out.view(pixels.shape)
+
+
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # float32 (N, C, H, W) in [0, 1]
+    """One split's images, as ``prepare`` stored them, and labels. Read the images through
+    ``batch`` (a part of the split) or ``images`` (all of it): both give float32 in [0, 1]."""
+
+    pixels: torch.Tensor  # (N, C, H, W): uint8 in 0..255, or float32 in [0, 1] (digits)
     labels: torch.Tensor  # int64 (N,)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def images(self) -> torch.Tensor:
+        """The whole split as float32 in [0, 1]: a float copy of uint8 storage, so meant for the
+        small splits (validation, test, a subset); training reads ``batch``."""
+        return unit_float(self.pixels)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image."""
+        return tuple(self.pixels.shape[1:])
+
+    def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The images at ``index`` as float32 in [0, 1]."""
+        return unit_float(self.pixels[index])
+
     def to(self, device: torch.device) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.pixels.to(device), self.labels.to(device))
 
     def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.images[index], self.labels[index])
+        return Split(self.pixels[index], self.labels[index])
 
 
 @dataclass(frozen=True)
@@ -92,16 +149,6 @@ class PreparedData:
         )
 
 
-def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over names, dtypes, shapes and bytes, in a fixed order."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def _subsample(indices: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import train_test_split
 
@@ -114,31 +161,39 @@ def _subsample(indices: np.ndarray, labels: np.ndarray, size: int, seed: int) ->
 
 
 def split_dataset(raw: RawDataset, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    """Stratified, seeded train/val/test split; an official test split is kept as it is."""
+    """Stratified, seeded train/val/test split; an official test split is kept as it is.
+
+    The splits are chosen as positions in the raw arrays and each split's images are gathered
+    from them once, so the images are never copied twice (a large folder's uint8 arrays are
+    the biggest thing ``prepare`` holds)."""
     from sklearn.model_selection import train_test_split  # slow to import; only prepare needs it
 
-    pool_images, pool_labels = raw.train_images, raw.train_labels
     if raw.val_images is not None and raw.test_images is not None:
         return _official_splits(raw, config, seed)
+    labels = raw.train_labels
+    pool_source = np.arange(len(labels))  # where each pool image is in raw.train_images
     if raw.test_images is None:
-        everything = np.arange(len(pool_labels))
-        pool, test = train_test_split(
-            everything, test_size=config.test_fraction, stratify=pool_labels, random_state=seed
+        pool_source, test_source = train_test_split(
+            pool_source, test_size=config.test_fraction, stratify=labels, random_state=seed
         )
-        test_images, test_labels = pool_images[test], pool_labels[test]
-        pool_images, pool_labels = pool_images[pool], pool_labels[pool]
+        test_images, test_labels = raw.train_images, labels
     else:
         test_images, test_labels = raw.test_images, raw.test_labels
+        test_source = np.arange(len(test_labels))
+    pool_labels = labels[pool_source]
     pool = _subsample(np.arange(len(pool_labels)), pool_labels, config.limit_train, seed)
     train, val = train_test_split(
         pool, test_size=config.val_fraction, stratify=pool_labels[pool], random_state=seed
     )
-    test = _subsample(np.arange(len(test_labels)), test_labels, config.limit_test, seed)
+    test = test_source[
+        _subsample(np.arange(len(test_source)), test_labels[test_source], config.limit_test, seed)
+    ]
+    train, val = pool_source[train], pool_source[val]
     return {
-        "train_images": pool_images[train],
-        "train_labels": pool_labels[train],
-        "val_images": pool_images[val],
-        "val_labels": pool_labels[val],
+        "train_images": raw.train_images[train],
+        "train_labels": labels[train],
+        "val_images": raw.train_images[val],
+        "val_labels": labels[val],
         "test_images": test_images[test],
         "test_labels": test_labels[test],
     }
@@ -154,7 +209,9 @@ def _official_splits(raw: RawDataset, config: DataConfig, seed: int) -> dict[str
     arrays = {}
     for split, (images, labels, limit) in splits.items():
         kept = _subsample(np.arange(len(labels)), labels, limit, seed)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[kept], labels[kept]
+        if len(kept) < len(labels):  # a whole split is kept as it is, not copied
+            images, labels = images[kept], labels[kept]
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     return arrays
 
 
@@ -162,6 +219,35 @@ def _as_unit_float(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images.astype(np.float32) / 255.0
     return images.astype(np.float32, copy=False)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (at least 1e-3) of (N, C, H, W) images in [0, 1] units.
+
+    Up to ``STATISTICS_IN_ONE_PASS_BYTES`` of float32 they are computed on one float32 copy, as
+    they always were: every built-in dataset keeps its figures, and so its trained models, bit
+    for bit. Larger image sets (a big folder) would need two float copies of the training split
+    that way; they are computed in float64 over chunks of images instead, two passes (mean, then
+    the squared deviations), and rounded to float32 like the in-memory figures."""
+    if images.size * 4 <= STATISTICS_IN_ONE_PASS_BYTES:
+        unit = _as_unit_float(images)
+        return (
+            unit.mean(axis=(0, 2, 3)).tolist(),
+            unit.std(axis=(0, 2, 3)).clip(min=1e-3).tolist(),
+        )
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    starts = range(0, len(images), STATISTICS_CHUNK_IMAGES)
+
+    def chunk(start: int) -> np.ndarray:
+        return _as_unit_float(images[start : start + STATISTICS_CHUNK_IMAGES]).astype(np.float64)
+
+    mean = sum(chunk(start).sum(axis=(0, 2, 3)) for start in starts) / count
+    centred = (chunk(start) - mean[None, :, None, None] for start in starts)
+    variance = sum((block**2).sum(axis=(0, 2, 3)) for block in centred) / count
+    return (
+        mean.astype(np.float32).tolist(),
+        np.sqrt(variance).astype(np.float32).clip(min=1e-3).tolist(),
+    )
 
 
 def _split_or_explain(raw: RawDataset, config: Config) -> dict[str, np.ndarray]:
@@ -178,8 +264,9 @@ def _split_or_explain(raw: RawDataset, config: Config) -> dict[str, np.ndarray]:
         ) from None
 
 
-def prepare_data(config: Config, layout: Layout) -> PreparedRef:
-    """The ``prepare`` stage: load, split, fingerprint and write data/prepared."""
+def _load_and_split(config: Config) -> tuple[dict[str, np.ndarray], dict]:
+    """The split arrays and what ``meta.json`` says of the dataset; the raw arrays are let go
+    on return, so only the split copies stay in memory."""
     raw = load_raw_dataset(
         config.data.dataset,
         config.data.root,
@@ -191,30 +278,40 @@ def prepare_data(config: Config, layout: Layout) -> PreparedRef:
         ),
     )
     arrays = _split_or_explain(raw, config)
+    about = {"num_classes": raw.num_classes, "class_names": list(raw.class_names)}
+    if raw.skipped_images is not None:  # the folder dataset: how many files it could not read
+        about["skipped_images"] = raw.skipped_images
+    return arrays, about
+
+
+def prepare_data(config: Config, layout: Layout) -> PreparedRef:
+    """The ``prepare`` stage: load, split, fingerprint and write data/prepared."""
+    arrays, about = _load_and_split(config)
     for split in SPLITS:
         if len(arrays[f"{split}_labels"]) == 0:
             raise DataError(f"{config.data.dataset}: the {split} split is empty")
-    train_images = _as_unit_float(arrays["train_images"])
-    fingerprint = fingerprint_arrays(arrays)
+    mean, std = channel_statistics(arrays["train_images"])
+    # meta.json goes first and comes back last: a prepare stopped half way leaves no meta.json,
+    # so its arrays are never read as valid. arrays.npz is where arrays were kept before.
+    layout.prepared_meta.unlink(missing_ok=True)
+    (layout.prepared_dir / "arrays.npz").unlink(missing_ok=True)
+    write_arrays(layout.prepared_arrays, arrays)
+    fingerprint, files = file_fingerprints(layout.prepared_arrays)
     meta = {
         "dataset": config.data.dataset,
         "fingerprint": fingerprint,
-        "num_classes": raw.num_classes,
-        "class_names": list(raw.class_names),
-        "in_channels": int(train_images.shape[1]),
-        "image_size": int(train_images.shape[2]),
+        "num_classes": about["num_classes"],
+        "class_names": about["class_names"],
+        "in_channels": int(arrays["train_images"].shape[1]),
+        "image_size": int(arrays["train_images"].shape[2]),
         # Per-channel statistics of the training images: the model normalises with them.
-        "mean": train_images.mean(axis=(0, 2, 3)).tolist(),
-        "std": train_images.std(axis=(0, 2, 3)).clip(min=1e-3).tolist(),
+        "mean": mean,
+        "std": std,
         "counts": {split: len(arrays[f"{split}_labels"]) for split in SPLITS},
+        "files": files,  # each array file's sha256, so that a changed one can be named
     }
-    if raw.skipped_images is not None:  # the folder dataset: how many files it could not read
-        meta["skipped_images"] = raw.skipped_images
-
-    def save(stream: io.BufferedIOBase) -> None:
-        np.savez(stream, **arrays)
-
-    write_atomic(layout.prepared_arrays, save)
+    if "skipped_images" in about:
+        meta["skipped_images"] = about["skipped_images"]
     write_json(layout.prepared_meta, meta)
     log.info(
         "prepared %s: train %d, val %d, test %d images; fingerprint %s",
@@ -226,23 +323,25 @@ def prepare_data(config: Config, layout: Layout) -> PreparedRef:
 
 
 def load_prepared(layout: Layout) -> PreparedData:
-    """Read data/prepared back as float tensors, refusing arrays whose fingerprint changed."""
+    """data/prepared, memory-mapped (images stay as stored; a ``Split`` converts them a batch
+    at a time), refusing arrays whose fingerprint changed."""
     meta = read_json(layout.prepared_meta)
-    try:
-        with np.load(layout.prepared_arrays, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"{layout.prepared_arrays} is missing: run the prepare stage") from None
-    except (OSError, ValueError) as error:
-        raise DataError(f"{layout.prepared_arrays} is unreadable: {error}") from None
-    if fingerprint_arrays(arrays) != meta["fingerprint"]:
+    paths = layout.prepared_arrays
+    fingerprint, files = file_fingerprints(paths)
+    if fingerprint != meta["fingerprint"]:
+        recorded = meta.get("files", {})
+        changed = [
+            str(path) for path in paths.values() if files[path.name] != recorded.get(path.name)
+        ]
         raise DataError(
-            f"{layout.prepared_arrays} does not match the fingerprint in {layout.prepared_meta}: "
-            "the prepared data changed after the prepare stage; run it again"
+            f"{', '.join(changed) or layout.prepared_dir} does not match the fingerprint in "
+            f"{layout.prepared_meta}: the prepared data changed after the prepare stage; "
+            "run it again"
         )
+    arrays = map_arrays(paths)
 
     def split(name: str) -> Split:
-        images = torch.from_numpy(_as_unit_float(arrays[f"{name}_images"]))
-        return Split(images, torch.from_numpy(arrays[f"{name}_labels"].astype(np.int64)))
+        labels = np.asarray(arrays[f"{name}_labels"], dtype=np.int64)
+        return Split(torch.from_numpy(arrays[f"{name}_images"]), torch.from_numpy(labels))
 
     return PreparedData(split("train"), split("val"), split("test"), meta)

@@ -208,7 +208,7 @@ class EpochLoop:
             size = self.batch_size
             global_batch = progress.order[batch * size : (batch + 1) * size]
             index = ranks.shard(global_batch)
-            images, labels = self.hardware.batch(self.train.images[index]), self.train.labels[index]
+            images, labels = self.hardware.batch(self.train.batch(index)), self.train.labels[index]
             if self.recipe is not None:
                 eps = ramped_eps(
                     self.recipe.eps, self.recipe.eps_ramp_epochs, epoch, batch, n_batches

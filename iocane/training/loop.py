@@ -90,7 +90,7 @@ def fit(
     training_model = hardware.training_model(model)
     layout.checkpoint_dir(stage).mkdir(parents=True, exist_ok=True)
     train, val = data.train.to(device), data.val.to(device)
-    shard = (math.ceil(optim.batch_size / ranks.world_size), *train.images.shape[1:])
+    shard = (math.ceil(optim.batch_size / ranks.world_size), *train.image_shape)
     state = TrainState.start(model, optim, seed=seed, free_delta_shape=shard, device=device)
     epochs = EpochLoop(
         stage=stage,

@@ -6,6 +6,8 @@ gate trusts is the evaluate stage's (``iocane.robustness``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,28 +19,26 @@ from iocane.training.ranks import Ranks
 
 
 @torch.no_grad()
-def _logits_in_batches(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+def _logits(model: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([model(batch) for batch in batches])
 
 
 def evaluate_split(
     model: nn.Module, split: Split, attack: Attack | None, batch_size: int
 ) -> dict[str, float]:
-    """Clean (and, with an attack, adversarial) loss and accuracy of a model on a split."""
+    """Clean (and, with an attack, adversarial) loss and accuracy of a model on a split, the
+    images converted to float a batch at a time."""
     model.eval()
-    logits = _logits_in_batches(model, split.images, batch_size)
+    parts = [slice(i, i + batch_size) for i in range(0, len(split), batch_size)]
+    logits = _logits(model, (split.batch(part) for part in parts))
     figures = {
         "clean_loss": F.cross_entropy(logits, split.labels).item(),
         "clean_accuracy": (logits.argmax(1) == split.labels).float().mean().item(),
     }
     if attack is not None:
-        adversarial = torch.cat(
-            [
-                attack(model, split.images[i : i + batch_size], split.labels[i : i + batch_size])
-                for i in range(0, len(split), batch_size)
-            ]
-        )
-        adv_logits = _logits_in_batches(model, adversarial, batch_size)
+        # A list, not a generator: the attack needs gradients, and _logits runs without them.
+        adversarial = [attack(model, split.batch(part), split.labels[part]) for part in parts]
+        adv_logits = _logits(model, adversarial)
         figures["adv_loss"] = F.cross_entropy(adv_logits, split.labels).item()
         figures["adv_accuracy"] = (adv_logits.argmax(1) == split.labels).float().mean().item()
     return figures

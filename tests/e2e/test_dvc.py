@@ -126,7 +126,8 @@ def test_a_teammate_pulls_data_and_models_from_the_remote(dvc_project, tmp_path:
     pulled = _dvc(clone, env, "pull")
     assert pulled.returncode == 0, pulled.stderr[-3000:]
     for path in (
-        "data/prepared/arrays.npz",
+        "data/prepared/train_images.npy",
+        "data/prepared/meta.json",
         "checkpoints/warmup/model.pt",
         "checkpoints/train/model.pt",
     ):

@@ -192,7 +192,7 @@ def test_bad_data_in_the_prepare_stage(
     _fashion(project, damage)
     result = _command(project, "iocane.stages", "prepare")
     _assert_refused(result, project, named)
-    assert not Layout(project).prepared_arrays.exists()
+    assert not any(path.exists() for path in Layout(project).prepared_arrays.values())
 
 
 def test_missing_data_directory(project: Path) -> None:
@@ -244,7 +244,7 @@ def test_truncated_image_in_the_folder(project: Path) -> None:
     _folder_params(project, root)
     result = _command(project, "iocane.stages", "prepare")
     _assert_refused(result, project, str(broken), "data.on_bad_image")
-    assert not Layout(project).prepared_arrays.exists()
+    assert not any(path.exists() for path in Layout(project).prepared_arrays.values())
 
 
 def _single_class(root: Path) -> tuple[Path, tuple[str, ...]]:
