@@ -29,6 +29,7 @@ import yaml
 from iocane.config import Config
 from iocane.files import sha256_file
 from iocane.layout import Layout
+from iocane.model_uris import is_model_uri, resolve_model_uri
 
 # Where the packages iocane's stages import live (the repository root in a checkout).
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -209,6 +210,9 @@ def stage_key(stage: str, config: Config, layout: Layout) -> str:
     inputs: dict[str, Any] = {name: _input_hash(layout.root, name) for name in spec.inputs}
     if stage == "prepare":
         inputs["raw"] = raw_data_signature(config)
+    if stage == "warmup" and is_model_uri(config.model.weights):
+        # An alias moves: what the URI names now (version and run), not the URI's text.
+        inputs["model.weights"] = resolve_model_uri(config.model.weights, layout.root).lineage()
     payload = {
         "stage": stage,
         "root": str(layout.root.resolve()),

@@ -1,0 +1,67 @@
+"""What ``iocane evaluate`` does once its params are valid: the params' prepared data, then the
+evaluation of the model a URI or a file names (``iocane.registry.any_model``).
+
+The data is the params' (``--params``, ``--set data.*``): when ``data/prepared`` holds the prepare
+stage's outputs for them (or the stage store holds them from an earlier run) it is used as it is;
+otherwise (missing, or prepared from other params) the prepare stage's own function prepares it
+now, and the stage store records it, as a run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from iocane.config import Config
+from iocane.layout import Layout
+from iocane.pipeline.keys import stage_key
+from iocane.pipeline.store import outputs_current, restore_run, save_run
+from iocane.registry.any_model import Evaluated, evaluate_any
+from tasks.prepare import run_prepare
+
+log = logging.getLogger("iocane")
+
+
+def prepared_for(config: Config, layout: Layout) -> None:
+    """Make ``data/prepared`` the prepare stage's outputs for ``config``."""
+    key = stage_key("prepare", config, layout)
+    if outputs_current("prepare", key, layout) or restore_run("prepare", key, layout):
+        return
+    log.info(
+        "preparing %s: data/prepared is missing or was prepared from other params",
+        config.data.dataset,
+    )
+    result = run_prepare(config, layout)
+    # Stored as the flow's prepare task stores its result (Prefect's JSON encoding), so that a
+    # later `iocane run` finds these outputs current; imported only here, where data is prepared.
+    from prefect.serializers import JSONSerializer
+
+    save_run("prepare", key, layout, json.loads(JSONSerializer().dumps(result)))
+
+
+def evaluate_command(
+    config: Config,
+    root: Path,
+    *,
+    model_uri: str | None,
+    model_file: str | None,
+    baseline_uri: str | None,
+    baseline_file: str | None,
+    out: str | None,
+) -> tuple[dict, Evaluated]:
+    """Prepare the data, evaluate, and return what the command prints (the figures as JSON)."""
+    prepared_for(config, Layout(root))
+    result = evaluate_any(
+        config,
+        root=root,
+        model_uri=model_uri,
+        model_file=Path(model_file) if model_file else None,
+        baseline_uri=baseline_uri,
+        baseline_file=Path(baseline_file) if baseline_file else None,
+        out=Path(out) if out else None,
+    )
+    printed = {"model": result.model, "version": result.version}
+    if result.version is None and result.run_id:
+        printed["run_id"] = result.run_id
+    return {**printed, **result.metrics}, result
