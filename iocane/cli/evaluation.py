@@ -14,10 +14,14 @@ import logging
 from pathlib import Path
 
 from iocane.config import Config
+from iocane.errors import ModelFileError
+from iocane.files import confined
 from iocane.layout import Layout
+from iocane.model_uris import resolve_model_uri
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.store import outputs_current, restore_run, save_run
 from iocane.registry.any_model import Evaluated, evaluate_any
+from iocane.training.mlflow_models import check_pytorch_model
 from tasks.prepare import run_prepare
 
 log = logging.getLogger("iocane")
@@ -40,6 +44,21 @@ def prepared_for(config: Config, layout: Layout) -> None:
     save_run("prepare", key, layout, json.loads(JSONSerializer().dumps(result)))
 
 
+def check_sources(
+    root: Path, *, uris: tuple[str | None, ...], files: tuple[str | None, ...]
+) -> None:
+    """Each given file exists; each given URI names an iocane version or an MLflow PyTorch
+    model (a ``ModelFileError`` / ``ModelUriError`` naming it otherwise)."""
+    for file in files:
+        if file is not None and not (root / file).is_file():
+            raise ModelFileError(f"model file {file} is missing")
+    for uri in uris:
+        if uri is not None:
+            resolved = resolve_model_uri(uri, root)
+            if not resolved.is_iocane_version:
+                check_pytorch_model(resolved, root)
+
+
 def evaluate_command(
     config: Config,
     root: Path,
@@ -50,7 +69,12 @@ def evaluate_command(
     baseline_file: str | None,
     out: str | None,
 ) -> tuple[dict, Evaluated]:
-    """Prepare the data, evaluate, and return what the command prints (the figures as JSON)."""
+    """Prepare the data, evaluate, and return what the command prints (the figures as JSON).
+    A file that is missing or a URI that names no PyTorch model is refused first, before any
+    data is prepared."""
+    if out is not None:
+        confined(Path(out), root, "--out")  # an --out outside the project: refused first
+    check_sources(root, uris=(model_uri, baseline_uri), files=(model_file, baseline_file))
     prepared_for(config, Layout(root))
     result = evaluate_any(
         config,

@@ -26,6 +26,7 @@ from iocane.layout import Layout
 from iocane.model_uris import is_model_uri
 from iocane.modelio import save_model
 from iocane.training.epoch import write_history
+from iocane.training.mlflow_models import state_dict_from_uri
 from iocane.training.validation import evaluate_split
 from models import ModelSpec
 from models.sources import last_linear
@@ -99,9 +100,6 @@ def load_base_weights(
     which keeps the freshly built last linear layer instead of the given one."""
     assert config.weights is not None
     if is_model_uri(config.weights):
-        # Imported here: the loader of outside models builds on this module.
-        from iocane.training.external_model import state_dict_from_uri
-
         state, lineage = state_dict_from_uri(config.weights, root or Path.cwd())
         where = config.weights
     else:

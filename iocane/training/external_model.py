@@ -1,5 +1,6 @@
-"""A model from outside iocane, loaded in one place: the warmup's ``model.weights`` and
-``iocane evaluate`` both read it here.
+"""A model from outside iocane, loaded in one place for ``iocane evaluate`` (the warmup's
+``model.weights`` reads a file's or a URI's weights with the same functions:
+``iocane.training.base_model`` and ``iocane.training.mlflow_models``, which this module builds on).
 
 - An MLflow model URI of any PyTorch-flavour model (``models:/NAME@ALIAS``, ``models:/NAME/N``,
   ``runs:/RUN_ID/PATH``), from the project's tracking store, loaded with
@@ -19,7 +20,6 @@ network, whose normalisation comes from ``model.mean`` / ``model.std`` or the da
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +33,17 @@ from iocane.errors import ModelFileError, ModelUriError
 from iocane.files import sha256_file
 from iocane.model_uris import ResolvedUri, resolve_model_uri
 from iocane.modelio import load_model
-from iocane.settings import tracking_uri
 from iocane.training.base_model import (
     load_network_state,
     model_spec_for,
     network_part,
     read_state_dict,
 )
+from iocane.training.mlflow_models import iocane_model_file, mlflow_pytorch
 from models import build_model
 from models.normalize import Normalize
 
 log = logging.getLogger("iocane")
-
-# Where a version iocane registered keeps its own model file, in its run's artifacts.
-IOCANE_MODEL_ARTIFACT = "weights/model.pt"
 
 
 class AsGiven(nn.Module):
@@ -82,76 +79,6 @@ class LoadedModel:
     kind: str  # iocane-version | mlflow | iocane-file | state_dict | pt2
     lineage: dict
     resolved: ResolvedUri | None = None
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state_dict's names, dtypes, shapes and values: the same weights give the same
-    digest whatever file or store they came from."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _use_project_store(root: Path) -> None:
-    """Point MLflow's module-level loaders at the project's tracking store and registry."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_registry_uri(tracking_uri(root))
-
-
-def _iocane_model_file(resolved: ResolvedUri, root: Path) -> Path:
-    import mlflow
-
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=resolved.run_id,
-            artifact_path=IOCANE_MODEL_ARTIFACT,
-            tracking_uri=tracking_uri(root),
-        )
-    )
-
-
-def _mlflow_pytorch(resolved: ResolvedUri, root: Path) -> nn.Module:
-    """The PyTorch model at an MLflow URI, on the CPU; a named error when the URI holds no
-    MLflow model or one of another flavour."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    _use_project_store(root)
-    uri = resolved.uri
-    try:
-        flavors = mlflow.models.get_model_info(uri).flavors
-    except (MlflowException, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        where = f"{resolved.describe()} has" if resolved.version else "the run has"
-        raise ModelUriError(f"{uri}: {where} no MLflow model there ({first})") from None
-    if "pytorch" not in flavors:
-        others = ", ".join(sorted(set(flavors) - {"python_function"})) or "unknown"
-        raise ModelUriError(f"{uri} is an MLflow {others} model, not a PyTorch one")
-    try:
-        loaded = mlflow.pytorch.load_model(uri, map_location="cpu")
-    except Exception as error:  # unpickling a model of a missing class, a bad pt2 archive...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelUriError(f"{uri}: the PyTorch model does not load: {first}") from None
-    if not isinstance(loaded, nn.Module):
-        raise ModelUriError(f"{uri} holds a {type(loaded).__name__}, not a torch nn.Module")
-    return loaded
-
-
-def state_dict_from_uri(uri: str, root: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The weights at a model URI as a state_dict (an iocane version's or iocane-wrapped model's
-    keys as they are: ``network_part`` takes their ``net.`` part), with the lineage: the URI,
-    what it resolved to, and the weights' ``state_sha256``."""
-    resolved = resolve_model_uri(uri, root)
-    if resolved.is_iocane_version:
-        state = read_state_dict(_iocane_model_file(resolved, root))
-    else:
-        state = dict(_mlflow_pytorch(resolved, root).state_dict())
-    return state, {**resolved.lineage(), "state_sha256": state_digest(state)}
 
 
 def _normalize(config: ModelConfig | None, channels: int) -> Normalize | None:
@@ -213,9 +140,9 @@ def load_from_uri(
     rebuild it), any other MLflow PyTorch model as it is."""
     resolved = resolve_model_uri(uri, root)
     if resolved.is_iocane_version:
-        model, _ = load_model(_iocane_model_file(resolved, root), device)
+        model, _ = load_model(iocane_model_file(resolved, root), device)
         return LoadedModel(model, uri, "iocane-version", resolved.lineage(), resolved)
-    model = _as_given(_mlflow_pytorch(resolved, root), config, data, device)
+    model = _as_given(mlflow_pytorch(resolved, root), config, data, device)
     _check_fits(model, data, uri, ModelUriError)
     return LoadedModel(model, uri, "mlflow", resolved.lineage(), resolved)
 
