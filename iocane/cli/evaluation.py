@@ -3,19 +3,22 @@ evaluation of the model a URI or a file names (``iocane.registry.any_model``).
 
 The data is the params' (``--params``, ``--set data.*``): when ``data/prepared`` holds the prepare
 stage's outputs for them (or the stage store holds them from an earlier run) it is used as it is;
-otherwise (missing, or prepared from other params) the prepare stage's own function prepares it
-now, and the stage store records it, as a run would.
+otherwise the prepare stage's own function prepares it now, and the stage store records it, as a
+run would (``prepared_for``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 from iocane.config import Config
 from iocane.errors import ModelFileError
-from iocane.files import confined
+from iocane.files import confined, read_json
 from iocane.layout import Layout
 from iocane.model_uris import resolve_model_uri
 from iocane.pipeline.keys import stage_key
@@ -28,20 +31,40 @@ log = logging.getLogger("iocane")
 
 
 def prepared_for(config: Config, layout: Layout) -> None:
-    """Make ``data/prepared`` the prepare stage's outputs for ``config``."""
+    """Make ``data/prepared`` the prepare stage's outputs for ``config``.
+
+    When the stage store has no record of the files on disk (``dvc repro`` made them, say), the
+    data is prepared aside and compared by fingerprint: the same data leaves ``data/prepared``
+    untouched (DVC's record of it stays valid; rewriting the archive would change its bytes),
+    other data replaces it."""
     key = stage_key("prepare", config, layout)
     if outputs_current("prepare", key, layout) or restore_run("prepare", key, layout):
         return
-    log.info(
-        "preparing %s: data/prepared is missing or was prepared from other params",
-        config.data.dataset,
-    )
-    result = run_prepare(config, layout)
+    log.info("preparing %s for these params, to compare with data/prepared", config.data.dataset)
+    scratch_root = layout.root / ".iocane"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch_root, prefix="prepare-") as scratch:
+        result = run_prepare(config, Layout(Path(scratch)))
+        if _fingerprint(layout) == result.fingerprint:
+            log.info("data/prepared holds the same data (fingerprint %s)", result.fingerprint[:12])
+        else:
+            log.info("data/prepared was missing or prepared from other params: replaced")
+            layout.prepared_dir.mkdir(parents=True, exist_ok=True)
+            for file in sorted(Layout(Path(scratch)).prepared_dir.iterdir()):
+                os.replace(file, layout.prepared_dir / file.name)
+    result = dataclasses.replace(result, path=str(layout.prepared_dir))
     # Stored as the flow's prepare task stores its result (Prefect's JSON encoding), so that a
     # later `iocane run` finds these outputs current; imported only here, where data is prepared.
     from prefect.serializers import JSONSerializer
 
     save_run("prepare", key, layout, json.loads(JSONSerializer().dumps(result)))
+
+
+def _fingerprint(layout: Layout) -> str | None:
+    try:
+        return read_json(layout.prepared_meta).get("fingerprint")
+    except (OSError, ValueError):
+        return None
 
 
 def check_sources(

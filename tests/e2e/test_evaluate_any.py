@@ -251,3 +251,27 @@ def test_bad_sources_exit_2_naming_them(
     (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert named in message and (args[1] in message or "exactly one" in named), message
     assert _registry_state(client) == before
+
+
+def test_data_prepared_elsewhere_is_kept_when_it_is_the_same(at: Project) -> None:
+    """data/prepared made without the stage store (as `dvc repro` makes it): the same data is
+    left byte for byte (DVC's record stays valid); data of other params is replaced."""
+    from iocane.cli.evaluation import prepared_for
+    from iocane.data.prepared import prepare_data
+    from iocane.pipeline.keys import stage_key as key_of
+    from iocane.pipeline.store import outputs_current
+
+    root = at.root / "elsewhere"
+    root.mkdir()
+    params = write_tiny_params(root / "params.yaml", data={"limit_train": 300})
+    layout = Layout(root)
+    prepare_data(load_config(params), layout)
+    before = layout.prepared_arrays.read_bytes()
+    fingerprint = json.loads(layout.prepared_meta.read_text())["fingerprint"]
+    prepared_for(load_config(params), layout)
+    assert layout.prepared_arrays.read_bytes() == before
+    assert outputs_current("prepare", key_of("prepare", load_config(params), layout), layout)
+    other = load_config(params, ["data.limit_train=200"])
+    prepared_for(other, layout)
+    assert json.loads(layout.prepared_meta.read_text())["fingerprint"] != fingerprint
+    assert outputs_current("prepare", key_of("prepare", other, layout), layout)
