@@ -113,10 +113,11 @@ def _check_fits(model: nn.Module, data: PreparedData, source: str, error: type) 
     shape = (data.meta["in_channels"], data.meta["image_size"], data.meta["image_size"])
     device = next(model.parameters(), torch.empty(0)).device
     classes = data.meta["num_classes"]
+    generator = torch.Generator().manual_seed(0)  # the global random state is left as it was
     for batch in (2, 3):
         try:
             with torch.no_grad():
-                logits = model(torch.rand(batch, *shape, device=device))
+                logits = model(torch.rand(batch, *shape, generator=generator).to(device))
         except Exception as failure:  # a static batch size, another image size or channel count
             first = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
             raise error(
@@ -171,8 +172,7 @@ def load_from_file(
         model, _ = load_model(path, device)
         return LoadedModel(model, str(path), "iocane-file", lineage)
     spec = model_spec_for(config, data)
-    torch.manual_seed(0)  # nothing is left at random init when the state_dict fits
-    model = build_model(spec)
+    model = build_model(spec)  # every weight is then the file's: strict, as model.weights is
     load_network_state(
         model.get_submodule("net"),
         network_part(read_state_dict(path, what="model file")),
