@@ -152,7 +152,10 @@ class ModelConfig(Section):
     )
     weights: Text | None = Field(
         default=None,
-        description="a state_dict file (.pt, .pth, .safetensors) to start from; null = scratch",
+        description=(
+            "a state_dict file (.pt, .pth, .safetensors) or an MLflow model URI "
+            "(models:/NAME@ALIAS, models:/NAME/N, runs:/RUN_ID/PATH) to start from; null = scratch"
+        ),
     )
     reset_head: bool = Field(
         default=False,

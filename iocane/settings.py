@@ -49,6 +49,13 @@ def settings() -> Settings:
     return Settings()
 
 
+def tracking_uri(root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project's sqlite registry (``mlflow.db`` in
+    the project directory ``root``). Here, in the base, so that every layer that reads a model
+    URI (the warmup's ``model.weights``, ``iocane evaluate``) resolves it in the same store."""
+    return settings().tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
 def resolve_device() -> torch.device:
     """CUDA when present, else CPU; ``IOCANE_DEVICE`` overrides. Chosen at run time."""
     import torch  # here, not at import: bad params must exit before torch loads

@@ -28,11 +28,12 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
     base = None
     if config.model.weights is not None:
         base = load_base_weights(model, config.model, spec.num_classes, root=layout.root)
+    # the digest of the weights it starts from: a file's sha256, or a URI's weights'
+    digest = base and (base.get("sha256") or base["state_sha256"])
     key = run_key(
         "warmup",
         config.seed,
-        # the model params, and the digest of the weights it starts from
-        {**config.to_dict()["model"], "weights": base and base["sha256"]},
+        {**config.to_dict()["model"], "weights": digest},
         config.to_dict()["warmup"],
         data.meta["fingerprint"],
         hardware.describe(),

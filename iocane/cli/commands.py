@@ -162,13 +162,29 @@ def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
     epilog=_examples(
         "iocane evaluate --model-uri models:/iocane-digits@champion",
         "iocane evaluate --model-uri models:/iocane-digits/3 --set evaluate.preset=thorough",
+        "iocane evaluate --model-uri models:/my-classifier/1 --set train.eps=0.1",
+        "iocane evaluate --model-file exported.pt2 --baseline-file natural.pt2",
+        "iocane evaluate --model-file resnet18_mine.pt --set model.name=torchvision:resnet18",
     )
 )
 @_guarded
 def evaluate(
     model_uri: Annotated[
-        str, typer.Option("--model-uri", metavar="URI", help="models:/NAME@ALIAS or models:/NAME/N")
-    ],
+        str | None,
+        typer.Option(
+            "--model-uri", metavar="URI", help="models:/NAME@ALIAS, models:/NAME/N, runs:/ID/PATH"
+        ),
+    ] = None,
+    model_file: Annotated[
+        str | None,
+        typer.Option("--model-file", metavar="PATH", help="a state_dict, .pt2 or iocane file"),
+    ] = None,
+    baseline_uri: Annotated[
+        str | None, typer.Option("--baseline-uri", metavar="URI", help="a baseline to compare with")
+    ] = None,
+    baseline_file: Annotated[
+        str | None, typer.Option("--baseline-file", metavar="PATH", help="a baseline file")
+    ] = None,
     params: Params = "params.yaml",
     overrides: Overrides = None,
     out: Annotated[
@@ -178,17 +194,32 @@ def evaluate(
         ),
     ] = None,
 ) -> int:
-    """The suite on a registered model, logged back to its run.
+    """The suite on a registered model, or on any PyTorch model.
 
-    Writes the report, curves and figures, logs them to the version's MLflow run and tags the
-    version. The version is judged under its own threat model, whatever params.yaml says now;
-    prints the figures as JSON."""
+    An iocane version is judged under its own threat model beside its natural model, whatever
+    params.yaml says now. Any other MLflow PyTorch model (--model-uri) or file (--model-file: a
+    state_dict built with model.name, a torch.export .pt2, an iocane model file) takes images in
+    [0, 1] and is judged under train.norm and train.eps, alone unless --baseline-uri or
+    --baseline-file gives a model to compare with. The data is the params' (prepared first
+    when needed). Writes the report, curves, figures and model card; a model from the registry
+    or a run gets them logged back to its run and tags. Prints the figures as JSON."""
+    if (model_uri is None) == (model_file is None):
+        raise typer.BadParameter("give exactly one of --model-uri and --model-file")
+    if baseline_uri is not None and baseline_file is not None:
+        raise typer.BadParameter("give at most one of --baseline-uri and --baseline-file")
     config = load_config(params, overrides or [])
-    from iocane.registry.reevaluation import reevaluate, resolve_model_uri
+    from iocane.cli.evaluation import evaluate_command
 
-    client, version = resolve_model_uri(model_uri, Path.cwd())
-    result = reevaluate(config, client, version, root=Path.cwd(), out=Path(out) if out else None)
-    print(json.dumps({"model": model_uri, "version": result.version, **result.metrics}, indent=2))
+    printed, result = evaluate_command(
+        config,
+        Path.cwd(),
+        model_uri=model_uri,
+        model_file=model_file,
+        baseline_uri=baseline_uri,
+        baseline_file=baseline_file,
+        out=out,
+    )
+    print(json.dumps(printed, indent=2))
     print(f"report: {result.report_file}", file=sys.stderr)
     return 0
 

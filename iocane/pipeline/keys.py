@@ -29,6 +29,7 @@ import yaml
 from iocane.config import Config
 from iocane.files import sha256_file
 from iocane.layout import Layout
+from iocane.model_uris import is_model_uri, resolve_model_uri
 
 # Where the packages iocane's stages import live (the repository root in a checkout).
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -160,17 +161,21 @@ def raw_data_signature(config: Config) -> list:
 
 def param_file_signatures(stage: str, config: Config, root: Path) -> dict[str, Any]:
     """What the files that params name hold, for the stages that read them: the raw data
-    (``data.root``) for prepare; for warmup, the weights file (``model.weights``) and the
-    user's model code (``model.name: <module>:<factory>``). ``root`` is the project directory,
-    which a relative ``model.weights`` is read from. A new file at the same path, or an
-    edited factory, must not restore the old stage from the cache."""
+    (``data.root``) for prepare; for warmup, the weights (``model.weights``: a file's content,
+    or the version and run a model URI resolves to) and the user's model code (``model.name:
+    <module>:<factory>``). ``root`` is the project directory, which a relative
+    ``model.weights`` is read from. New weights at the same path or URI, or an edited factory,
+    must not restore the old stage from the cache."""
     if stage == "prepare":
         return {"raw": raw_data_signature(config)}
     if stage != "warmup":
         return {}
     signatures: dict[str, Any] = {}
     weights = config.model.weights
-    if weights is not None and ":/" not in weights:  # a file, not a models:/ or runs:/ URI
+    if is_model_uri(weights):
+        # An alias moves: what the URI names now (version and run), not the URI's text.
+        signatures["weights"] = resolve_model_uri(weights, root).lineage()
+    elif weights is not None:
         path = root / Path(weights).expanduser()
         signatures["weights"] = file_hash(path) if path.is_file() else None
     source = config.model.name.partition(":")[0]

@@ -17,13 +17,12 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from iocane.config import Config, replace
 from iocane.data.prepared import load_prepared
-from iocane.errors import ModelUriError
 from iocane.files import confined
 from iocane.layout import Layout
+from iocane.model_uris import registered_version
 from iocane.modelio import load_model
 from iocane.registry.tracking import tracking_uri
 from iocane.reports.evaluation import evaluate_and_report
@@ -43,20 +42,7 @@ class Reevaluation:
 def resolve_model_uri(uri: str, root: Path) -> tuple[MlflowClient, ModelVersion]:
     """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` to (client, version); a URI
     of another shape, or naming nothing in the registry, is a ``ModelUriError`` (exit 2)."""
-    if not uri.startswith("models:/"):
-        raise ModelUriError(
-            f"model URI {uri!r} must look like models:/NAME@ALIAS or models:/NAME/N"
-        )
-    client = MlflowClient(tracking_uri=tracking_uri(root))
-    body = uri.removeprefix("models:/")
-    try:
-        if "@" in body:
-            name, alias = body.split("@", 1)
-            return client, client.get_model_version_by_alias(name, alias)
-        name, version = body.rsplit("/", 1)
-        return client, client.get_model_version(name, version)
-    except (MlflowException, ValueError) as error:
-        raise ModelUriError(f"no registered model at {uri}: {error}") from None
+    return registered_version(uri, root)
 
 
 def reevaluate(
@@ -98,28 +84,42 @@ def reevaluate(
     )
     config = replace(config, train=train)
     metrics = evaluate_and_report(config, hardened, natural, data, layout)
-    _log_back(client, version, layout, config=config, metrics=metrics)
+    log_back(client, version.run_id, version, layout, config=config, metrics=metrics)
     return Reevaluation(name, number, metrics, layout.report_file)
 
 
-def _log_back(
-    client: MlflowClient, version: ModelVersion, layout: Layout, *, config: Config, metrics: dict
+def log_back(
+    client: MlflowClient,
+    run_id: str | None,
+    version: ModelVersion | None,
+    layout: Layout,
+    *,
+    config: Config,
+    metrics: dict,
 ) -> None:
-    """The files into the version's run under ``evaluations/STAMP``, the summary as tags."""
+    """The files into the run (``run_id``) under ``evaluations/STAMP``, the summary as tags on
+    the registered ``version``, else on the run. Without a run (a version registered from a
+    path), only the version's tags."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for path in (
+    files = [
         layout.metrics_file("evaluate"),
         layout.report_file,
         layout.curves_file,
         layout.curves_plot,
         layout.examples_plot,
         layout.alignment_plot,
-    ):
-        client.log_artifact(version.run_id, str(path), f"evaluations/{stamp}")
+    ]
+    if layout.model_card_file.exists():  # written for a model iocane did not register
+        files.append(layout.model_card_file)
+    for path in files if run_id else []:
+        client.log_artifact(run_id, str(path), f"evaluations/{stamp}")
     for key, value in {
         "reevaluated_at": stamp,
         "reevaluated_preset": config.evaluate.preset,
         "reevaluated_robust_accuracy": f"{metrics['robust_accuracy']:.6f}",
         "reevaluated_flags": str(len(metrics["flags"])),
     }.items():
-        client.set_model_version_tag(version.name, str(version.version), key, value)
+        if version is not None:
+            client.set_model_version_tag(version.name, str(version.version), key, value)
+        elif run_id:
+            client.set_tag(run_id, key, value)

@@ -31,6 +31,7 @@ from iocane.registry.promotion import CHAMPION
 from iocane.registry.tracking import git_commit, log_run_evidence, run_name, tracking_uri
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
+from iocane.training.base_model import describe_lineage
 
 log = logging.getLogger("iocane")
 
@@ -211,7 +212,7 @@ def _provenance(layout: Layout, evidence: _StageEvidence) -> dict[str, str]:
     warmup = layout.metrics_file("warmup")
     base = read_json(warmup).get("base_model") if warmup.exists() else None
     if base:
-        provenance["base_model"] = f"{base['path']} (sha256 {base['sha256']})"
+        provenance["base_model"] = describe_lineage(base)
     return provenance
 
 

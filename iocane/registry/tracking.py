@@ -18,12 +18,7 @@ import mlflow
 from iocane.config import Config
 from iocane.layout import Layout
 from iocane.reports.costs import cost_summary
-from iocane.settings import settings
-
-
-def tracking_uri(root: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the project's sqlite registry."""
-    return settings().tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+from iocane.settings import tracking_uri as tracking_uri  # its callers import it from here
 
 
 def git_commit(root: Path) -> str:

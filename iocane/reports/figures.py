@@ -28,15 +28,22 @@ def _save(figure: Figure, path: Path) -> None:
 
 
 def plot_curves(
-    curves: dict[str, dict[str, list[float]]], eps: dict[str, float], path: Path
+    curves: dict[str, dict[str, list[float]]],
+    eps: dict[str, float],
+    path: Path,
+    labels: dict[str, str] | None = None,
 ) -> None:
-    """Accuracy against eps, one panel per norm, natural beside hardened; ``eps[norm]`` marks
-    the evaluation eps."""
+    """Accuracy against eps, one panel per norm, natural beside hardened (the models the curves
+    hold; ``labels`` renames them in the legend); ``eps[norm]`` marks the evaluation eps."""
+    labels = labels or {}
     figure = Figure(figsize=(5 * len(curves), 3.8))
     axes = figure.subplots(1, len(curves), squeeze=False)
     for axis, (norm, curve) in zip(axes[0], curves.items(), strict=True):
         for label, style in (("natural", "o--"), ("hardened", "o-")):
-            axis.plot(curve["eps"], curve[label], style, label=f"{label} model")
+            if label in curve:
+                axis.plot(
+                    curve["eps"], curve[label], style, label=f"{labels.get(label, label)} model"
+                )
         axis.axvline(eps[norm], color="grey", linestyle=":", label="evaluation eps")
         axis.set_xlabel(f"{norm} eps")
         axis.set_ylabel("accuracy under APGD-CE")
@@ -88,20 +95,30 @@ def _visible(gradient: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * gradient / scale
 
 
-def plot_alignment(alignment: Alignment, class_names: list[str], path: Path) -> None:
+def plot_alignment(
+    alignment: Alignment,
+    class_names: list[str],
+    path: Path,
+    model_names: dict[str, str] | None = None,
+) -> None:
     """Write the perceptual-alignment figure (``alignment_figure``) to ``path``."""
-    _save(alignment_figure(alignment, class_names), path)
+    _save(alignment_figure(alignment, class_names, model_names), path)
 
 
-def alignment_figure(alignment: Alignment, class_names: list[str]) -> Figure:
+def alignment_figure(
+    alignment: Alignment, class_names: list[str], model_names: dict[str, str] | None = None
+) -> Figure:
     """The perceptual-alignment figure. Rows: images; columns: the image, then per model its
-    input gradient and its targeted image (red label: target reached)."""
+    input gradient and its targeted image (red label: target reached); ``model_names`` renames
+    the models in the headings."""
+    model_names = model_names or {}
     images, labels, targets = alignment.images, alignment.labels, alignment.targets
     columns = [("image", images, None)]
     for name in alignment.moved:
-        columns.append((f"{name}: gradient", _visible(alignment.gradients[name]), None))
+        heading = model_names.get(name, name)
+        columns.append((f"{heading}: gradient", _visible(alignment.gradients[name]), None))
         columns.append(
-            (f"{name}: towards target", alignment.moved[name], alignment.predicted[name])
+            (f"{heading}: towards target", alignment.moved[name], alignment.predicted[name])
         )
     width = 1.7 * len(columns)
     title = (

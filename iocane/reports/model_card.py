@@ -93,6 +93,61 @@ def render_model_card(
         f"Clean accuracy {evaluation['clean_accuracy']:.4f}, worst-case robust accuracy "
         f"{evaluation['robust_accuracy']:.4f} against {norm} perturbations up to eps = {eps:g}.",
         "",
+        *_use_and_threat_lines(evaluation, meta),
+        "",
+        *_recipe_lines(config, training),
+        *([f"- Hardened from {provenance['base_model']}."] if "base_model" in provenance else []),
+        "",
+        *_results_lines(evaluation),
+        "",
+        *_trust_and_gate_lines(evaluation, verdict),
+    ]
+    if costs is not None:
+        lines += ["", "## Cost", "", *cost_lines(costs)]
+    lines += ["", *_limits_lines(norm, eps), "", "## Provenance", ""]
+    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_evaluation_card(
+    evaluation: dict, meta: dict, provenance: dict[str, str], title: str, source: str
+) -> str:
+    """The card of a model iocane did not train (``iocane evaluate`` on any model): no gate,
+    no training recipe; the model as given (``source``), its figures beside the baseline's when
+    there is one. ``evaluation`` is the evaluation's ``metrics/evaluate.json``."""
+    norm, eps = evaluation["threat_model"], evaluation["eps"]
+    baseline = provenance.get("baseline")
+    lines = [
+        f"# Model card: {title}",
+        "",
+        f"**Evaluated as given (not trained or gated by iocane).** Clean accuracy "
+        f"{evaluation['clean_accuracy']:.4f}, worst-case robust accuracy "
+        f"{evaluation['robust_accuracy']:.4f} against {norm} perturbations up to eps = {eps:g}.",
+        "",
+        *_use_and_threat_lines(evaluation, meta),
+        "",
+        "## Model",
+        "",
+        f"- `{source}`, evaluated as it is: it takes images in [0, 1].",
+        *([f"- Baseline: `{baseline}`."] if baseline else ["- No baseline model was given."]),
+        "",
+        *_results_lines(evaluation, ("model", "baseline"), subject="evaluated"),
+        "",
+        *_trust_lines(evaluation),
+        "",
+        *_limits_lines(norm, eps),
+        "",
+        "## Provenance",
+        "",
+    ]
+    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _use_and_threat_lines(evaluation: dict, meta: dict) -> list[str]:
+    """The card's intended use and threat model."""
+    norm, eps = evaluation["threat_model"], evaluation["eps"]
+    return [
         "## Intended use",
         "",
         f"Classifying `{meta['dataset']}` images ({meta.get('image_size', '?')}x"
@@ -111,18 +166,11 @@ def render_model_card(
         "score-based black-box and transfer attacks beside it.",
         f"- Evaluation: the `{evaluation['preset']}` suite on {evaluation['n_samples']} test "
         "images; a sample counts as robust only if no attack fools it (per-sample worst case).",
-        "",
-        *_recipe_lines(config, training),
-        *([f"- Hardened from {provenance['base_model']}."] if "base_model" in provenance else []),
-        "",
-        *_results_lines(evaluation),
-        "",
-        *_trust_and_gate_lines(evaluation, verdict),
     ]
-    if costs is not None:
-        lines += ["", "## Cost", "", *cost_lines(costs)]
-    lines += [
-        "",
+
+
+def _limits_lines(norm: str, eps: float) -> list[str]:
+    return [
         "## Known limits",
         "",
         f"- Not robust beyond eps = {eps:g}: accuracy falls as the perturbation grows (see the "
@@ -131,12 +179,7 @@ def render_model_card(
         "translations, colour shifts, patches) unless the curves say so.",
         "- Physical-world perturbations (printed, photographed, sensor noise) are untested.",
         "- The robust accuracy is empirical: a stronger, unknown attack may find more.",
-        "",
-        "## Provenance",
-        "",
     ]
-    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
-    return "\n".join(lines) + "\n"
 
 
 def _recipe_lines(config: Config, training: dict | None) -> list[str]:
@@ -158,13 +201,19 @@ def _recipe_lines(config: Config, training: dict | None) -> list[str]:
     ]
 
 
-def _results_lines(evaluation: dict) -> list[str]:
-    """The card's results: hardened beside natural, per attack, and the guarantee."""
-    natural = evaluation["natural"]
+def _results_lines(
+    evaluation: dict,
+    columns: tuple[str, str] = ("hardened", "natural baseline"),
+    subject: str = "hardened",
+) -> list[str]:
+    """The card's results: hardened beside natural (``n/a`` without one), per attack, and the
+    guarantee."""
+    natural = evaluation["natural"] or {"clean_accuracy": None, "robust_accuracy": None}
+    natural.setdefault("attacks", {})
     lines = [
         "## Results",
         "",
-        "| metric | hardened | natural baseline |",
+        f"| metric | {columns[0]} | {columns[1]} |",
         "|---|---|---|",
         _row("clean accuracy", evaluation["clean_accuracy"], natural["clean_accuracy"]),
         _row(
@@ -189,18 +238,22 @@ def _results_lines(evaluation: dict) -> list[str]:
     return [
         *lines,
         "",
-        guarantee(evaluation["robust_accuracy"], norm, eps, list(evaluation["attacks"])),
+        guarantee(evaluation["robust_accuracy"], norm, eps, list(evaluation["attacks"]), subject),
     ]
 
 
-def _trust_and_gate_lines(evaluation: dict, verdict: dict) -> list[str]:
-    """The card's trust flags and the gate's checks."""
+def _trust_lines(evaluation: dict) -> list[str]:
     lines = ["## Evaluation trust", ""]
     if evaluation["flags"]:
         lines += [f"- {flag}" for flag in evaluation["flags"]]
     else:
         lines.append("No trust check fired (see the robustness report for the list of checks).")
-    lines += ["", "## Gate", ""]
+    return lines
+
+
+def _trust_and_gate_lines(evaluation: dict, verdict: dict) -> list[str]:
+    """The card's trust flags and the gate's checks."""
+    lines = [*_trust_lines(evaluation), "", "## Gate", ""]
     lines += [
         f"- {check['name']} = {check['value']:.4f}, required {check['rule']} "
         f"{check['threshold']:.4f}: {'met' if check['passed'] else 'NOT met'}"

@@ -23,10 +23,17 @@ def _model_row(label: str, result: dict, attacks: list[str]) -> str:
     )
 
 
-def guarantee(robust_accuracy: float, norm: str, eps: float, attacks: list[str]) -> str:
+# What the report and the figures call the two models of a run. ``iocane evaluate`` on a model
+# iocane did not train names them otherwise (``evaluation["labels"]``).
+RUN_LABELS = {"hardened": "hardened", "natural": "natural (warmup)"}
+
+
+def guarantee(
+    robust_accuracy: float, norm: str, eps: float, attacks: list[str], subject: str = "hardened"
+) -> str:
     """The empirical statement a robust accuracy supports, and no more."""
     return (
-        f"Empirically, the hardened model keeps an accuracy of at least "
+        f"Empirically, the {subject} model keeps an accuracy of at least "
         f"**{robust_accuracy:.1%}** against every attack in this suite for any {norm} "
         f"perturbation up to eps = {eps:g} (per-sample worst case over {', '.join(attacks)}). "
         "This is an upper bound on true robustness, not a certificate."
@@ -34,8 +41,10 @@ def guarantee(robust_accuracy: float, norm: str, eps: float, attacks: list[str])
 
 
 def render_report(evaluation: dict) -> str:
-    """The markdown robustness report (also the Prefect artifact ``robustness-report``)."""
+    """The markdown robustness report (also the Prefect artifact ``robustness-report``). Without
+    a natural model (``evaluation["natural"]`` is ``None``) the table has the model's row only."""
     hardened, natural = evaluation["hardened"], evaluation["natural"]
+    labels = {**RUN_LABELS, **evaluation.get("labels", {})}
     norm, eps = hardened["norm"], hardened["eps"]
     lines = [
         "# Robustness report",
@@ -50,11 +59,18 @@ def render_report(evaluation: dict) -> str:
         + " |",
         "|---|---|---|" + "---|" * len(hardened["per_attack"]),
     ]
-    for label, result in (("hardened", hardened), ("natural (warmup)", natural)):
-        lines.append(_model_row(label, result, list(hardened["per_attack"])))
+    for label, result in ((labels["hardened"], hardened), (labels["natural"], natural)):
+        if result is not None:
+            lines.append(_model_row(label, result, list(hardened["per_attack"])))
     lines += [
         "",
-        guarantee(hardened["robust_accuracy"], norm, eps, list(hardened["per_attack"])),
+        guarantee(
+            hardened["robust_accuracy"],
+            norm,
+            eps,
+            list(hardened["per_attack"]),
+            subject=labels["hardened"],
+        ),
         "",
         "## Evaluation trust",
         "",
@@ -76,11 +92,12 @@ def render_report(evaluation: dict) -> str:
             "iocane attack missed; they count in the worst case above.",
         ]
     if "cw_median_l2" in hardened:
+        baseline = f", natural {natural['cw_median_l2']:.3f}" if natural is not None else ""
         lines += [
             "",
             "Median L2 distance to the nearest adversarial example found by C&W L2 "
-            f"(clean-correct images of the curve subset): hardened {hardened['cw_median_l2']:.3f}, "
-            f"natural {natural['cw_median_l2']:.3f}.",
+            f"(clean-correct images of the curve subset): hardened {hardened['cw_median_l2']:.3f}"
+            f"{baseline}.",
         ]
     lines += [
         "",
@@ -88,11 +105,13 @@ def render_report(evaluation: dict) -> str:
         "",
         "![accuracy vs eps](../plots/robustness_curves.png)",
         "",
-        "## Clean and attacked examples (hardened model; red: misclassified)",
+        f"## Clean and attacked examples ({labels['hardened']} model; red: misclassified)",
         "",
         "![examples](../plots/adversarial_examples.png)",
         "",
-        "## Perceptual alignment (natural beside hardened model)",
+        "## Perceptual alignment (natural beside hardened model)"
+        if natural is not None
+        else f"## Perceptual alignment ({labels['hardened']} model)",
         "",
         "Input gradients, and targeted PGD towards the next class at "
         f"{LARGE_EPS_FACTOR:g}x the threat model's eps. Targets reached: "

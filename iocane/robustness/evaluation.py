@@ -4,7 +4,10 @@ Both models face the suite (the hardened one also the transfer attack from the n
 then the accuracy-vs-eps curves, C&W's minimal distances (presets above ``quick``), the example
 mix for the grid of clean and attacked images, and the perceptual-alignment images.
 ``evaluate_models`` computes all of it; ``metrics_from`` gives the ``metrics/evaluate.json``
-document. Writing and drawing are ``iocane.reports``' job (``iocane.reports.evaluation``).
+document. ``iocane evaluate`` on a model iocane did not train has no natural model: then only the
+model itself is evaluated (under the name ``hardened``, as the files have always called the
+model under evaluation), without the transfer attack, and ``natural`` is ``None``. Writing and
+drawing are ``iocane.reports``' job (``iocane.reports.evaluation``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class Examples:
 class ModelsEvaluation:
     """Everything the evaluate stage computed. ``evaluation`` holds the dataset, the preset, and
     per model (``hardened``, ``natural``) the ``RobustnessResult`` as a dict (plus
-    ``cw_median_l2``); ``curves[norm]`` holds ``eps`` and the two models' accuracies;
+    ``cw_median_l2``; ``natural`` is ``None`` without a natural model); ``curves[norm]`` holds
+    ``eps`` and each model's accuracies;
     ``reference_eps[norm]`` is the evaluation eps in that norm."""
 
     evaluation: dict
@@ -54,16 +58,19 @@ class ModelsEvaluation:
 
 
 def evaluate_models(
-    config: Config, hardened: nn.Module, natural: nn.Module, data: PreparedData
+    config: Config, hardened: nn.Module, natural: nn.Module | None, data: PreparedData
 ) -> ModelsEvaluation:
-    """Evaluate ``hardened`` beside ``natural`` on ``data``'s test split at ``config.train``'s
-    threat model: the suite, the curves, the C&W distances, the examples and the alignment."""
+    """Evaluate ``hardened`` beside ``natural`` (if any) on ``data``'s test split at
+    ``config.train``'s threat model: the suite, the curves, the C&W distances, the examples and
+    the alignment."""
     images, labels = evaluation_subset(
         data.test.images, data.test.labels, config.evaluate.n_samples, config.seed
     )
     device = next(hardened.parameters()).device
     norm, eps = config.train.norm, config.train.eps
-    models = {"hardened": hardened.eval(), "natural": natural.to(device).eval()}
+    models = {"hardened": hardened.eval()}
+    if natural is not None:
+        models["natural"] = natural.to(device).eval()
     evaluation: dict = {
         "dataset": data.meta["dataset"],
         "data_fingerprint": data.meta["fingerprint"],
@@ -72,7 +79,7 @@ def evaluate_models(
     for label, model in models.items():
         log.info("evaluating the %s model (%s, eps %g)", label, norm, eps)
         # Transfer from the natural model only makes sense against another model.
-        surrogate = models["natural"] if label == "hardened" else None
+        surrogate = models.get("natural") if label == "hardened" else None
         result = evaluate_robustness(
             model,
             images,
@@ -86,6 +93,8 @@ def evaluate_models(
             device=device,
         )
         evaluation[label] = result.to_dict()
+    if natural is None:
+        evaluation["natural"] = None
 
     samples, steps = CURVE_BUDGETS[config.evaluate.preset]
     subset_images, subset_labels = images[:samples].to(device), labels[:samples].to(device)
@@ -100,7 +109,7 @@ def evaluate_models(
     examples = example_mix(models["hardened"], images, labels, norm=norm, eps=eps, seed=config.seed)
     # natural first, as the figure reads: what adversarial training changed
     alignment = perceptual_alignment(
-        {"natural": models["natural"], "hardened": models["hardened"]},
+        {label: models[label] for label in ("natural", "hardened") if label in models},
         images.to(device),
         labels.to(device),
         len(data.meta["class_names"]),
@@ -200,13 +209,17 @@ def metrics_from(evaluation: dict) -> dict:
         "seconds_per_attack": hardened["seconds_per_attack"],
         "cw_median_l2": hardened.get("cw_median_l2"),
         "broken_only_by_reference": hardened["broken_only_by_reference"],
-        "natural": {
-            "clean_accuracy": natural["clean_accuracy"],
-            "robust_accuracy": natural["robust_accuracy"],
-            "attacks": natural["per_attack"],
-            "cw_median_l2": natural.get("cw_median_l2"),
-        },
+        "natural": None if natural is None else _baseline_figures(natural),
         "data_fingerprint": evaluation["data_fingerprint"],
         "dataset": evaluation["dataset"],
         "alignment_targets_reached": evaluation["alignment_targets_reached"],
+    }
+
+
+def _baseline_figures(natural: dict) -> dict:
+    return {
+        "clean_accuracy": natural["clean_accuracy"],
+        "robust_accuracy": natural["robust_accuracy"],
+        "attacks": natural["per_attack"],
+        "cw_median_l2": natural.get("cw_median_l2"),
     }

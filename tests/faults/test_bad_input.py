@@ -288,7 +288,8 @@ URIS = {
     "unknown name": ("models:/nope@champion", "models:/nope@champion"),
     "unknown version": ("models:/iocane-test/99", "models:/iocane-test/99"),
     "unknown alias": ("models:/iocane-test@gold", "models:/iocane-test@gold"),
-    "not a model URI": ("runs:/abc/model", "models:/NAME@ALIAS"),
+    "not a model URI": ("s3://bucket/model", "models:/NAME@ALIAS"),
+    "unknown run": ("runs:/abc/model", "runs:/abc/model"),
 }
 
 
@@ -297,6 +298,24 @@ def test_bad_model_uri(project: Path, registry_template: Path, uri: str, named: 
     _with_registry(project, registry_template)
     result = _command(project, "iocane.cli", "evaluate", "--model-uri", uri)
     _assert_refused(result, project, named)
+
+
+def test_evaluate_a_model_file_that_does_not_exist(project: Path) -> None:
+    result = _command(project, "iocane.cli", "evaluate", "--model-file", "mine.pt2")
+    _assert_refused(result, project, "mine.pt2")
+    assert not (project / "reports").exists()
+
+
+def test_weights_from_a_model_uri_that_names_nothing(
+    project: Path, registry_template: Path
+) -> None:
+    """model.weights: models:/... is resolved when the warmup starts from it."""
+    _with_registry(project, registry_template)
+    write_tiny_params(project / "params.yaml", model={"weights": "models:/iocane-test/3"})
+    layout = _prepared(project)
+    result = _command(project, "iocane.stages", "warmup")
+    _assert_refused(result, project, "models:/iocane-test/3")
+    assert not layout.model_file("warmup").exists()
 
 
 def test_promote_an_unknown_version(project: Path, registry_template: Path) -> None:

@@ -9,6 +9,7 @@ from iocane.data.prepared import PreparedData, Split
 from iocane.files import read_json
 from iocane.layout import Layout
 from iocane.reports.evaluation import evaluate_and_report
+from iocane.robustness.suite import suite_from_config
 from models import ModelSpec, build_model
 from tests.helpers.paths import PROJECT_ROOT
 
@@ -72,3 +73,44 @@ def test_standard_report_with_transfer_and_distances(trained_digits_model, tmp_p
     header, *rows = [line for line in report.splitlines() if line.startswith("|")]
     assert len(rows) == 3 and all(row.count("|") == header.count("|") for row in rows)
     assert rows[-1].startswith("| natural (warmup) |") and rows[-1].endswith("| n/a |")
+
+
+def test_a_model_alone_has_no_natural_column_and_no_transfer(
+    trained_digits_model, tmp_path, monkeypatch
+) -> None:
+    """``iocane evaluate`` on a model iocane did not train: no natural model, so no surrogate
+    for the transfer attack, no natural row or curve, and the models named as the caller says."""
+    import iocane.robustness.evaluation as evaluation
+
+    surrogates = []
+
+    def recording_suite(config, surrogate=None):
+        surrogates.append(surrogate)
+        return suite_from_config(config, surrogate)
+
+    monkeypatch.setattr(evaluation, "suite_from_config", recording_suite)
+    model, images, labels = trained_digits_model
+    split = Split(images[:40], labels[:40])
+    meta = {
+        "dataset": "digits",
+        "fingerprint": "f",
+        "num_classes": 10,
+        "class_names": [str(i) for i in range(10)],
+    }
+    data = PreparedData(split, split, split, meta)
+    config = load_config(
+        PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40", "evaluate.preset=quick"]
+    )
+    out = Layout(tmp_path)
+    labels_given = {"hardened": "evaluated", "natural": "baseline"}
+    metrics = evaluate_and_report(config, model, None, data, out, labels_given)
+    assert surrogates == [None] and metrics["natural"] is None
+    passes = ("forward_passes", "backward_passes", "forward_images", "backward_images")
+    assert set(metrics) == METRIC_KEYS | {f"hardened_{key}" for key in passes}
+    assert set(metrics["alignment_targets_reached"]) == {"hardened"}
+    assert all(set(curve) == {"eps", "hardened"} for curve in read_json(out.curves_file).values())
+    report = out.report_file.read_text()
+    rows = [line for line in report.splitlines() if line.startswith("|")][2:]
+    assert len(rows) == 1 and rows[0].startswith("| evaluated |")
+    assert "natural" not in report and "the evaluated model keeps" in report
+    assert out.alignment_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from iocane.config import load_config
-from iocane.reports.model_card import DESCRIPTION_LIMIT, as_description, render_model_card
+from iocane.reports.model_card import (
+    DESCRIPTION_LIMIT,
+    as_description,
+    render_evaluation_card,
+    render_model_card,
+)
 from iocane.robustness.gate import check_gate
 from tests.helpers.paths import PROJECT_ROOT
 
@@ -101,3 +106,33 @@ def test_description_is_cut_to_mlflows_limit_with_a_link() -> None:
     assert as_description("short card", "runs:/r/reports/model_card.md") == "short card"
     cut = as_description("x" * 9000, "runs:/r/reports/model_card.md")
     assert len(cut) <= DESCRIPTION_LIMIT and cut.endswith("runs:/r/reports/model_card.md)\n")
+
+
+def test_card_of_a_model_hardened_from_a_model_uri_names_what_it_resolved_to() -> None:
+    from iocane.training.base_model import describe_lineage
+
+    base = {"uri": "models:/mine@prod", "name": "mine", "version": "3", "run_id": "r1"}
+    assert describe_lineage(base) == "models:/mine@prod (mine version 3, run r1)"
+    run = {"uri": "runs:/r2/model", "run_id": "r2", "artifact_path": "model"}
+    assert describe_lineage(run) == "runs:/r2/model (run r2)"
+    assert describe_lineage({"path": "w.pt", "sha256": "ab"}) == "w.pt (sha256 ab)"
+    config = load_config(PROJECT_ROOT / "params.yaml")
+    evaluation = _evaluation(flags=[])
+    meta = {"dataset": "digits", "image_size": 8, "num_classes": 10}
+    provenance = {"base_model": describe_lineage(base)}
+    card = render_model_card(
+        config, evaluation, check_gate(config.gate, evaluation), meta, provenance, title="m v4"
+    )
+    assert "- Hardened from models:/mine@prod (mine version 3, run r1)." in card
+
+
+def test_card_of_a_model_evaluated_as_given_has_no_gate_and_no_recipe() -> None:
+    evaluation = {**_evaluation(flags=[]), "natural": None}
+    meta = {"dataset": "digits", "image_size": 8, "num_classes": 10}
+    card = render_evaluation_card(
+        evaluation, meta, {"model": "mine.pt2 (sha256 ab)"}, title="mine", source="mine.pt2"
+    )
+    assert card.startswith("# Model card: mine\n\n**Evaluated as given")
+    assert "\n## Gate\n" not in card and "\n## Training recipe\n" not in card
+    assert "| metric | model | baseline |" in card and "| clean accuracy | 0.9700 | n/a |" in card
+    assert "No baseline model was given." in card and "the evaluated model keeps" in card

@@ -1,0 +1,103 @@
+"""Models and weights at MLflow model URIs, from the project's tracking store: any PyTorch-flavour
+model (``mlflow.pytorch.load_model``, on the CPU), or, for a version iocane registered, its own
+model file (``weights/model.pt`` in its run, which holds the architecture spec).
+
+``iocane.training.base_model`` reads a URI's weights here for ``model.weights``;
+``iocane.training.external_model`` loads the whole model for ``iocane evaluate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iocane.errors import ModelUriError
+from iocane.model_uris import ResolvedUri, resolve_model_uri
+from iocane.modelio import load_model
+from iocane.settings import tracking_uri
+
+# Where a version iocane registered keeps its own model file, in its run's artifacts.
+IOCANE_MODEL_ARTIFACT = "weights/model.pt"
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state_dict's names, dtypes, shapes and values: the same weights give the same
+    digest whatever file or store they came from."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _use_project_store(root: Path) -> None:
+    """Point MLflow's module-level loaders at the project's tracking store and registry."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    mlflow.set_registry_uri(tracking_uri(root))
+
+
+def iocane_model_file(resolved: ResolvedUri, root: Path) -> Path:
+    """The local copy of an iocane version's own model file (``IOCANE_MODEL_ARTIFACT``)."""
+    import mlflow
+
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=resolved.run_id,
+            artifact_path=IOCANE_MODEL_ARTIFACT,
+            tracking_uri=tracking_uri(root),
+        )
+    )
+
+
+def check_pytorch_model(resolved: ResolvedUri, root: Path) -> None:
+    """That the URI holds an MLflow model of the PyTorch flavour (reads its MLmodel file only);
+    a ``ModelUriError`` naming the URI otherwise."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    _use_project_store(root)
+    uri = resolved.uri
+    try:
+        flavors = mlflow.models.get_model_info(uri).flavors
+    except (MlflowException, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        where = f"{resolved.describe()} has" if resolved.version else "the run has"
+        raise ModelUriError(f"{uri}: {where} no MLflow model there ({first})") from None
+    if "pytorch" not in flavors:
+        others = ", ".join(sorted(set(flavors) - {"python_function"})) or "unknown"
+        raise ModelUriError(f"{uri} is an MLflow {others} model, not a PyTorch one")
+
+
+def mlflow_pytorch(resolved: ResolvedUri, root: Path) -> nn.Module:
+    """The PyTorch model at an MLflow URI, on the CPU; a named error when the URI holds no
+    MLflow model or one of another flavour."""
+    import mlflow
+
+    check_pytorch_model(resolved, root)
+    uri = resolved.uri
+    try:
+        loaded = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as error:  # unpickling a model of a missing class, a bad pt2 archive...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelUriError(f"{uri}: the PyTorch model does not load: {first}") from None
+    if not isinstance(loaded, nn.Module):
+        raise ModelUriError(f"{uri} holds a {type(loaded).__name__}, not a torch nn.Module")
+    return loaded
+
+
+def state_dict_from_uri(uri: str, root: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights at a model URI as a state_dict (an iocane version's or iocane-wrapped model's
+    keys as they are: ``network_part`` takes their ``net.`` part), with the lineage: the URI,
+    what it resolved to, and the weights' ``state_sha256``."""
+    resolved = resolve_model_uri(uri, root)
+    if resolved.is_iocane_version:  # its own file: the wrapped model's keys, net.* and normalize.*
+        state = dict(load_model(iocane_model_file(resolved, root))[0].state_dict())
+    else:
+        state = dict(mlflow_pytorch(resolved, root).state_dict())
+    return state, {**resolved.lineage(), "state_sha256": state_digest(state)}
