@@ -25,7 +25,7 @@ from iocane.config import Config
 from iocane.data.prepared import PreparedData
 from iocane.robustness.alignment import Alignment, perceptual_alignment
 from iocane.robustness.curves import MULTIPLIERS, accuracy_curve, curve_flags, eps_grids
-from iocane.robustness.suite import evaluate_robustness, evaluation_subset, suite_from_config
+from iocane.robustness.suite import evaluate_robustness, evaluation_indices, suite_from_config
 
 log = logging.getLogger("iocane")
 
@@ -63,9 +63,9 @@ def evaluate_models(
     """Evaluate ``hardened`` beside ``natural`` (if any) on ``data``'s test split at
     ``config.train``'s threat model: the suite, the curves, the C&W distances, the examples and
     the alignment."""
-    images, labels = evaluation_subset(
-        data.test.images, data.test.labels, config.evaluate.n_samples, config.seed
-    )
+    # The sample first, then its float images: not a float copy of the whole test split.
+    keep = evaluation_indices(len(data.test), config.evaluate.n_samples, config.seed)
+    images, labels = data.test.batch(keep), data.test.labels[keep]
     device = next(hardened.parameters()).device
     norm, eps = config.train.norm, config.train.eps
     models = {"hardened": hardened.eval()}

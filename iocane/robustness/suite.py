@@ -203,14 +203,19 @@ def evaluate_robustness(
     )
 
 
+def evaluation_indices(count: int, n_samples: int, seed: int) -> torch.Tensor | slice:
+    """Which of ``count`` images the evaluation takes: ``n_samples`` of them drawn with
+    ``seed`` (all of them for 0 or more than there are), the same for the same seed."""
+    if n_samples == 0 or n_samples >= count:
+        return slice(None)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n_samples]
+
+
 def evaluation_subset(
     images: torch.Tensor, labels: torch.Tensor, n_samples: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n_samples`` of the images, drawn with ``seed`` (all of them for 0 or more than there
-    are): the same subset for the same seed, whatever the run."""
-    if n_samples == 0 or n_samples >= len(labels):
-        return images, labels
-    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n_samples]
+    """The images and labels at ``evaluation_indices``."""
+    keep = evaluation_indices(len(labels), n_samples, seed)
     return images[keep], labels[keep]
 
 
