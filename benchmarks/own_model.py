@@ -48,11 +48,9 @@ from torch import nn
 
 from iocane.config import load_config
 from iocane.data.folder import FolderOptions
-from iocane.data.prepared import prepare_data
 from iocane.data.raw import RawDataset
 from iocane.data.sources import load_raw_dataset
 from iocane.files import read_json
-from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +75,6 @@ QUICK = {  # --quick: a dry run of the wiring, minutes
     "train": {"epochs": 1, "steps": 2, "eps_ramp_epochs": 0},
     "evaluate": {"n_samples": 60},
 }
-GRID_LR = (0.05, 0.01, 0.002)  # 0.05: params.yaml's train.lr for training from scratch
-GRID_RAMP = (0, 2)  # 2: params.yaml's train.eps_ramp_epochs
-GRID_EVAL_SAMPLES = 500
 
 
 def class_folder(label: int, name: str) -> str:
@@ -275,6 +270,7 @@ def _figures(evaluation: dict) -> dict:
         "natural": {
             "clean_accuracy": natural.get("clean_accuracy"),
             "robust_accuracy": natural.get("robust_accuracy"),
+            "attacks": natural.get("attacks"),
         },
         "hardened": {
             "clean_accuracy": evaluation["clean_accuracy"],
@@ -285,63 +281,6 @@ def _figures(evaluation: dict) -> dict:
         "threat_model": f"{evaluation['threat_model']} eps {evaluation['eps']}",
         "preset": evaluation["preset"],
         "n_samples": evaluation["n_samples"],
-    }
-
-
-def run_grid(project: Path, base: list[str]) -> dict:
-    """train.lr x train.eps_ramp_epochs from the same natural weights on the same prepared
-    data, in this process: the warmup (the given model), train, then the quick suite on the
-    same GRID_EVAL_SAMPLES test images for each cell and once for the natural model."""
-    from iocane import evaluate_robustness
-    from iocane.data.prepared import load_prepared
-    from iocane.modelio import load_model
-    from iocane.robustness.suite import evaluation_subset
-    from tasks.train import run_train
-    from tasks.warmup import run_warmup
-
-    os.chdir(project)  # data.root and model.weights are relative to the project
-    config = load_config(project / "params.yaml", base)
-    started = time.perf_counter()
-    prepare_data(config, Layout(project))
-    prepare_seconds = round(time.perf_counter() - started, 1)
-    data = load_prepared(Layout(project))
-    images, labels = evaluation_subset(
-        data.test.images, data.test.labels, GRID_EVAL_SAMPLES, config.seed
-    )
-
-    def suite(model: nn.Module) -> dict:
-        result = evaluate_robustness(
-            model, images, labels, eps=config.train.eps, preset="quick", seed=config.seed
-        )
-        return {
-            "clean_accuracy": round(result.clean_accuracy, 4),
-            "robust_accuracy": round(result.robust_accuracy, 4),
-            "flags": result.flags,
-        }
-
-    cells = []
-    for lr in GRID_LR:
-        for ramp in GRID_RAMP:
-            cell = Layout(project / "grid" / f"lr{lr}-ramp{ramp}")
-            shutil.copytree(project / "data" / "prepared", cell.prepared_dir)
-            shutil.copy(project / "natural.pt", cell.root / "natural.pt")
-            overrides = [*base, f"train.lr={lr}", f"train.eps_ramp_epochs={ramp}"]
-            cell_config = load_config(project / "params.yaml", overrides)
-            run_warmup(cell_config, cell)
-            started = time.perf_counter()
-            run_train(cell_config, cell)
-            seconds = round(time.perf_counter() - started, 1)
-            figures = suite(load_model(cell.model_file("train"), torch.device("cpu"))[0])
-            cells.append({"lr": lr, "eps_ramp_epochs": ramp, "train_seconds": seconds, **figures})
-            print(json.dumps(cells[-1]), flush=True)
-    # Every cell's warmup is the same given model: measure it once.
-    natural = load_model(cell.model_file("warmup"), torch.device("cpu"))[0]
-    return {
-        "prepare_seconds": prepare_seconds,
-        "counts": data.meta["counts"],
-        "n_samples": len(labels),
-        "natural": suite(natural),
-        "cells": cells,
     }
 
 
@@ -409,7 +348,10 @@ def main() -> None:
         **made,
     }
     if args.grid:
+        from own_model_grid import best_cell, run_grid  # beside this file
+
         result["grid"] = run_grid(project, args.set)
+        result["choice"] = best_cell(result["grid"])
         name = "own-model-grid"
     else:
         folder = load_raw_dataset("folder", str(workdir / "images"), folder=FolderOptions())
