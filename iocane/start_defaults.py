@@ -22,7 +22,7 @@ SOURCE = "benchmarks/own_model.py"
 def by_start_description(key: str) -> str:
     """The schema's words for a key filled by the start, with both values."""
     scratch, weights = START_DEFAULTS[key]["scratch"], START_DEFAULTS[key]["weights"]
-    return f"null = {scratch:g} from scratch, {weights:g} from model.weights ({SOURCE})"
+    return f"null = {scratch:g} from scratch, {weights:g} from model.weights, measured by {SOURCE}"
 
 
 def nullable_number(kind: type) -> Any:
