@@ -16,10 +16,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 
 from iocane.config_errors import ConfigError, Rule, describe, explain
 from iocane.overlays import apply_override, origin, read_params
+from iocane.start_defaults import by_start_description, fill_by_start, nullable_number
 
 __all__ = [
     "Config",
@@ -195,6 +205,8 @@ class TrainConfig(OptimConfig):
     """Adversarial training, continuing from the warmup weights (iocane/training/recipes.py)."""
 
     method: Method
+    # null in params.yaml: filled by where training starts (iocane/start_defaults.py)
+    lr: nullable_number(float) = Field(gt=0, description=by_start_description("lr"))  # type: ignore[valid-type]
     norm: Literal["Linf", "L2"]
     eps: float = Field(gt=0, description="perturbation budget in [0,1] pixel units")
     step_size: float = Field(gt=0, description="PGD step (about 2.5 * eps / steps)")
@@ -333,6 +345,22 @@ class Config(Section):
     registry: RegistryConfig
     sweep: SweepConfig = SweepConfig()  # optional section
     report: ReportConfig = ReportConfig()  # optional section
+    _start_defaults: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _defaults_by_start(cls, document: Any, handler: ValidatorFunctionWrapHandler) -> Config:
+        """A null train.lr takes the default for where training starts; a number given anywhere
+        wins (iocane/start_defaults.py)."""
+        document, notes = fill_by_start(document)
+        config = handler(document)
+        config._start_defaults = notes
+        return config
+
+    @property
+    def start_defaults(self) -> tuple[str, ...]:
+        """Log lines: the keys a start from model.weights filled (the train stage logs them)."""
+        return self._start_defaults
 
     @model_validator(mode="after")
     def _warmup_trains_unless_given_weights(self) -> Self:

@@ -3,6 +3,8 @@ warmup weights, in one process or in ``train.nproc`` data-parallel processes."""
 
 from __future__ import annotations
 
+import logging
+
 from iocane.config import Config
 from iocane.files import sha256_file
 from iocane.layout import Layout
@@ -11,10 +13,14 @@ from iocane.training.launcher import launch
 from iocane.training.loop import ModelRef, train_in_process
 from iocane.training.ranks import Ranks
 
+log = logging.getLogger("iocane")  # the console handler's logger (iocane.logs)
+
 
 def run_train(config: Config, layout: Layout) -> ModelRef:
     """The ``train`` stage: PGD adversarial training starting from the warmup weights, in one
     process, or in ``train.nproc`` data-parallel processes started by torchrun."""
+    for note in config.start_defaults:  # train.* keys left null, filled for model.weights
+        log.info(note)
     if config.train.nproc > 1:
         launch(config, layout)
     else:
