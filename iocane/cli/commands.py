@@ -17,6 +17,16 @@ from typing import Annotated
 
 import typer
 
+from iocane.cli.options import (
+    BaselineFile,
+    BaselineUri,
+    IfDataChanged,
+    ModelFile,
+    ModelUri,
+    Overrides,
+    Params,
+    ReportDir,
+)
 from iocane.config import load_config
 from iocane.errors import BAD_INPUT, GATE_FAILED, exit_code_for, report_error
 from iocane.interrupts import stop_on_signals
@@ -35,25 +45,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-# The options several commands share, spelled as they always were.
-Params = Annotated[str, typer.Option("--params", metavar="FILE", help="params file")]
-Overrides = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="SECTION.KEY=VALUE",
-        help="override one parameter; repeatable",
-        show_default=False,
-    ),
-]
-IfDataChanged = Annotated[
-    bool,
-    typer.Option(
-        "--if-data-changed",
-        help="only when the data fingerprint differs from the champion's (the reharden flow)",
-    ),
-]
 
 
 def _examples(*lines: str) -> str:
@@ -169,30 +160,13 @@ def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
 )
 @_guarded
 def evaluate(
-    model_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--model-uri", metavar="URI", help="models:/NAME@ALIAS, models:/NAME/N, runs:/ID/PATH"
-        ),
-    ] = None,
-    model_file: Annotated[
-        str | None,
-        typer.Option("--model-file", metavar="PATH", help="a state_dict, .pt2 or iocane file"),
-    ] = None,
-    baseline_uri: Annotated[
-        str | None, typer.Option("--baseline-uri", metavar="URI", help="a baseline to compare with")
-    ] = None,
-    baseline_file: Annotated[
-        str | None, typer.Option("--baseline-file", metavar="PATH", help="a baseline file")
-    ] = None,
+    model_uri: ModelUri = None,
+    model_file: ModelFile = None,
+    baseline_uri: BaselineUri = None,
+    baseline_file: BaselineFile = None,
     params: Params = "params.yaml",
     overrides: Overrides = None,
-    out: Annotated[
-        str | None,
-        typer.Option(
-            "--out", metavar="DIR", help="where the report goes (reports/evaluations/NAME-vN)"
-        ),
-    ] = None,
+    out: ReportDir = None,
 ) -> int:
     """The suite on a registered model, or on any PyTorch model.
 
