@@ -34,6 +34,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+# Where a test file's registry is must not outlive the file: MLflow's fluent API exports its
+# global tracking URI as this variable, and a later test file on the same xdist worker (and the
+# commands it starts) would register into the wrong project, failing far from the cause.
+LEAKY_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_HOME")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_environment_leaks(request: pytest.FixtureRequest):
+    before = {name: os.environ.get(name) for name in LEAKY_VARIABLES}
+    yield
+    after = {name: os.environ.get(name) for name in LEAKY_VARIABLES}
+    changed = {name: after[name] for name in LEAKY_VARIABLES if after[name] != before[name]}
+    assert not changed, f"{request.module.__name__} left the environment changed: {changed}"
+
+
 @pytest.fixture
 def params_document() -> dict:
     """A fresh copy of the project's params.yaml as a dict."""

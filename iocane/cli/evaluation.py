@@ -30,6 +30,25 @@ from tasks.prepare import run_prepare
 log = logging.getLogger("iocane")
 
 
+def _replace_prepared(source: Layout, target: Layout) -> None:
+    """Move ``source``'s prepared data over ``target``'s as prepare writes it: ``meta.json``
+    (which vouches for the arrays) goes first and comes back last, so a stop in between leaves
+    data that ``load_prepared`` refuses, never a mix it would accept."""
+    target.prepared_meta.unlink(missing_ok=True)
+    target.prepared_dir.mkdir(parents=True, exist_ok=True)
+    arrays = [
+        path for path in sorted(source.prepared_dir.iterdir()) if path != source.prepared_meta
+    ]
+    for stale in set(target.prepared_dir.iterdir()) - {
+        target.prepared_dir / p.name for p in arrays
+    }:
+        if stale.is_file():
+            stale.unlink()
+    for path in arrays:
+        os.replace(path, target.prepared_dir / path.name)
+    os.replace(source.prepared_meta, target.prepared_meta)
+
+
 def prepared_for(config: Config, layout: Layout) -> None:
     """Make ``data/prepared`` the prepare stage's outputs for ``config``.
 
@@ -49,9 +68,7 @@ def prepared_for(config: Config, layout: Layout) -> None:
             log.info("data/prepared holds the same data (fingerprint %s)", result.fingerprint[:12])
         else:
             log.info("data/prepared was missing or prepared from other params: replaced")
-            layout.prepared_dir.mkdir(parents=True, exist_ok=True)
-            for file in sorted(Layout(Path(scratch)).prepared_dir.iterdir()):
-                os.replace(file, layout.prepared_dir / file.name)
+            _replace_prepared(Layout(Path(scratch)), layout)
     result = dataclasses.replace(result, path=str(layout.prepared_dir))
     # Stored as the flow's prepare task stores its result (Prefect's JSON encoding), so that a
     # later `iocane run` finds these outputs current; imported only here, where data is prepared.

@@ -9,6 +9,9 @@ model file (``weights/model.pt`` in its run, which holds the architecture spec).
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -34,12 +37,33 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _use_project_store(root: Path) -> None:
-    """Point MLflow's module-level loaders at the project's tracking store and registry."""
+@contextmanager
+def _project_store(root: Path) -> Iterator[None]:
+    """MLflow's module-level loaders (``get_model_info``, ``pytorch.load_model``) read the
+    global tracking and registry URIs, which MLflow also exports to the environment for
+    subprocesses. Point them at the project's store for the call, then put back the globals and
+    the environment, so that nothing later in the process, or started by it, inherits them."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_registry_uri(tracking_uri(root))
+    variables = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    environment = {name: os.environ.get(name) for name in variables}
+    # What was set explicitly, not the defaults the public getters resolve to.
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def iocane_model_file(resolved: ResolvedUri, root: Path) -> Path:
@@ -61,10 +85,10 @@ def check_pytorch_model(resolved: ResolvedUri, root: Path) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    _use_project_store(root)
     uri = resolved.uri
     try:
-        flavors = mlflow.models.get_model_info(uri).flavors
+        with _project_store(root):
+            flavors = mlflow.models.get_model_info(uri).flavors
     except (MlflowException, OSError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         where = f"{resolved.describe()} has" if resolved.version else "the run has"
@@ -82,7 +106,8 @@ def mlflow_pytorch(resolved: ResolvedUri, root: Path) -> nn.Module:
     check_pytorch_model(resolved, root)
     uri = resolved.uri
     try:
-        loaded = mlflow.pytorch.load_model(uri, map_location="cpu")
+        with _project_store(root):
+            loaded = mlflow.pytorch.load_model(uri, map_location="cpu")
     except Exception as error:  # unpickling a model of a missing class, a bad pt2 archive...
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelUriError(f"{uri}: the PyTorch model does not load: {first}") from None

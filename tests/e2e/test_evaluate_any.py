@@ -10,6 +10,7 @@ as the console script, without a process start per case.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,27 +70,36 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     network = _trained_network(10, images, labels)
     five = _trained_network(5, images, labels)
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    # MLflow's fluent API logs to the global tracking URI, which it also exports as
+    # MLFLOW_TRACKING_URI: put both back, or every later test in this worker (and the
+    # commands they start) would use this project's registry.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    experiment = MlflowClient(uri).create_experiment("mine", artifact_location=str(root / "art"))
-    example = images[:2].numpy()
-    with mlflow.start_run(experiment_id=experiment) as run:
-        # pip_requirements given: inferring them loads the model in a subprocess (seconds)
-        mlflow.pytorch.log_model(
-            network,
-            name="model",
-            input_example=example,
-            registered_model_name="mine",
-            pip_requirements=["torch"],
+    try:
+        experiment = MlflowClient(uri).create_experiment(
+            "mine", artifact_location=str(root / "art")
         )
-        # pickled (no torch.export: quicker), as older MLflow versions logged every model
-        mlflow.pytorch.log_model(
-            five, name="five", serialization_format="pickle", pip_requirements=["torch"]
-        )
-        # A model of another flavour: only its MLmodel file matters to iocane.
-        sklearn_model = root / "sk" / "MLmodel"
-        sklearn_model.parent.mkdir()
-        sklearn_model.write_text(yaml.safe_dump({"flavors": {"sklearn": {}}}))
-        mlflow.log_artifacts(str(sklearn_model.parent), "sk")
+        example = images[:2].numpy()
+        with mlflow.start_run(experiment_id=experiment) as run:
+            # pip_requirements given: inferring them loads the model in a subprocess (seconds)
+            mlflow.pytorch.log_model(
+                network,
+                name="model",
+                input_example=example,
+                registered_model_name="mine",
+                pip_requirements=["torch"],
+            )
+            # pickled (no torch.export: quicker), as older MLflow versions logged every model
+            mlflow.pytorch.log_model(
+                five, name="five", serialization_format="pickle", pip_requirements=["torch"]
+            )
+            # A model of another flavour: only its MLmodel file matters to iocane.
+            sklearn_model = root / "sk" / "MLmodel"
+            sklearn_model.parent.mkdir()
+            sklearn_model.write_text(yaml.safe_dump({"flavors": {"sklearn": {}}}))
+            mlflow.log_artifacts(str(sklearn_model.parent), "sk")
+    finally:
+        mlflow.set_tracking_uri(previous)
     torch.save(network.state_dict(), root / "mine.pt")
     batch = torch.export.Dim("batch")
     exported = torch.export.export(network, (images[:2],), dynamic_shapes=({0: batch},))
@@ -257,7 +267,7 @@ def test_data_prepared_elsewhere_is_kept_when_it_is_the_same(at: Project) -> Non
     """data/prepared made without the stage store (as `dvc repro` makes it): the same data is
     left byte for byte (DVC's record stays valid); data of other params is replaced."""
     from iocane.cli.evaluation import prepared_for
-    from iocane.data.prepared import prepare_data
+    from iocane.data.prepared import load_prepared, prepare_data
     from iocane.pipeline.keys import stage_key as key_of
     from iocane.pipeline.store import outputs_current
 
@@ -266,12 +276,17 @@ def test_data_prepared_elsewhere_is_kept_when_it_is_the_same(at: Project) -> Non
     params = write_tiny_params(root / "params.yaml", data={"limit_train": 300})
     layout = Layout(root)
     prepare_data(load_config(params), layout)
-    before = layout.prepared_arrays.read_bytes()
+
+    def arrays() -> dict[str, bytes]:
+        return {name: path.read_bytes() for name, path in layout.prepared_arrays.items()}
+
+    before = arrays()
     fingerprint = json.loads(layout.prepared_meta.read_text())["fingerprint"]
     prepared_for(load_config(params), layout)
-    assert layout.prepared_arrays.read_bytes() == before
+    assert arrays() == before
     assert outputs_current("prepare", key_of("prepare", load_config(params), layout), layout)
     other = load_config(params, ["data.limit_train=200"])
     prepared_for(other, layout)
     assert json.loads(layout.prepared_meta.read_text())["fingerprint"] != fingerprint
+    assert load_prepared(layout).meta["counts"]["train"] < 300  # the replaced data loads
     assert outputs_current("prepare", key_of("prepare", other, layout), layout)
