@@ -24,14 +24,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 SLOW_DIRECTORIES = ("e2e", "faults")  # real processes: flows, dvc repro, servers, kills
 
 
+# Unit test files that start processes (torchrun ranks): as long as an end-to-end file.
+LONG_UNIT_FILES = ("unit/training/test_distributed.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``slow`` marker is set one way: by directory. ``tests/e2e`` and ``tests/faults`` are
-    slow; ``tests/unit`` is not (``pytest -m "not slow"`` runs the unit tests)."""
+    slow; ``tests/unit`` is not (``pytest -m "not slow"`` runs the unit tests).
+
+    The long files run first. xdist hands out whole files (``--dist loadfile``) as workers
+    free up, in this order (``--no-loadscope-reorder``; its default puts files with many tests
+    first, which left a 90 s file with two tests to start last while the other worker idled):
+    the many short unit files then even out the end."""
     tests_dir = Path(__file__).parent
-    for item in items:
+
+    def long(item: pytest.Item) -> bool:
         relative = Path(item.fspath).relative_to(tests_dir)
-        if relative.parts[0] in SLOW_DIRECTORIES:
+        return relative.parts[0] in SLOW_DIRECTORIES or relative.as_posix() in LONG_UNIT_FILES
+
+    for item in items:
+        if Path(item.fspath).relative_to(tests_dir).parts[0] in SLOW_DIRECTORIES:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: not long(item))  # stable: files keep their order otherwise
 
 
 # Where a test file's registry is must not outlive the file: MLflow's fluent API exports its

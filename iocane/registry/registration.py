@@ -17,6 +17,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -155,7 +156,13 @@ def register_version(
         log_run_evidence(config, layout, evidence.evaluation, evidence.verdict)
         example = np.zeros((2, spec.in_channels, spec.image_size, spec.image_size), np.float32)
         model_info = mlflow.pytorch.log_model(
-            model, name="model", input_example=example, serialization_format="pt2"
+            model,
+            name="model",
+            input_example=example,
+            serialization_format="pt2",
+            # A torch.export program needs torch alone. Stated, because MLflow's inference loads
+            # the model in a subprocess to find out (10-20 s per version on two cores).
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         version = str(mlflow.register_model(model_info.model_uri, name).version)
         try:

@@ -9,8 +9,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 import requests
+import torch
 from mlflow import MlflowClient
 from prefect.client.schemas.objects import State, TaskRun
 
@@ -143,6 +145,11 @@ def test_flow_registers_a_gated_champion_with_artifacts(
         "plots/perceptual_alignment.png",
     } <= plots
     assert version.tags["alignment_uri"].endswith("plots/perceptual_alignment.png")
+    # The logged model states what serving it needs: torch (a torch.export program).
+    requirements = mlflow.artifacts.download_artifacts(
+        f"{version.source}/requirements.txt", tracking_uri=env["MLFLOW_TRACKING_URI"]
+    )
+    assert Path(requirements).read_text().split() == [f"torch=={torch.__version__.split('+')[0]}"]
     cost = {key: value for key, value in run.data.metrics.items() if key.startswith("cost/")}
     assert cost["cost/hours"] > 0 and cost["cost/train_backward_passes"] > 0
     curves = json.loads((project / "plots" / "robustness_curves.json").read_text())
@@ -167,8 +174,6 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert version_link is not None and "/#/models/iocane-test/versions/1)" in version_link.data
 
     checkpoint_dir = project / "checkpoints" / "train"
-    import torch
-
     checkpoint = torch.load(checkpoint_dir / "epoch-0002.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng"} <= set(checkpoint)
     assert checkpoint["epoch"] == 2
