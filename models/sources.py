@@ -93,11 +93,16 @@ def _timm(name: str, builder: str, channels: int, num_classes: int) -> nn.Module
     return timm.create_model(builder, pretrained=False, num_classes=num_classes, in_chans=channels)
 
 
-def _import_module(name: str, module: str) -> object:
-    # The project directory first: a file models_mine.py beside params.yaml is importable.
+def project_on_path() -> None:
+    """The project directory first on the import path: a file models_mine.py beside
+    params.yaml is importable as ``models_mine``."""
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def _import_module(name: str, module: str) -> object:
+    project_on_path()
     try:
         return importlib.import_module(module)
     except ImportError as error:

@@ -189,11 +189,10 @@ def factory_source_hash(module: str) -> str | None:
     found the way ``models.sources`` imports it (the project directory first) without running
     it; None when it cannot be found (the warmup then says why)."""
     import importlib.util
-    import sys
 
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    from models.sources import project_on_path
+
+    project_on_path()
     try:
         found = importlib.util.find_spec(module)
     except (ImportError, ValueError):
