@@ -226,6 +226,11 @@ class TrainConfig(OptimConfig):
     # Data-parallel processes (PyTorch DDP through torchrun; iocane/training/launcher.py).
     # Optional: params files written before it train in one process.
     nproc: int = Field(1, ge=1, description="1 = one process, no DDP")
+    # Training to a time budget (iocane/training/budget.py). Optional: params files written
+    # before it train for train.epochs.
+    budget_minutes: float = Field(
+        0, ge=0, description="0 = train.epochs; else the epochs that fill this many minutes"
+    )
 
     @model_validator(mode="after")
     def _linf_eps_within_the_image(self) -> Self:
