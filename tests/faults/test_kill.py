@@ -54,13 +54,15 @@ def _stage(project: Path, name: str) -> subprocess.Popen:
     )
 
 
-def _iocane_run(project: Path, *args: str) -> subprocess.Popen:
+def _iocane_run(project: Path, *args: str, stderr: Path | None = None) -> subprocess.Popen:
+    """``iocane run`` in ``project``; its stderr into a file when ``stderr`` is given (to read
+    while it runs), else piped."""
     return subprocess.Popen(
         [sys.executable, "-m", "iocane.cli", "run", *args],
         cwd=project,
         env=_env(project),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr is None else stderr.open("w"),
         text=True,
     )
 
@@ -222,8 +224,17 @@ def test_sigterm_then_sigkill_then_two_reruns_at_once(
     first = _iocane_run(project)
     # (The killed run's name is still in the lock file: wait for this one's.)
     _wait_for(lambda: f"(pid {first.pid} " in Layout(project).run_lock.read_text(), first, 300)
-    waiting = _iocane_run(project)
-    (code, out, err), (code_w, out_w, err_w) = _finish(first), _finish(waiting)
+    # The lock holder is stalled until the second has seen the lock taken: on a loaded machine
+    # the first could otherwise finish before the second has even started its flow.
+    first.send_signal(signal.SIGSTOP)
+    waiting_log = project.parent / "waiting.err"
+    waiting = _iocane_run(project, stderr=waiting_log)
+    try:
+        _wait_for(lambda: "waiting for the project lock" in waiting_log.read_text(), waiting, 300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    (code, out, err), (code_w, out_w, _) = _finish(first), _finish(waiting)
+    err_w = waiting_log.read_text()
     record_property("faults_injected", 3)
     assert (code, code_w) == (0, 0), err + err_w
     assert "train: resuming" in err
