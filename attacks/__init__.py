@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from attacks.fgsm import FGSM
+from attacks.nfgsm import NFGSM
 from attacks.pgd import PGD
 from attacks.threat import THREAT_MODELS, threat_model
 
@@ -28,4 +29,4 @@ class Attack(Protocol):
     ) -> torch.Tensor: ...
 
 
-__all__ = ["FGSM", "PGD", "THREAT_MODELS", "Attack", "threat_model"]
+__all__ = ["FGSM", "NFGSM", "PGD", "THREAT_MODELS", "Attack", "threat_model"]

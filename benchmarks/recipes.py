@@ -9,6 +9,11 @@ CPU seconds: robust to other jobs on the machine, which wall time is not):
   ``free`` (m = 4): iocane's recipes, each with the per-epoch validation PGD that selects the
   best epoch and watches for catastrophic overfitting; that validation counts in the budget.
 
+``--recipes`` also takes (not in the default set, so the recorded run stays as it was):
+``nfgsm`` (de Jorge et al. 2022), ``pgd3``..``pgd5`` (few-step PGD, step 2.5 eps / steps), and
+any of them with ``+onecycle`` (Wong et al.'s per-batch one-cycle schedule, peaking at
+``train.lr``) instead of ``train.lr_schedule``: ``--recipes pgd3+onecycle,nfgsm+onecycle``.
+
 A recipe's number of epochs is the budget divided by the CPU time of one real epoch of it
 (``fit`` for one epoch from the warmup weights, validation and checkpoint included; a first
 version that extrapolated from a few batches underestimated PGD's epochs by a third). The CPU
@@ -71,10 +76,23 @@ VALIDATION_IMAGES = 500
 CALIBRATION_BATCHES = 6
 
 
-def recipe_for(config: Config, method: str) -> AdversarialRecipe | None:
+def recipe_for(config: Config, name: str) -> AdversarialRecipe | None:
+    """The recipe a ``--recipes`` entry names (its ``+schedule`` part aside)."""
+    method = name.partition("+")[0]
     if method == "natural":
         return None
-    return dataclasses.replace(AdversarialRecipe.from_config(config.train), method=method)
+    recipe = AdversarialRecipe.from_config(config.train)
+    if method.startswith("pgd") and method[3:].isdigit():  # few-step PGD: pgd3, pgd4, pgd5
+        steps = int(method[3:])
+        return dataclasses.replace(
+            recipe, method="pgd", steps=steps, step_size=2.5 * recipe.eps / steps
+        )
+    return dataclasses.replace(recipe, method=method)
+
+
+def schedule_for(config: Config, name: str) -> str:
+    """``train.lr_schedule``, or the schedule after a ``+`` in a ``--recipes`` entry."""
+    return name.partition("+")[2] or config.train.lr_schedule
 
 
 def main() -> None:
@@ -124,6 +142,7 @@ def main() -> None:
                 settings = {
                     field: getattr(config.train, field) for field in OptimConfig.model_fields
                 }
+                settings["lr_schedule"] = schedule_for(config, method)
                 torch.manual_seed(config.seed + 1)
                 return fit(
                     stage="train", model=load_model(warm_file, device)[0], spec=spec, data=data,

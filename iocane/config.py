@@ -44,7 +44,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder")
 MODELS = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
 NORMS = ("Linf", "L2")
 
-Method = Literal["pgd", "trades", "fgsm", "fgsm_rs", "free", "alp", "multi"]
+Method = Literal["pgd", "trades", "fgsm", "fgsm_rs", "nfgsm", "free", "alp", "multi"]
 Text = Annotated[str, Field(min_length=1)]  # an empty string is never a useful value
 
 
@@ -190,7 +190,9 @@ class OptimConfig(Section):
     lr: float = Field(gt=0)
     momentum: float = Field(ge=0, lt=1)
     weight_decay: float = Field(ge=0)
-    lr_schedule: Literal["cosine", "step", "constant"]
+    lr_schedule: Literal["cosine", "step", "constant", "onecycle"] = Field(
+        description="onecycle: linear 0 -> lr at 2/5 of training -> 0, stepped every batch"
+    )
 
 
 class WarmupConfig(OptimConfig):
@@ -260,7 +262,7 @@ class TrainConfig(OptimConfig):
 
     @model_validator(mode="after")
     def _adversarial_methods_need_adversarial_loss(self) -> Self:
-        if self.method in ("pgd", "fgsm", "fgsm_rs", "multi", "alp"):
+        if self.method in ("pgd", "fgsm", "fgsm_rs", "nfgsm", "multi", "alp"):
             _check(
                 self.adv_weight > 0,
                 "adv_weight",

@@ -34,6 +34,8 @@ def method_description(config: Config) -> str:
         f"adversarial loss weight {train.adv_weight:g}",
         "fgsm_rs": "FGSM with random start (Wong et al. 2020), one step of 1.25 eps, "
         f"adversarial loss weight {train.adv_weight:g}",
+        "nfgsm": "N-FGSM (de Jorge et al. 2022), one step of eps from uniform noise of "
+        f"2 eps, not projected back to eps, adversarial loss weight {train.adv_weight:g}",
         "free": f"free adversarial training (Shafahi et al. 2019), {train.free_replays} "
         "replays per minibatch",
         "alp": f"adversarial logit pairing (Kannan et al. 2018), pairing weight "
@@ -42,6 +44,16 @@ def method_description(config: Config) -> str:
         f"{'L2' if train.norm == 'Linf' else 'Linf'} eps {train.multi_other_eps:g}, {pgd}",
     }
     return descriptions[train.method]
+
+
+def schedule_description(schedule: str) -> str:
+    """A learning-rate schedule in words (``lr_schedule``)."""
+    if schedule == "onecycle":
+        return (
+            "one-cycle schedule (Wong et al. 2020: the lr is the peak, reached linearly from 0 "
+            "at 2/5 of training and back to 0 at its end, stepped every batch)"
+        )
+    return f"{schedule} schedule"
 
 
 def checkpoint_lines(training: dict | None) -> list[str]:
@@ -191,12 +203,12 @@ def _recipe_lines(config: Config, training: dict | None) -> list[str]:
         f"- Model: `{model.name}` ({_capacity(model.width, model.depth)}), input "
         "normalisation inside the model.",
         f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
-        f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, {warmup.lr_schedule} "
-        "schedule.",
+        f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, "
+        f"{schedule_description(warmup.lr_schedule)}.",
         f"- Adversarial training, {method_description(config)}: {train.epochs} epochs, "
         f"{train.norm} eps {train.eps:g}, eps ramped over {train.eps_ramp_epochs} epochs; SGD "
         f"lr {train.lr:g}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, "
-        f"{train.lr_schedule} schedule; seed {config.seed}.",
+        f"{schedule_description(train.lr_schedule)}; seed {config.seed}.",
         *checkpoint_lines(training),
     ]
 

@@ -35,7 +35,7 @@ from iocane.training.hardware import Hardware
 from iocane.training.passes import PassCount
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe, TrainingPasses, train_step
-from iocane.training.state import TrainState
+from iocane.training.state import TrainState, steps_per_batch
 from iocane.training.validation import evaluate_shards
 from models import ModelSpec
 
@@ -91,7 +91,8 @@ def step_passes(training_model: nn.Module, ranks: Ranks, device: torch.device) -
 @dataclass(frozen=True)
 class EpochProgress:
     """Where an epoch stands: its image order, the next step, the eps of the last step, the
-    running sums and the first step whose loss was not finite (-1: none yet)."""
+    running sums and the first step whose loss was not finite (-1: none yet); under a per-batch
+    schedule, the lr of the last step."""
 
     order: torch.Tensor
     batch: int
@@ -100,6 +101,7 @@ class EpochProgress:
     first_nonfinite: torch.Tensor
     started: float  # perf_counter at the start of the epoch (of this process's part of it)
     stopped: str | None = None  # the signal that stopped the epoch after step ``batch``
+    lr: float | None = None  # the lr of the last step (per-batch schedules only)
 
     @classmethod
     def begin(
@@ -137,6 +139,7 @@ class EpochProgress:
             sums={key: value.to(device) for key, value in position["sums"].items()},
             first_nonfinite=position["first_nonfinite"].to(device),
             started=time.perf_counter(),
+            lr=position.get("lr"),
         )
 
     def position(self) -> dict:
@@ -148,6 +151,7 @@ class EpochProgress:
             "sums": {key: value.cpu() for key, value in self.sums.items()},
             "first_nonfinite": self.first_nonfinite.cpu(),
             "signal": self.stopped,
+            **({"lr": self.lr} if self.lr is not None else {}),  # per-batch schedules only
         }
 
 
@@ -203,7 +207,8 @@ class EpochLoop:
         state.model.train()
         ranks, n_batches, sums = self.ranks, self.n_batches, progress.sums
         first_nonfinite, eps, stop = progress.first_nonfinite, progress.eps, None
-        last_progress, batch = progress.started, progress.batch
+        last_progress, batch, lr = progress.started, progress.batch, progress.lr
+        per_batch = steps_per_batch(self.optim)
         for batch in range(progress.batch, n_batches):
             size = self.batch_size
             global_batch = progress.order[batch * size : (batch + 1) * size]
@@ -228,6 +233,9 @@ class EpochLoop:
                 passes=self.passes,
                 weight=len(index) * ranks.world_size / len(global_batch),
             )
+            if per_batch:  # onecycle: the schedule moves every step (the others, every epoch)
+                lr = state.optimizer.param_groups[0]["lr"]
+                state.scheduler.step()
             nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
             first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)
             sums["n"] += len(labels)
@@ -249,16 +257,21 @@ class EpochLoop:
             sums=ranks.sum(sums),
             first_nonfinite=ranks.first_step(first_nonfinite),
             stopped=stop,
+            lr=lr,
         )
 
     def end(
         self, state: TrainState, epoch: int, progress: EpochProgress, counter: PassCount
     ) -> dict:
-        """The end of a complete epoch: the divergence check, the schedule's step, validation,
-        and the epoch's row of the history."""
+        """The end of a complete epoch: the divergence check, the schedule's step (a per-batch
+        schedule has stepped already: the row's lr is its last step's), validation, and the
+        epoch's row of the history."""
         check_finite(self.stage, epoch, progress.first_nonfinite, state.model, self.directory)
-        lr = state.optimizer.param_groups[0]["lr"]
-        state.scheduler.step()
+        if steps_per_batch(self.optim):
+            lr = progress.lr if progress.lr is not None else state.optimizer.param_groups[0]["lr"]
+        else:
+            lr = state.optimizer.param_groups[0]["lr"]
+            state.scheduler.step()
         with counter.section("validation"):
             val_figures = evaluate_shards(
                 state.model, self.val, self.val_attack, VALIDATION_BATCH, self.ranks

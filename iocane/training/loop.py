@@ -40,7 +40,13 @@ from iocane.training.checkpoints import (
     save_partial,
     take_resumable,
 )
-from iocane.training.epoch import EpochLoop, EpochProgress, step_passes, write_history
+from iocane.training.epoch import (
+    EpochLoop,
+    EpochProgress,
+    batches_per_epoch,
+    step_passes,
+    write_history,
+)
 from iocane.training.hardware import Hardware, resolve_hardware
 from iocane.training.passes import PassCount, counting_passes
 from iocane.training.ranks import Ranks
@@ -91,7 +97,14 @@ def fit(
     layout.checkpoint_dir(stage).mkdir(parents=True, exist_ok=True)
     train, val = data.train.to(device), data.val.to(device)
     shard = (math.ceil(optim.batch_size / ranks.world_size), *train.image_shape)
-    state = TrainState.start(model, optim, seed=seed, free_delta_shape=shard, device=device)
+    state = TrainState.start(
+        model,
+        optim,
+        seed=seed,
+        free_delta_shape=shard,
+        device=device,
+        batches_per_epoch=batches_per_epoch(len(train), optim.batch_size, ranks),
+    )
     epochs = EpochLoop(
         stage=stage,
         optim=optim,

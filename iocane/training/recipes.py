@@ -12,6 +12,9 @@ All recipes share the training loop (``iocane.training.loop.fit``, whose batch l
 - ``fgsm_rs``: Wong et al. 2020, "Fast is better than free". One signed-gradient step of
   1.25 * eps from a uniform random start, then the ``pgd`` loss. Cheap, and prone to
   catastrophic overfitting, which ``fit`` watches for every epoch.
+- ``nfgsm``: de Jorge et al. 2022, N-FGSM (``attacks.nfgsm``). One signed-gradient step of eps
+  from uniform noise in [-2 eps, 2 eps], not projected back to the eps ball, then the ``pgd``
+  loss. FGSM's cost; reported to avoid catastrophic overfitting (still watched for).
 - ``free``: Shafahi et al. 2019. Each minibatch is replayed ``free_replays`` times; one backward
   pass gives the weight gradient and the perturbation's, which persists across replays and
   batches. An epoch costs ``free_replays`` passes per batch, so use about 1/m of the epochs.
@@ -36,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks import PGD, Attack
+from attacks import NFGSM, PGD, Attack
 from attacks.threat import make_generator, threat_model
 from iocane.config import TrainConfig
 
-METHODS = ("pgd", "trades", "fgsm", "fgsm_rs", "free", "alp", "multi")
+METHODS = ("pgd", "trades", "fgsm", "fgsm_rs", "nfgsm", "free", "alp", "multi")
 # A context for the forward passes of a training step (bf16 autocast, or nothing).
 Autocast = Callable[[], contextlib.AbstractContextManager]
 FGSM_RS_STEP = 1.25  # Wong et al.: the step is 1.25 eps
@@ -178,6 +181,8 @@ class AdversarialRecipe:
             return PGD(eps=eps, norm=self.norm, steps=1, step_size=eps, random_start=False)
         if self.method == "fgsm_rs":
             return PGD(eps=eps, norm=self.norm, steps=1, step_size=FGSM_RS_STEP * eps, seed=seed)
+        if self.method == "nfgsm":
+            return NFGSM(eps=eps, norm=self.norm, seed=seed)
         if self.method == "trades":
             return TradesAttack(
                 eps=eps,
@@ -296,7 +301,7 @@ def recipe_loss(
 ) -> tuple[torch.Tensor, BatchStats]:
     """The loss of one batch under ``recipe`` (every method but ``free``)."""
     passes = passes if passes is not None else TrainingPasses(model)
-    if recipe.method in ("pgd", "fgsm", "fgsm_rs", "multi"):
+    if recipe.method in ("pgd", "fgsm", "fgsm_rs", "nfgsm", "multi"):
         return training_loss(model, images, labels, attack, recipe.adv_weight, passes)
     adversarial = _craft(model, attack, images, labels)
     clean_logits, adv_logits = passes(images, adversarial)

@@ -27,15 +27,40 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimize
     )
 
 
+# Schedules stepped after every batch rather than every epoch (``EpochLoop.run`` steps them).
+PER_BATCH_SCHEDULES = ("onecycle",)
+ONECYCLE_PEAK = 0.4  # Wong et al. 2020: the lr peaks at 2/5 of training
+
+
+def steps_per_batch(optim: OptimConfig) -> bool:
+    """Whether ``optim``'s schedule is stepped after every batch (else after every epoch)."""
+    return optim.lr_schedule in PER_BATCH_SCHEDULES
+
+
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, optim: OptimConfig
+    optimizer: torch.optim.Optimizer, optim: OptimConfig, *, batches_per_epoch: int = 1
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch. ``step`` divides by 10 at 50% and 75% of training (Madry, Rice)."""
+    """Stepped once per epoch. ``step`` divides by 10 at 50% and 75% of training (Madry, Rice).
+    ``onecycle`` is stepped once per batch (``batches_per_epoch`` of them an epoch): Wong et
+    al. 2020's cyclic schedule, the lr of the k-th step of n (1-based) is ``lr * tri(k / n)``,
+    ``tri`` rising linearly from 0 to 1 at 2/5 and falling back to 0 at 1 (so the last step
+    runs at lr 0, as in their code)."""
     if optim.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
     if optim.lr_schedule == "step":
         milestones = [math.ceil(optim.epochs * 0.5), math.ceil(optim.epochs * 0.75)]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    if optim.lr_schedule == "onecycle":
+        total = max(1, optim.epochs * batches_per_epoch)
+
+        # A plain function: LambdaLR keeps it out of its state_dict (checkpoints hold no code).
+        def one_cycle(step: int) -> float:
+            fraction = min(1.0, (step + 1) / total)  # step counts the steps already taken
+            if fraction <= ONECYCLE_PEAK:
+                return fraction / ONECYCLE_PEAK
+            return (1.0 - fraction) / (1.0 - ONECYCLE_PEAK)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
@@ -63,13 +88,15 @@ class TrainState:
         seed: int,
         free_delta_shape: tuple[int, ...],
         device: torch.device,
+        batches_per_epoch: int = 1,
     ) -> TrainState:
-        """A run's state before its first step (no random state is drawn here)."""
+        """A run's state before its first step (no random state is drawn here);
+        ``batches_per_epoch`` sizes a per-batch schedule (``onecycle``)."""
         optimizer = make_optimizer(model, optim)
         return cls(
             model=model,
             optimizer=optimizer,
-            scheduler=make_scheduler(optimizer, optim),
+            scheduler=make_scheduler(optimizer, optim, batches_per_epoch=batches_per_epoch),
             shuffle=torch.Generator().manual_seed(seed),
             free_delta=torch.zeros(free_delta_shape, device=device),
             device=device,

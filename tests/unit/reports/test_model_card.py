@@ -136,3 +136,23 @@ def test_card_of_a_model_evaluated_as_given_has_no_gate_and_no_recipe() -> None:
     assert "\n## Gate\n" not in card and "\n## Training recipe\n" not in card
     assert "| metric | model | baseline |" in card and "| clean accuracy | 0.9700 | n/a |" in card
     assert "No baseline model was given." in card and "the evaluated model keeps" in card
+
+
+def test_card_describes_nfgsm_and_the_one_cycle_schedule() -> None:
+    config = load_config(
+        PROJECT_ROOT / "params.yaml",
+        ["train.method=nfgsm", "train.lr_schedule=onecycle", "train.lr=0.2"],
+    )
+    evaluation = _evaluation(flags=[])
+    card = render_model_card(
+        config,
+        evaluation,
+        check_gate(config.gate, evaluation),
+        {"dataset": "digits", "image_size": 8, "num_classes": 10},
+        {},
+        title="m v1",
+    )
+    assert "N-FGSM (de Jorge et al. 2022), one step of eps from uniform noise of 2 eps" in card
+    assert "SGD lr 0.2" in card and "one-cycle schedule (Wong et al. 2020" in card
+    assert "onecycle schedule" not in card
+    assert "constant schedule." in card, "the warmup's schedule reads as before"

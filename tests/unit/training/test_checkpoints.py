@@ -51,6 +51,7 @@ def _fit(
     run_key: str = "key",
     recipe: AdversarialRecipe = RECIPE,
     signal_at_forward: int | None = None,
+    optim: OptimConfig = OPTIM,
 ) -> dict:
     """``signal_at_forward``: the process sends itself SIGTERM during that forward pass."""
     torch.manual_seed(0)
@@ -68,7 +69,7 @@ def _fit(
         model=model,
         spec=SPEC,
         data=_data(),
-        optim=OPTIM,
+        optim=optim,
         recipe=recipe,
         val_attack=None,
         layout=Layout(root),
@@ -117,19 +118,24 @@ def _history_without_times(layout: Layout) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows["history"]]
 
 
-@pytest.mark.parametrize(("method", "forward"), [("pgd", 24), ("free", 18)])
+@pytest.mark.parametrize(
+    ("method", "forward", "schedule"),
+    [("pgd", 24, "cosine"), ("free", 18, "cosine"), ("pgd", 24, "onecycle")],
+)
 def test_sigterm_within_an_epoch_saves_that_step_and_the_rerun_finishes_identically(
-    tmp_path: Path, method: str, forward: int
+    tmp_path: Path, method: str, forward: int, schedule: str
 ) -> None:
     """The signal lands within epoch 2 (free keeps a perturbation across steps, so
-    it must be saved too); the rerun resumes at the next step and ends bit-identical."""
+    it must be saved too; onecycle's schedule moves every step, so its position within the
+    epoch must be saved too); the rerun resumes at the next step and ends bit-identical."""
     recipe = dataclasses.replace(RECIPE, method=method, free_replays=2)
-    uninterrupted = _fit(tmp_path / "a", recipe=recipe)
+    optim = OPTIM.model_copy(update={"lr_schedule": schedule})
+    uninterrupted = _fit(tmp_path / "a", recipe=recipe, optim=optim)
     reference = torch.load(Layout(tmp_path / "a").model_file("train"), weights_only=True)
 
     stopped = Layout(tmp_path / "b")
     with pytest.raises(Interrupted, match=r"SIGTERM in epoch 2 after step [123] of 4") as raised:
-        _fit(stopped.root, recipe=recipe, signal_at_forward=forward)
+        _fit(stopped.root, recipe=recipe, signal_at_forward=forward, optim=optim)
     assert raised.value.exit_code == 128 + signal.SIGTERM
     directory = stopped.checkpoint_dir("train")
     partial = torch.load(directory / PARTIAL_CHECKPOINT, weights_only=True)
@@ -137,7 +143,7 @@ def test_sigterm_within_an_epoch_saves_that_step_and_the_rerun_finishes_identica
     assert not stopped.model_file("train").exists(), "an interrupted stage writes no model"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler is restored"
 
-    resumed = _fit(stopped.root, recipe=recipe)
+    resumed = _fit(stopped.root, recipe=recipe, optim=optim)
     assert (resumed["resumed_after_epoch"], resumed["resumed_after_step"]) == (
         1,
         partial["position"]["batch"],
