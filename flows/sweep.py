@@ -87,9 +87,9 @@ def sweep(
         rows = [future.result() for future in futures]
         front = mark_pareto(rows)
         floor = min_clean_accuracy(config)
-        rows = rank(rows, floor)
-        _log_ranking(client, run, rows=rows, floor=floor)
-        write_text(directory / "summary.csv", summary_csv(rows))
+        ranked = rank(rows, floor)  # sets each row's rank; `rows` stay in the grid's order
+        _log_ranking(client, run, ranked=ranked, floor=floor)
+        write_text(directory / "summary.csv", summary_csv(ranked))
         markdown = summary_markdown(rows, threat, floor)
         write_text(directory / "summary.md", markdown)
         plot_front(rows, directory / "pareto.png", threat)
@@ -105,15 +105,15 @@ def sweep(
         "points": rows,
         "pareto": sorted(front),
         "min_clean_accuracy": floor,
-        "best": rows[0]["point"] if rows and rows[0]["rank"] == 1 else None,
+        "best": next((row["point"] for row in rows if row["rank"] == 1), None),
     }
 
 
-def _log_ranking(client: MlflowClient, run: str, *, rows: list[dict], floor: float) -> None:
+def _log_ranking(client: MlflowClient, run: str, *, ranked: list[dict], floor: float) -> None:
     """The ranking's floor and its winner on the sweep's parent run: the best point's name as
     the tag ``iocane.sweep_best`` (none when no point clears the floor) and its figures."""
     client.log_param(run, "sweep.min_clean_accuracy", floor)
-    best = rows[0] if rows and rows[0]["rank"] == 1 else None
+    best = ranked[0] if ranked and ranked[0]["rank"] == 1 else None
     client.set_tag(run, "iocane.sweep_best", best["point"] if best else "none")
     if best:
         for key in ("clean_accuracy", "robust_accuracy", "train_seconds", "train_cpu_seconds"):
