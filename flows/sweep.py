@@ -1,14 +1,15 @@
-"""The ``sweep`` flow: a grid of hardening runs (eps, method, model width, seed) as Prefect
-tasks on the runner params.yaml names, each point a nested MLflow run, ending in a summary table
-and the clean-versus-robust plot with its Pareto front.
+"""The ``sweep`` flow: a grid of hardening runs (eps, method, PGD steps, learning rate, model
+and width, training budget, seed) as Prefect tasks on the runner params.yaml names, each point a
+nested MLflow run, ending in a summary table that ranks the points (the most robust in the worst
+case above a clean-accuracy floor) and the clean-versus-robust plot with its Pareto front.
 
 Straight-line wiring of the sweep's engine (``iocane.pipeline.sweep``) and its two stages
 (``tasks.sweep_point``). Every point is judged at the same threat model, the params'
 ``train.norm`` and ``train.eps``, whatever eps it trained at. The points train and evaluate
 exactly as ``iocane run`` does, each in its own directory under ``sweeps/<sweep id>/``, beside
-links to a snapshot of the project's prepared data and to the natural warmup of its width and
-seed (trained once per width and seed, not per point). Points are compared, not promoted:
-nothing is registered. Register a point's settings with ``iocane run --set ...``.
+links to a snapshot of the project's prepared data and to the natural warmup of its model,
+width and seed (trained once per model, width and seed, not per point). Points are compared, not
+promoted: nothing is registered. Register a point's settings with ``iocane run --set ...``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from iocane.locks import project_lock
 from iocane.pipeline.sweep import (
     grid,
     mark_pareto,
+    min_clean_accuracy,
+    rank,
     snapshot,
     summary_csv,
     summary_markdown,
     sweep_run,
+    warmup_directory,
     warmups,
 )
 from iocane.registry.attempts import experiment_id
@@ -61,10 +65,10 @@ def sweep(
             run_stage(prepare_task, config, layout)
             prepared = str(snapshot(layout.prepared_dir, directory / "data" / "prepared"))
         warmup_futures = {
-            (width, seed): sweep_warmup_task.submit(
-                warmup_config, str(directory / f"warmup-w{width}-s{seed}"), prepared
+            key: sweep_warmup_task.submit(
+                warmup_config, str(directory / warmup_directory(key)), prepared
             )
-            for (width, seed), warmup_config in warmups(points).items()
+            for key, warmup_config in warmups(points).items()
         }
         # Wait for the warmups here and hand the points plain paths: a point that took the
         # warmup's future as an argument would be pinned by Dask to the worker holding it.
@@ -82,8 +86,11 @@ def sweep(
         ]
         rows = [future.result() for future in futures]
         front = mark_pareto(rows)
-        write_text(directory / "summary.csv", summary_csv(rows))
-        markdown = summary_markdown(rows, threat)
+        floor = min_clean_accuracy(config)
+        ranked = rank(rows, floor)  # sets each row's rank; `rows` stay in the grid's order
+        _log_ranking(client, run, ranked=ranked, floor=floor)
+        write_text(directory / "summary.csv", summary_csv(ranked))
+        markdown = summary_markdown(rows, threat, floor)
         write_text(directory / "summary.md", markdown)
         plot_front(rows, directory / "pareto.png", threat)
         for name in SUMMARY_FILES:
@@ -97,4 +104,18 @@ def sweep(
         "mlflow_run": run,
         "points": rows,
         "pareto": sorted(front),
+        "min_clean_accuracy": floor,
+        "best": next((row["point"] for row in rows if row["rank"] == 1), None),
     }
+
+
+def _log_ranking(client: MlflowClient, run: str, *, ranked: list[dict], floor: float) -> None:
+    """The ranking's floor and its winner on the sweep's parent run: the best point's name as
+    the tag ``iocane.sweep_best`` (none when no point clears the floor) and its figures."""
+    client.log_param(run, "sweep.min_clean_accuracy", floor)
+    best = ranked[0] if ranked and ranked[0]["rank"] == 1 else None
+    client.set_tag(run, "iocane.sweep_best", best["point"] if best else "none")
+    if best:
+        for key in ("clean_accuracy", "robust_accuracy", "train_seconds", "train_cpu_seconds"):
+            if best.get(key) is not None:
+                client.log_metric(run, f"best_{key}", best[key])

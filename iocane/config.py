@@ -326,7 +326,18 @@ class SweepConfig(Section):
     eps: _listed(Annotated[float, Field(gt=0)]) = Field((), description="train.eps values")  # type: ignore[valid-type]
     method: _listed(Method) = Field((), description="train.method values")  # type: ignore[valid-type]
     width: _listed(Annotated[int, Field(ge=0)]) = Field((), description="model.width values")  # type: ignore[valid-type]
+    model: _listed(ModelName) = Field((), description="model.name values (crossed with width)")  # type: ignore[valid-type]
+    steps: _listed(Annotated[int, Field(ge=1)]) = Field(  # type: ignore[valid-type]
+        (), description="train.steps values; each sets train.step_size to 2.5 * eps / steps"
+    )
+    lr: _listed(Annotated[float, Field(gt=0)]) = Field((), description="train.lr values")  # type: ignore[valid-type]
+    budget_minutes: _listed(Annotated[float, Field(ge=0)]) = Field(  # type: ignore[valid-type]
+        (), description="train.budget_minutes values (0 = train.epochs)"
+    )
     seed: _listed(Annotated[int, Field(ge=0)]) = Field((), description="seed values")  # type: ignore[valid-type]
+    min_clean_accuracy: float | None = Field(
+        None, ge=0, le=1, description="the ranking's clean floor; null = gate.min_clean_accuracy"
+    )
     runner: Literal["local", "dask", "ray"] = Field("local", description="where the points run")
     address: Text | None = Field(None, description="the Dask or Ray cluster; null = a local one")
     workers: int = Field(2, ge=1, description="local Dask cluster: worker processes")

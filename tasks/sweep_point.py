@@ -8,6 +8,8 @@ and metrics. Points are compared, not promoted: nothing is registered.
 
 from __future__ import annotations
 
+import json
+import resource
 import time
 from pathlib import Path
 
@@ -44,26 +46,45 @@ def run_sweep_point(
     link_directory(layout.checkpoint_dir("warmup"), Path(warmup))
     client = MlflowClient(tracking_uri=uri)
     with point_run(client, parent_run_id=parent_run_id, point=point.name) as run_id:
+        cpu_started = _cpu_seconds()
         run_train(config, layout)
+        train_cpu_seconds = _cpu_seconds() - cpu_started
         evaluation = run_evaluate(point.judged, layout)
         verdict = run_gate(point.judged, layout)
         _log_point(client, run_id=run_id, config=config, evaluation=evaluation, verdict=verdict)
         client.log_artifact(run_id, str(layout.report_file), "reports")
         client.log_artifact(run_id, str(layout.metrics_file("evaluate")), "metrics")
+    trained = json.loads(layout.metrics_file("train").read_text())
     return {
         "point": point.name,
+        "model": config.model.name,
         "eps": config.train.eps,
         "method": config.train.method,
+        "steps": config.train.steps,
+        "lr": config.train.lr,
         "width": config.model.width,
+        "budget_minutes": config.train.budget_minutes,
         "seed": config.seed,
         "clean_accuracy": evaluation["clean_accuracy"],
         "robust_accuracy": evaluation["robust_accuracy"],
         "natural_clean_accuracy": evaluation["natural"]["clean_accuracy"],
         "trust_flags": len(evaluation["flags"]),
         "gate": "passed" if verdict["passed"] else "failed",
+        "epochs": trained.get("epochs"),
+        "train_seconds": round(trained["seconds"], 1) if "seconds" in trained else None,
+        "train_cpu_seconds": round(train_cpu_seconds, 1),
         "minutes": round((time.time() - started) / 60, 2),
         "run_id": run_id,
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (every thread: torch's too) and of its finished children (the
+    data loader's workers, the DDP processes of ``train.nproc``). A point runs alone in its
+    process (the local runner runs one at a time; a Dask worker has one thread), so the
+    difference around the train stage is the CPU time of that stage."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _log_point(

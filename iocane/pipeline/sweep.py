@@ -1,7 +1,9 @@
-"""The sweep's engine: the grid of points (eps, method, model width, seed), the Pareto front of
-clean against robust accuracy, the Prefect task runner the params name, the snapshot of the
-prepared data the points share, the summary table, and the MLflow runs (a parent run for the
-sweep, a nested run per point) that record it. ``flows/sweep.py`` wires these together.
+"""The sweep's engine: the grid of points (eps, method, PGD steps, learning rate, model and
+width, training budget, seed), the ranking (most robust above a clean-accuracy floor) and the
+Pareto front of clean against robust accuracy, the Prefect task runner the params name, the
+snapshot of the prepared data the points share, the summary table, and the MLflow runs (a parent
+run for the sweep, a nested run per point) that record it. ``flows/sweep.py`` wires these
+together.
 
 Every point is judged at the same threat model, the params' ``train.norm`` and ``train.eps``,
 whatever eps it trained at: robust accuracies at different eps cannot be compared, and their
@@ -16,6 +18,7 @@ import dataclasses
 import io
 import itertools
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +31,15 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 SUMMARY_COLUMNS = (
+    "rank",
     "point",
+    "model",
     "eps",
     "method",
+    "steps",
+    "lr",
     "width",
+    "budget_minutes",
     "seed",
     "clean_accuracy",
     "robust_accuracy",
@@ -39,9 +47,16 @@ SUMMARY_COLUMNS = (
     "trust_flags",
     "gate",
     "pareto",
+    "unranked_because",
+    "epochs",
+    "train_seconds",
+    "train_cpu_seconds",
     "minutes",
     "run_id",
 )
+
+# A warmup is shared by the points with the same model, width and seed.
+WarmupKey = tuple[str, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,36 +78,81 @@ class Point:
         )
 
     @property
-    def warmup_key(self) -> tuple[int, int]:
-        """(width, seed): the points that share a natural warmup."""
-        return (self.config.model.width, self.config.seed)
+    def warmup_key(self) -> WarmupKey:
+        """(model name, width, seed): the points that share a natural warmup."""
+        return (self.config.model.name, self.config.model.width, self.config.seed)
+
+
+def slug(text: str) -> str:
+    """`text` as a directory name: ``torchvision:resnet18`` becomes ``torchvision_resnet18``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def warmup_directory(key: WarmupKey) -> str:
+    """The name of the directory a warmup trains in, under the sweep's."""
+    model, width, seed = key
+    return f"warmup-{slug(model)}-w{width}-s{seed}"
+
+
+def _capacities(config: Config) -> list[tuple[str, int]]:
+    """(model name, width) pairs: the model axis crossed with the width axis. Widths apply to
+    iocane's own models only; a ``torchvision:``, ``timm:`` or your own model takes width 0."""
+    sweep = config.sweep
+    pairs: list[tuple[str, int]] = []
+    for name in sweep.model or (config.model.name,):
+        own = ":" not in name
+        for width in (sweep.width or (config.model.width,)) if own else (0,):
+            if (name, width) not in pairs:
+                pairs.append((name, width))
+    return pairs
+
+
+def _point_name(config: Config, swept: SweepConfig) -> str:
+    """eps, method and width and seed, as before the model, steps, lr and budget axes; each of
+    those is in the name only when the sweep varies it, so older sweeps keep their names."""
+    train, model = config.train, config.model
+    parts = [slug(model.name)] if swept.model else []
+    parts += [f"eps{train.eps:g}", train.method]
+    parts += [f"k{train.steps}"] if swept.steps else []
+    parts += [f"lr{train.lr:g}"] if swept.lr else []
+    parts += [f"w{model.width}"]
+    parts += [f"b{train.budget_minutes:g}m"] if swept.budget_minutes else []
+    return "-".join([*parts, f"s{config.seed}"])
 
 
 def grid(config: Config) -> list[Point]:
-    """Every combination of the sweep's lists; an empty list keeps the params' own value."""
+    """Every combination of the sweep's lists; an empty list keeps the params' own value. A
+    swept ``steps`` sets ``train.step_size`` to 2.5 * eps / steps (Madry et al.'s rule), so
+    fewer steps take larger ones."""
     sweep = config.sweep
-    axes = itertools.product(
+    axes = itertools.product(  # in the order of the original four axes: eps, method, width, seed
         sweep.eps or (config.train.eps,),
         sweep.method or (config.train.method,),
-        sweep.width or (config.model.width,),
+        sweep.steps or (None,),
+        sweep.lr or (config.train.lr,),
+        _capacities(config),
+        sweep.budget_minutes or (config.train.budget_minutes,),
         sweep.seed or (config.seed,),
     )
     points = []
-    for eps, method, width, seed in axes:
+    for eps, method, steps, lr, (name, width), budget, seed in axes:
+        train = {"eps": eps, "method": method, "lr": lr, "budget_minutes": budget}
+        if steps is not None:
+            train.update(steps=steps, step_size=2.5 * eps / steps)
         point = replace(
             config,
             seed=seed,
-            train=replace(config.train, eps=eps, method=method),
-            model=replace(config.model, width=width),
+            train=replace(config.train, **train),
+            model=replace(config.model, name=name, width=width),
         )
-        points.append(Point(f"eps{eps:g}-{method}-w{width}-s{seed}", point, config.train.eps))
+        points.append(Point(_point_name(point, sweep), point, config.train.eps))
     return points
 
 
-def warmups(points: list[Point]) -> dict[tuple[int, int], Config]:
-    """The natural warmups the points need, one per width and seed (not per point), each
-    trained with the config of the first point that has them."""
-    needed: dict[tuple[int, int], Config] = {}
+def warmups(points: list[Point]) -> dict[WarmupKey, Config]:
+    """The natural warmups the points need, one per model, width and seed (not per point),
+    each trained with the config of the first point that has them."""
+    needed: dict[WarmupKey, Config] = {}
     for point in points:
         needed.setdefault(point.warmup_key, point.config)
     return needed
@@ -177,18 +237,64 @@ def summary_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def summary_markdown(rows: list[dict], threat: str) -> str:
-    """The points as a markdown table, the most robust first."""
+def min_clean_accuracy(config: Config) -> float:
+    """The ranking's clean floor: ``sweep.min_clean_accuracy``, else the gate's."""
+    floor = config.sweep.min_clean_accuracy
+    return config.gate.min_clean_accuracy if floor is None else floor
+
+
+def _seconds(row: dict) -> float:
+    """A point's training time for breaking ties: the train stage's own wall time, else the
+    point's whole time."""
+    seconds = row.get("train_seconds")
+    return seconds if seconds is not None else 60 * row.get("minutes", 0.0)
+
+
+def rank(rows: list[dict], min_clean: float) -> list[dict]:
+    """Set each row's ``rank`` (1 = the most robust in the worst case among the points with
+    clean accuracy at least ``min_clean`` and no trust flags; ties go to the higher clean
+    accuracy, then the shorter training) or say in ``unranked_because`` why it has none.
+    Returns the rows ranked first, then the unranked ones, the most robust first."""
+    ranked = []
+    for row in rows:
+        reasons = []
+        if row["clean_accuracy"] < min_clean:
+            reasons.append(f"clean {row['clean_accuracy']:.4f} < {min_clean:g}")
+        if row["trust_flags"]:
+            reasons.append(f"{row['trust_flags']} trust flag(s)")
+        row["rank"], row["unranked_because"] = None, "; ".join(reasons)
+        if not reasons:
+            ranked.append(row)
+    ranked.sort(key=lambda r: (-r["robust_accuracy"], -r["clean_accuracy"], _seconds(r)))
+    for position, row in enumerate(ranked, start=1):
+        row["rank"] = position
+    unranked = sorted((r for r in rows if r["rank"] is None), key=lambda r: -r["robust_accuracy"])
+    return [*ranked, *unranked]
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def summary_markdown(rows: list[dict], threat: str, min_clean: float) -> str:
+    """The points as a markdown table in the order of ``rank``: the ranked points first."""
     lines = [
         f"## Sweep: {len(rows)} points, {threat}",
         "",
-        "| point | clean | robust (worst case) | flags | gate | Pareto |",
-        "|---|---|---|---|---|---|",
+        f"Ranked by worst-case robust accuracy among the points with clean accuracy "
+        f"≥ {min_clean:g} and no trust flags; ties go to clean accuracy, then training time.",
+        "",
+        "| rank | point | clean | robust (worst case) | epochs | train s | train CPU s "
+        "| flags | gate | Pareto | unranked because |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in sorted(rows, key=lambda r: -r["robust_accuracy"]):
+    for row in rank(rows, min_clean):
         lines.append(
-            f"| {row['point']} | {row['clean_accuracy']:.4f} | {row['robust_accuracy']:.4f} | "
-            f"{row['trust_flags']} | {row['gate']} | {'yes' if row['pareto'] else ''} |"
+            f"| {row['rank'] or ''} | {row['point']} | {row['clean_accuracy']:.4f} "
+            f"| {row['robust_accuracy']:.4f} | {row.get('epochs') or ''} "
+            f"| {_number(row.get('train_seconds'), 1)} "
+            f"| {_number(row.get('train_cpu_seconds'), 1)} | {row['trust_flags']} "
+            f"| {row['gate']} | {'yes' if row['pareto'] else ''} | {row['unranked_because']} |"
         )
     return "\n".join(lines) + "\n"
 

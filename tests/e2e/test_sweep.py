@@ -40,6 +40,9 @@ def test_a_tiny_grid_on_a_local_dask_cluster(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert [row["eps"] for row in summary["points"]] == [0.05, 0.1]
     assert summary["pareto"] and set(summary["pareto"]) <= {r["point"] for r in summary["points"]}
+    for row in summary["points"]:  # ranked, or saying why not; the train stage's own times
+        assert (row["rank"] is None) == bool(row["unranked_because"])
+        assert row["train_seconds"] > 0 and row["train_cpu_seconds"] > 0 and row["epochs"] == 1
 
     directory = Path(summary["directory"])
     with (directory / "summary.csv").open() as stream:
@@ -53,6 +56,7 @@ def test_a_tiny_grid_on_a_local_dask_cluster(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=uri)
     parent = client.get_run(summary["mlflow_run"])
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["iocane.sweep_best"] == (summary["best"] or "none")
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
         "summary.csv",
         "pareto.png",

@@ -16,12 +16,15 @@ from iocane.pipeline.sweep import (
     grid,
     link_directory,
     mark_pareto,
+    min_clean_accuracy,
     pareto_front,
     point_run,
+    rank,
     snapshot,
     summary_csv,
     summary_markdown,
     sweep_run,
+    warmup_directory,
     warmups,
 )
 from tests.helpers.paths import PROJECT_ROOT
@@ -52,11 +55,82 @@ def test_one_warmup_per_width_and_seed_in_the_order_of_the_points() -> None:
     )
     points = grid(config)
     needed = warmups(points)
-    assert list(needed) == [(2, 3), (2, 4), (1, 3), (1, 4)]
-    for (width, seed), warmup_config in needed.items():
-        first = next(point for point in points if point.warmup_key == (width, seed))
+    model = config.model.name
+    assert list(needed) == [(model, 2, 3), (model, 2, 4), (model, 1, 3), (model, 1, 4)]
+    for (name, width, seed), warmup_config in needed.items():
+        first = next(point for point in points if point.warmup_key == (name, width, seed))
         assert warmup_config == first.config
-        assert (warmup_config.model.width, warmup_config.seed) == (width, seed)
+        assert (warmup_config.model.name, warmup_config.model.width, warmup_config.seed) == (
+            name,
+            width,
+            seed,
+        )
+
+
+def test_the_older_axes_keep_their_point_names_and_order() -> None:
+    config = load_config(
+        PROJECT_ROOT / "params.yaml", ["sweep.eps=[0.05, 0.2]", "sweep.width=[2, 1]", "seed=0"]
+    )
+    assert [point.name for point in grid(config)] == [
+        f"eps{eps}-{config.train.method}-w{width}-s0" for eps in (0.05, 0.2) for width in (2, 1)
+    ]
+
+
+def test_the_budget_and_model_axes_cross_with_width() -> None:
+    config = load_config(
+        PROJECT_ROOT / "params.yaml",
+        [
+            "sweep.model=[madry_cnn, small_cnn, 'torchvision:resnet18']",
+            "sweep.width=[1, 2]",
+            "sweep.budget_minutes=[0, 2.5]",
+            "sweep.method=[pgd]",
+            "seed=0",
+        ],
+    )
+    points = grid(config)
+    # madry_cnn and small_cnn at both widths; resnet18 at width 0 only (widths are iocane's)
+    assert len(points) == (2 + 2 + 1) * 2 and len({p.name for p in points}) == len(points)
+    by_name = {point.name: point.config for point in points}
+    point = by_name["small_cnn-eps0.1-pgd-w2-b2.5m-s0"]
+    assert (point.model.name, point.model.width) == ("small_cnn", 2)
+    assert point.train.budget_minutes == 2.5
+    resnet = by_name["torchvision_resnet18-eps0.1-pgd-w0-b0m-s0"]
+    assert (resnet.model.name, resnet.model.width, resnet.train.budget_minutes) == (
+        "torchvision:resnet18",
+        0,
+        0,
+    )
+    # the budget is the train stage's: points that differ only by it share a warmup
+    needed = warmups(points)
+    assert list(needed) == [
+        ("madry_cnn", 1, 0),
+        ("madry_cnn", 2, 0),
+        ("small_cnn", 1, 0),
+        ("small_cnn", 2, 0),
+        ("torchvision:resnet18", 0, 0),
+    ]
+    assert len({warmup_directory(key) for key in needed}) == 5
+    assert warmup_directory(("torchvision:resnet18", 0, 0)) == "warmup-torchvision_resnet18-w0-s0"
+
+
+def test_the_steps_axis_scales_the_step_and_the_lr_axis_sets_the_rate() -> None:
+    config = load_config(
+        PROJECT_ROOT / "params.yaml",
+        ["sweep.steps=[3, 10]", "sweep.lr=[0.01]", "train.eps=0.1", "seed=0"],
+    )
+    points = {point.name: point.config.train for point in grid(config)}
+    method = config.train.method
+    few = points[f"eps0.1-{method}-k3-lr0.01-w{config.model.width}-s0"]
+    assert (few.steps, few.lr) == (3, 0.01)
+    assert few.step_size == pytest.approx(2.5 * 0.1 / 3)
+    assert {train.steps for train in points.values()} == {3, 10}
+
+
+def test_the_clean_floor_is_the_gates_unless_the_sweep_sets_one() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml")
+    assert min_clean_accuracy(config) == config.gate.min_clean_accuracy
+    floor = load_config(PROJECT_ROOT / "params.yaml", ["sweep.min_clean_accuracy=0.5"])
+    assert min_clean_accuracy(floor) == 0.5
 
 
 def _row(name: str, clean: float, robust: float, flags: int = 0) -> dict:
@@ -81,26 +155,70 @@ def _summary_rows() -> list[dict]:
     for row, eps in zip(rows, (0.1, 0.2), strict=True):
         row.update(eps=eps, method="pgd", width=1, seed=0, natural_clean_accuracy=0.95)
         row.update(gate="passed", minutes=0.5, run_id=f"run-{row['point']}")
+        row.update(model="madry_cnn", steps=10, lr=0.05, budget_minutes=2.5, epochs=3)
+        row.update(train_seconds=25.0, train_cpu_seconds=49.5)
     mark_pareto(rows)
-    return rows
+    return rank(rows, 0.5)
 
 
 def test_summary_csv_has_every_column_and_row() -> None:
     rows = _summary_rows()
     table = list(csv.DictReader(io.StringIO(summary_csv(rows))))
     assert tuple(table[0]) == SUMMARY_COLUMNS
-    assert [(r["point"], r["pareto"], r["trust_flags"]) for r in table] == [
-        ("a", "True", "0"),
-        ("b", "False", "2"),
+    assert [(r["rank"], r["point"], r["pareto"], r["trust_flags"]) for r in table] == [
+        ("1", "a", "True", "0"),
+        ("", "b", "False", "2"),
     ]
+    assert table[1]["unranked_because"] == "2 trust flag(s)"
+    assert (table[0]["budget_minutes"], table[0]["train_cpu_seconds"]) == ("2.5", "49.5")
 
 
-def test_summary_markdown_puts_the_most_robust_first() -> None:
-    markdown = summary_markdown(_summary_rows(), "Linf eps 0.1")
+def test_summary_markdown_puts_the_ranked_first() -> None:
+    markdown = summary_markdown(_summary_rows(), "Linf eps 0.1", 0.5)
     lines = markdown.splitlines()
     assert lines[0] == "## Sweep: 2 points, Linf eps 0.1"
-    assert lines[4] == "| b | 0.8000 | 0.5000 | 2 | passed |  |"
-    assert lines[5] == "| a | 0.9000 | 0.3000 | 0 | passed | yes |"
+    assert "clean accuracy ≥ 0.5" in lines[2]
+    assert lines[6] == "| 1 | a | 0.9000 | 0.3000 | 3 | 25.0 | 49.5 | 0 | passed | yes |  |"
+    assert lines[7] == (
+        "|  | b | 0.8000 | 0.5000 | 3 | 25.0 | 49.5 | 2 | passed |  | 2 trust flag(s) |"
+    )
+
+
+def _timed(name: str, clean: float, robust: float, seconds: float, flags: int = 0) -> dict:
+    return {**_row(name, clean, robust, flags), "train_seconds": seconds, "minutes": 9.0}
+
+
+def test_the_ranking_is_robust_accuracy_above_the_clean_floor() -> None:
+    rows = [
+        _timed("below-floor", 0.70, 0.90, 10),  # the most robust, but too inaccurate
+        _timed("flagged", 0.95, 0.80, 10, flags=1),  # its robust accuracy is not trusted
+        _timed("slow", 0.85, 0.60, 300),
+        _timed("fast", 0.85, 0.60, 100),  # same accuracies: the shorter training wins
+        _timed("accurate", 0.90, 0.60, 500),  # same robust: the higher clean accuracy wins
+        _timed("best", 0.80, 0.65, 900),
+        _timed("at-floor", 0.75, 0.10, 1),  # the floor itself passes
+    ]
+    ordered = rank(rows, 0.75)
+    assert [(r["point"], r["rank"]) for r in ordered] == [
+        ("best", 1),
+        ("accurate", 2),
+        ("fast", 3),
+        ("slow", 4),
+        ("at-floor", 5),
+        ("below-floor", None),
+        ("flagged", None),
+    ]
+    reasons = {r["point"]: r["unranked_because"] for r in ordered}
+    assert reasons["below-floor"] == "clean 0.7000 < 0.75"
+    assert reasons["flagged"] == "1 trust flag(s)" and reasons["best"] == ""
+    both = rank([_timed("both", 0.5, 0.5, 1, flags=2)], 0.75)[0]["unranked_because"]
+    assert both == "clean 0.5000 < 0.75; 2 trust flag(s)"
+
+
+def test_without_train_seconds_the_points_whole_time_breaks_ties() -> None:
+    rows = [{**_row("long", 0.8, 0.5), "minutes": 3.0}, {**_row("short", 0.8, 0.5), "minutes": 1}]
+    assert [r["point"] for r in rank(rows, 0.0)] == ["short", "long"]
+    assert rank([], 0.5) == []
 
 
 def test_the_snapshot_keeps_the_old_data_when_the_project_rewrites_it(tmp_path: Path) -> None:
