@@ -211,8 +211,9 @@ def _train_epochs(config: Config, training: dict | None) -> str:
     """The adversarial epochs: ``train.epochs``, or those a time budget decided."""
     if not training or training.get("budget_epochs") is None:
         return f"{config.train.epochs} epochs"
+    epochs = training["budget_epochs"]
     return (
-        f"{training['budget_epochs']} epochs, the number that filled a training budget of "
+        f"{epochs} epoch{'s' if epochs != 1 else ''}, the number that filled a training budget of "
         f"{training['budget_minutes']:g} minutes (one epoch calibrated at "
         f"{training['calibrated_epoch_seconds']:.1f} s on the machine that trained it)"
     )

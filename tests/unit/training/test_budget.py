@@ -216,3 +216,17 @@ def test_ddp_ranks_agree_on_the_slowest_ranks_decision(tmp_path: Path) -> None:
     assert results[0] == results[1] == {"budget_epochs": 2, "epochs": 2}
     metrics = json.loads(Layout(tmp_path).metrics_file("train").read_text())
     assert metrics["budget_epochs"] == 2 and metrics["processes"] == 2
+
+
+def test_the_model_card_says_the_epochs_filled_the_budget(params_document: dict) -> None:
+    from iocane.config import config_from_dict
+    from iocane.reports.model_card import _recipe_lines
+
+    config = config_from_dict(params_document)  # 20 epochs, eps ramped over 2
+    decided = {"budget_minutes": 0.5, "budget_epochs": 1, "calibrated_epoch_seconds": 4.19}
+    (line,) = [line for line in _recipe_lines(config, decided) if "Adversarial" in line]
+    assert "1 epoch, the number that filled a training budget of 0.5 minutes" in line
+    assert "(one epoch calibrated at 4.2 s on the machine that trained it)" in line
+    assert "eps ramped over 1 epochs" in line
+    (line,) = [line for line in _recipe_lines(config, {}) if "Adversarial" in line]
+    assert f": {config.train.epochs} epochs, " in line and "budget" not in line
