@@ -183,3 +183,20 @@ def test_the_warmup_stage_command_exits_1_with_one_line(tmp_path: Path) -> None:
     assert "after epoch 1 is chance for 10 classes" in line and "warmup.lr 0.05" in line, line
     assert not layout.model_file("warmup").exists()
     assert not list(layout.checkpoint_dir("warmup").glob("*.pt"))
+
+
+def test_under_ddp_the_launcher_raises_the_ranks_not_learning(tmp_path: Path) -> None:
+    """Every rank sees the same summed figures and stops; the stage reports rank 0's line."""
+    from iocane.files import write_json
+    from iocane.training.launcher import _failure, _result_file
+
+    layout = Layout(tmp_path)
+    message = "train: not learning: training accuracy 0.100 after epoch 1 is chance"
+    for rank in range(2):
+        _result_file(layout, rank).parent.mkdir(parents=True, exist_ok=True)
+        write_json(
+            _result_file(layout, rank),
+            {"rank": rank, "error": message, "kind": "NotLearning", "signal": None, "time": rank},
+        )
+    failure = _failure(layout, nproc=2, returncode=1, forwarded=None)
+    assert isinstance(failure, NotLearning) and str(failure) == message
