@@ -45,6 +45,10 @@ class TrainingDiverged(RuntimeError):
     """The training loss or the weights became non-finite; the message names epoch and step."""
 
 
+class NotLearning(RuntimeError):
+    """Clean accuracy still at chance after the first epoch; the message names the likely cause."""
+
+
 USER_ERRORS = (
     ConfigError,
     DataError,
@@ -55,7 +59,7 @@ USER_ERRORS = (
     FileNotFoundError,
 )
 # Not the user's input, but fully explained by its message: no traceback.
-EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged, Interrupted)
+EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged, NotLearning, Interrupted)
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -197,6 +197,12 @@ def _limits_lines(norm: str, eps: float) -> list[str]:
 def _recipe_lines(config: Config, training: dict | None) -> list[str]:
     """The card's training recipe: the model, the natural warmup, adversarial training."""
     train, warmup, model = config.train, config.warmup, config.model
+    budget_epochs = (training or {}).get("budget_epochs")
+    ramp = (
+        train.eps_ramp_epochs
+        if budget_epochs is None
+        else min(train.eps_ramp_epochs, budget_epochs)
+    )
     return [
         "## Training recipe",
         "",
@@ -205,12 +211,24 @@ def _recipe_lines(config: Config, training: dict | None) -> list[str]:
         f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
         f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, "
         f"{schedule_description(warmup.lr_schedule)}.",
-        f"- Adversarial training, {method_description(config)}: {train.epochs} epochs, "
-        f"{train.norm} eps {train.eps:g}, eps ramped over {train.eps_ramp_epochs} epochs; SGD "
+        f"- Adversarial training, {method_description(config)}: {_train_epochs(config, training)}, "
+        f"{train.norm} eps {train.eps:g}, eps ramped over {ramp} epochs; SGD "
         f"lr {train.lr:g}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, "
         f"{schedule_description(train.lr_schedule)}; seed {config.seed}.",
         *checkpoint_lines(training),
     ]
+
+
+def _train_epochs(config: Config, training: dict | None) -> str:
+    """The adversarial epochs: ``train.epochs``, or those a time budget decided."""
+    if not training or training.get("budget_epochs") is None:
+        return f"{config.train.epochs} epochs"
+    epochs = training["budget_epochs"]
+    return (
+        f"{epochs} epoch{'s' if epochs != 1 else ''}, the number that filled a training budget of "
+        f"{training['budget_minutes']:g} minutes (one epoch calibrated at "
+        f"{training['calibrated_epoch_seconds']:.1f} s on the machine that trained it)"
+    )
 
 
 def _results_lines(

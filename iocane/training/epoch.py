@@ -30,6 +30,7 @@ from iocane.data.prepared import Split
 from iocane.errors import TrainingDiverged
 from iocane.files import write_atomic
 from iocane.layout import Layout
+from iocane.training.chance import check_learning, judged_epoch
 from iocane.training.checkpoints import kept_checkpoints
 from iocane.training.hardware import Hardware
 from iocane.training.passes import PassCount
@@ -264,8 +265,8 @@ class EpochLoop:
         self, state: TrainState, epoch: int, progress: EpochProgress, counter: PassCount
     ) -> dict:
         """The end of a complete epoch: the divergence check, the schedule's step (a per-batch
-        schedule has stepped already: the row's lr is its last step's), validation, and the
-        epoch's row of the history."""
+        schedule has stepped already: the row's lr is its last step's), validation, the epoch's
+        row of the history, and (once) the check that the run is learning at all."""
         check_finite(self.stage, epoch, progress.first_nonfinite, state.model, self.directory)
         if steps_per_batch(self.optim):
             lr = progress.lr if progress.lr is not None else state.optimizer.param_groups[0]["lr"]
@@ -290,6 +291,18 @@ class EpochLoop:
         if self.recipe is not None:
             row["train_adv_loss"] = sums["al"].item() / trained
             row["train_adv_accuracy"] = sums["ac"].item() / trained
+        if epoch == judged_epoch(self.n_batches, self.epochs):  # before it is checkpointed
+            check_learning(
+                stage=self.stage,
+                epoch=epoch,
+                row=row,
+                images_trained=trained,
+                train_labels=self.train.labels,
+                val_labels=self.val.labels,
+                num_classes=self.spec.num_classes,
+                lr=self.optim.lr,
+                eps=self.recipe.eps if self.recipe is not None else None,
+            )
         return row
 
     def _log_progress(self, epoch: int, batch: int, epoch_started: float) -> None:

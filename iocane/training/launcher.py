@@ -41,7 +41,13 @@ from pathlib import Path
 import torch.distributed as dist
 
 from iocane.config import Config, config_from_dict, load_config
-from iocane.errors import EXPLAINED_ERRORS, TrainingDiverged, exit_code_for, report_error
+from iocane.errors import (
+    EXPLAINED_ERRORS,
+    NotLearning,
+    TrainingDiverged,
+    exit_code_for,
+    report_error,
+)
 from iocane.files import write_json
 from iocane.interrupts import Interrupted, safe_stop_section, stop_on_signals, stop_requested
 from iocane.layout import Layout
@@ -102,7 +108,8 @@ def torchrun_command(nproc: int, params_file: Path) -> list[str]:
 def launch(config: Config, layout: Layout) -> None:
     """Train the ``train`` stage in ``config.train.nproc`` processes and wait for them. Raises
     what the first rank to fail raised: ``Interrupted`` after a signal (rank 0 saved the point
-    all ranks stopped at), ``TrainingDiverged``, or ``DistributedTrainingFailed``."""
+    all ranks stopped at), ``TrainingDiverged``, ``NotLearning``, or
+    ``DistributedTrainingFailed``."""
     work = _work_dir(layout)
     work.mkdir(parents=True, exist_ok=True)
     for stale in [*work.glob("rank-*.json"), *work.glob("rank-*.pid")]:
@@ -178,6 +185,8 @@ def _failure(
     first = failed[0]
     if first["kind"] == "TrainingDiverged":
         return TrainingDiverged(first["error"])
+    if first["kind"] == "NotLearning":
+        return NotLearning(first["error"])
     return DistributedTrainingFailed(f"train: rank {first['rank']} failed: {first['error']}")
 
 

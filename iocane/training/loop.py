@@ -33,6 +33,7 @@ from iocane.files import sha256_file, write_json
 from iocane.interrupts import Interrupted, safe_stop_section
 from iocane.layout import Layout
 from iocane.modelio import load_model
+from iocane.training.budget import BudgetDecision, settle_budget
 from iocane.training.checkpoints import (
     PARTIAL_CHECKPOINT,
     run_key,
@@ -43,7 +44,6 @@ from iocane.training.checkpoints import (
 from iocane.training.epoch import (
     EpochLoop,
     EpochProgress,
-    batches_per_epoch,
     step_passes,
     write_history,
 )
@@ -83,33 +83,26 @@ def fit(
     select: str = "last",
     hardware: Hardware | None = None,
     ranks: Ranks | None = None,
+    budget_minutes: float = 0.0,
 ) -> dict:
     """Train for ``optim.epochs``, checkpointing every epoch, and write the selected epoch's
     weights as the stage's model (``select``: ``best`` validation PGD accuracy, or ``last``);
-    stop early, on the last good weights, when adversarial training collapses. ``hardware``
+    stop early, on the last good weights, when adversarial training collapses, and with
+    ``NotLearning`` when clean accuracy stays at chance (``chance``). ``hardware``
     (default: float32, eager) says how the steps run; ``ranks`` (default: one process) places
-    this process under DDP: it trains on its shard of each global batch, only rank 0 writes."""
+    this process under DDP: it trains on its shard of each global batch, only rank 0 writes.
+    ``budget_minutes`` > 0 trains the epochs that fill that many minutes instead (``budget``)."""
     started = time.perf_counter()
     ranks = ranks or Ranks()
     hardware = hardware or Hardware(device=device, bf16=False, channels_last=False, compile=False)
     hardware.place_model(model)
     training_model = hardware.training_model(model)
     layout.checkpoint_dir(stage).mkdir(parents=True, exist_ok=True)
-    train, val = data.train.to(device), data.val.to(device)
-    shard = (math.ceil(optim.batch_size / ranks.world_size), *train.image_shape)
-    state = TrainState.start(
-        model,
-        optim,
-        seed=seed,
-        free_delta_shape=shard,
-        device=device,
-        batches_per_epoch=batches_per_epoch(len(train), optim.batch_size, ranks),
-    )
     epochs = EpochLoop(
         stage=stage,
         optim=optim,
-        train=train,
-        val=val,
+        train=data.train.to(device),
+        val=data.val.to(device),
         val_attack=val_attack,
         recipe=recipe,
         seed=seed,
@@ -121,15 +114,28 @@ def fit(
         spec=spec,
         run_key=run_key,
     )
-    resumed = _resume(state, epochs)
+    resumed = _take_resumable(epochs)
+    epochs, budget = _to_budget(epochs, model, resumed, budget_minutes)
+    shard = (math.ceil(optim.batch_size / ranks.world_size), *epochs.train.image_shape)
+    state = TrainState.start(
+        model,
+        epochs.optim,
+        seed=seed,
+        free_delta_shape=shard,
+        device=device,
+        batches_per_epoch=epochs.n_batches,
+    )
+    state.budget = budget.to_dict() if budget is not None else None
+    _restore(state, epochs, resumed)
     # After the resume: under DDP, making the passes hands rank 0's weights to every rank.
     epochs = replace(epochs, passes=step_passes(training_model, ranks, device))
     position = resumed.get("position") if resumed is not None else None
     images_trained = 0  # by this process's run (a resumed run counts from the resume)
     # SIGINT/SIGTERM within the loop: finish the step, save exactly this point, stop.
     with safe_stop_section(), counting_passes(model, "training") as passes_made:
-        for epoch in range(state.epoch if state.collapse is None else optim.epochs, optim.epochs):
-            progress = EpochProgress.begin(len(train), state.shuffle, device, resume_from=position)
+        first = state.epoch if state.collapse is None else epochs.epochs
+        for epoch in range(first, epochs.epochs):
+            progress = EpochProgress.begin(len(epochs.train), state.shuffle, device, position)
             position = None
             progress = epochs.run(state, epoch, progress)
             if progress.stopped:
@@ -150,17 +156,36 @@ def fit(
     )
 
 
-def _resume(state: TrainState, epochs: EpochLoop) -> dict | None:
-    """Restore the newest checkpoint of this run, if there is one, and say where it resumes;
-    returns that checkpoint (its ``position`` says where in an epoch a signal stopped it)."""
-    stage, directory, run_key, ranks = epochs.stage, epochs.directory, epochs.run_key, epochs.ranks
+def _take_resumable(epochs: EpochLoop) -> dict | None:
+    """The newest checkpoint of this run, if there is one (its ``position`` says where in an
+    epoch a signal stopped it, its ``budget`` what a time budget decided)."""
+    directory, run_key, ranks = epochs.directory, epochs.run_key, epochs.ranks
     # Rank 0 tidies the checkpoint directory; the others read it once it is tidy.
     resumed = take_resumable(directory, run_key) if ranks.writes else None
     ranks.barrier()
     if not ranks.writes:
         resumed = take_resumable(directory, run_key)
+    return resumed
+
+
+def _to_budget(
+    epochs: EpochLoop, model: nn.Module, resumed: dict | None, budget_minutes: float
+) -> tuple[EpochLoop, BudgetDecision | None]:
+    """With a time budget, the epochs (the schedule's length, a longer eps ramp) that fill it:
+    decided before the state is made, so the run is the run with those epochs set."""
+    if budget_minutes <= 0:
+        return epochs, None
+    budget = settle_budget(budget_minutes, epochs, model, resumed)
+    return replace(
+        epochs, optim=budget.optim(epochs.optim), recipe=budget.recipe(epochs.recipe)
+    ), budget
+
+
+def _restore(state: TrainState, epochs: EpochLoop, resumed: dict | None) -> None:
+    """Put the checkpoint a run resumes from back into its state, and say where it resumes."""
     if resumed is None:
-        return None
+        return
+    stage, directory, ranks = epochs.stage, epochs.directory, epochs.ranks
     state.restore(resumed)
     if state.collapse is not None:
         log.info("%s: stopped at epoch %d by catastrophic overfitting", stage, state.epoch)
@@ -187,7 +212,6 @@ def _resume(state: TrainState, epochs: EpochLoop) -> dict | None:
         )
     else:
         log.info("%s: resuming after epoch %d from %s", stage, state.epoch, directory)
-    return resumed
 
 
 def _stopped_within_epoch(
@@ -295,6 +319,7 @@ def _finish(
             # every process's passes (each counts its own shard's)
             **{k: int(v) for k, v in ranks.sum(counter.totals(device)).items()},
             "run_key": epochs.run_key,
+            **(BudgetDecision.from_dict(state.budget).metrics() if state.budget else {}),
         }
     )
     if ranks.writes:
@@ -332,4 +357,5 @@ def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch
         select=train.select,
         hardware=hardware,
         ranks=ranks,
+        budget_minutes=train.budget_minutes,
     )

@@ -3,8 +3,9 @@
 A checkpoint holds the model, the optimiser, the learning-rate schedule, the number of complete
 epochs, every random state the loop draws from (the shuffle generator, torch's global generator,
 CUDA's), the history of the epochs so far, a catastrophic-overfitting record and, for ``free``,
-the perturbation that persists across batches. Restoring all of it, in this order, is what makes
-a resumed run bit-identical to one that never stopped.
+the perturbation that persists across batches, and, when it trains to a time budget, the
+decision that set its epochs (``iocane.training.budget``: a resumed run keeps it). Restoring all
+of it, in this order, is what makes a resumed run bit-identical to one that never stopped.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class TrainState:
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
     collapse: dict | None = None  # set once catastrophic overfitting stopped the run
+    budget: dict | None = None  # the time-budget decision (BudgetDecision.to_dict()), if any
 
     @classmethod
     def start(
@@ -107,6 +109,7 @@ class TrainState:
     ) -> dict:
         """What a checkpoint holds after ``self.epoch`` complete epochs."""
         cuda = self.device.type == "cuda"
+        budget = {"budget": self.budget} if self.budget is not None else {}
         return {
             "format": CHECKPOINT_FORMAT,
             "stage": stage,
@@ -124,6 +127,7 @@ class TrainState:
             "history": self.history,
             "collapse": self.collapse,
             "free_delta": self.free_delta if keep_free_delta else None,
+            **budget,
         }
 
     def restore(self, checkpoint: dict) -> None:
@@ -138,5 +142,6 @@ class TrainState:
         self.history = list(checkpoint["history"])
         self.epoch = checkpoint["epoch"]
         self.collapse = checkpoint.get("collapse")
+        self.budget = checkpoint.get("budget")
         if checkpoint.get("free_delta") is not None:
             self.free_delta = checkpoint["free_delta"].to(self.device)

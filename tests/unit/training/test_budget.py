@@ -1,0 +1,232 @@
+"""Training to a time budget: the decision's arithmetic, training to a budget is training with
+the decided epochs (weights equal to the bit), a resume keeps the decision without
+recalibrating, DDP ranks agree on one decision, and no budget changes nothing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from sklearn.datasets import load_digits
+
+import iocane.training.budget as budget
+from attacks import PGD
+from iocane.config import OptimConfig
+from iocane.data.prepared import PreparedData, Split
+from iocane.layout import Layout
+from iocane.training.budget import BudgetDecision, EpochCost, decide, plan_epochs
+from iocane.training.loop import fit
+from iocane.training.ranks import Ranks
+from iocane.training.recipes import AdversarialRecipe
+from models import ModelSpec, build_model
+
+SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
+# 20 epochs as configured: a budget replaces them (and the cosine schedule's length).
+OPTIM = OptimConfig(
+    epochs=20, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5.0e-4, lr_schedule="cosine"
+)
+# A ramp longer than the epochs the budget buys: it is cut to them.
+RAMP = 5
+
+
+def _recipe(method: str) -> AdversarialRecipe:
+    return AdversarialRecipe(
+        norm="Linf",
+        eps=0.1,
+        step_size=0.05,
+        steps=2,
+        random_start=True,
+        adv_weight=0.5,
+        eps_ramp_epochs=RAMP,
+        method=method,
+        free_replays=2,
+    )
+
+
+def _data() -> PreparedData:
+    digits = load_digits()
+    images = torch.tensor(digits.images[:300] / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(digits.target[:300])
+    held_out = Split(images[240:], labels[240:])
+    return PreparedData(Split(images[:240], labels[:240]), held_out, held_out, meta={})
+
+
+def _fit(
+    root: Path,
+    *,
+    recipe: AdversarialRecipe,
+    optim: OptimConfig = OPTIM,
+    budget_minutes: float = 0.0,
+    ranks: Ranks | None = None,
+) -> dict:
+    torch.manual_seed(0)
+    return fit(
+        stage="train",
+        model=build_model(SPEC),
+        spec=SPEC,
+        data=_data(),
+        optim=optim,
+        recipe=recipe,
+        val_attack=PGD(eps=0.1, steps=2, seed=1),
+        layout=Layout(root),
+        seed=5,
+        run_key="key",
+        device=torch.device("cpu"),
+        ranks=ranks,
+        budget_minutes=budget_minutes,
+    )
+
+
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, tick: float = 0.5) -> None:
+    """Calibration's clock advances ``tick`` seconds a reading: the decision is deterministic
+    (every step 0.5 s, validation 0.5 s, the calibration 8.5 s), the steps are real."""
+    readings = itertools.count(0.0, tick)
+    monkeypatch.setattr(budget, "perf_counter", lambda: next(readings))
+
+
+def _weights(root: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Layout(root).model_file("train"), weights_only=True)["state_dict"]
+
+
+def _history(root: Path) -> list[dict]:
+    checkpoint = torch.load(
+        sorted(Layout(root).checkpoint_dir("train").glob("epoch-*.pt"))[-1], weights_only=True
+    )
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in checkpoint["history"]]
+
+
+def test_the_epochs_fill_what_is_left_of_the_budget_after_a_margin() -> None:
+    # 60 s, 5 s spent: 55 s at 10 s + 10% an epoch
+    assert plan_epochs(1.0, epoch_seconds=10.0, spent_seconds=5.0) == 5
+    assert plan_epochs(0.01, epoch_seconds=10.0, spent_seconds=5.0) == 1  # at least one
+    cost = EpochCost(
+        step_seconds=0.5, validation_seconds=2.0, first_step_extra_seconds=3.0,
+        calibration_seconds=7.0,
+    )  # fmt: skip
+    decision = decide(2.0, cost, batches_per_epoch=20)
+    assert decision.epoch_seconds == 12.0
+    assert decision.epochs == 8  # (120 - 7 - 3) / 13.2 = 8.3
+    assert BudgetDecision.from_dict(decision.to_dict()) == decision
+
+
+def test_the_decision_sets_the_schedule_and_cuts_a_longer_ramp() -> None:
+    decision = decide(1.0, EpochCost(1.0, 0.0, 0.0, 0.0), batches_per_epoch=10)
+    assert decision.epochs == 5
+    assert decision.optim(OPTIM).epochs == 5 and decision.optim(OPTIM).lr == OPTIM.lr
+    assert decision.recipe(_recipe("pgd")).eps_ramp_epochs == 5
+    short = replace(_recipe("pgd"), eps_ramp_epochs=2)
+    assert decision.recipe(short) is short
+    assert decision.recipe(None) is None
+
+
+@pytest.mark.parametrize("method", ["pgd", "free"])
+def test_a_budget_trains_exactly_what_its_decided_epochs_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """The calibration runs real steps on a copy: the run after it is, to the bit, the run with
+    ``epochs`` set to the decision (and the ramp cut to it)."""
+    _fake_clock(monkeypatch)
+    # 4 batches an epoch: (0.3 * 60 - 8.5) / ((4 * 0.5 + 0.5) * 1.1) = 3.5
+    budgeted = _fit(tmp_path / "budget", recipe=_recipe(method), budget_minutes=0.3)
+    assert budgeted["budget_epochs"] == budgeted["epochs"] == budgeted["last_epoch"] == 3
+    assert budgeted["budget_minutes"] == 0.3
+    assert budgeted["calibrated_epoch_seconds"] == pytest.approx(2.5)
+    assert budgeted["calibration_seconds"] == pytest.approx(8.5)
+
+    plain = _fit(
+        tmp_path / "plain",
+        recipe=replace(_recipe(method), eps_ramp_epochs=3),
+        optim=OPTIM.model_copy(update={"epochs": 3}),
+    )
+    assert "budget_epochs" not in plain
+    assert _history(tmp_path / "budget") == _history(tmp_path / "plain")
+    reference = _weights(tmp_path / "plain")
+    for name, tensor in _weights(tmp_path / "budget").items():
+        assert torch.equal(tensor, reference[name]), name
+
+
+def test_a_resumed_run_keeps_its_decision_and_does_not_recalibrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_clock(monkeypatch)
+    _fit(tmp_path / "a", recipe=_recipe("pgd"), budget_minutes=0.3)
+    interrupted = Layout(tmp_path / "b")
+    _fit(interrupted.root, recipe=_recipe("pgd"), budget_minutes=0.3)
+    checkpoint = torch.load(interrupted.checkpoint_dir("train") / "epoch-0002.pt")
+    assert checkpoint["budget"]["epochs"] == 3
+    # As if the process died during epoch 3; on resume, this machine is now much slower.
+    (interrupted.checkpoint_dir("train") / "epoch-0003.pt").unlink()
+    interrupted.model_file("train").unlink()
+
+    def no_calibration(*_: object) -> EpochCost:
+        raise AssertionError("a resumed run must not recalibrate")
+
+    monkeypatch.setattr(budget, "measure_epoch", no_calibration)
+    resumed = _fit(interrupted.root, recipe=_recipe("pgd"), budget_minutes=0.3)
+    assert resumed["resumed_after_epoch"] == 2 and resumed["budget_epochs"] == 3
+    reference = _weights(tmp_path / "a")
+    for name, tensor in _weights(interrupted.root).items():
+        assert torch.equal(tensor, reference[name]), name
+
+
+def test_no_budget_neither_calibrates_nor_records_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_calibration(*_: object) -> EpochCost:
+        raise AssertionError("budget_minutes 0 must not calibrate")
+
+    monkeypatch.setattr(budget, "measure_epoch", no_calibration)
+    result = _fit(tmp_path, recipe=_recipe("pgd"), optim=OPTIM.model_copy(update={"epochs": 2}))
+    assert result["epochs"] == 2
+    assert not {"budget_minutes", "budget_epochs", "calibrated_epoch_seconds"} & set(result)
+    checkpoint = torch.load(Layout(tmp_path).checkpoint_dir("train") / "epoch-0002.pt")
+    assert "budget" not in checkpoint
+
+
+def _rank(rank: int, world_size: int, init_file: str, root: str) -> None:
+    """A DDP rank training to a budget; rank 1's clock runs twice as fast as rank 0's, so each
+    alone would decide otherwise."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    readings = itertools.count(0.0, 0.5 * (rank + 1))
+    budget.perf_counter = lambda: next(readings)
+    try:
+        result = _fit(
+            Path(root), recipe=_recipe("pgd"), budget_minutes=0.5, ranks=Ranks(rank, world_size)
+        )
+        path = Path(root) / f"rank-{rank}.json"
+        path.write_text(json.dumps({k: result[k] for k in ("budget_epochs", "epochs")}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_on_the_slowest_ranks_decision(tmp_path: Path) -> None:
+    mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    results = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]
+    # Rank 1's figures: 4 global batches of 1.0 s, validation 1.0 s, calibration 17 s:
+    # (30 - 17) / (5 * 1.1) = 2.4 (rank 0's alone: (30 - 8.5) / 2.75 = 7.8)
+    assert results[0] == results[1] == {"budget_epochs": 2, "epochs": 2}
+    metrics = json.loads(Layout(tmp_path).metrics_file("train").read_text())
+    assert metrics["budget_epochs"] == 2 and metrics["processes"] == 2
+
+
+def test_the_model_card_says_the_epochs_filled_the_budget(params_document: dict) -> None:
+    from iocane.config import config_from_dict
+    from iocane.reports.model_card import _recipe_lines
+
+    config = config_from_dict(params_document)  # 20 epochs, eps ramped over 2
+    decided = {"budget_minutes": 0.5, "budget_epochs": 1, "calibrated_epoch_seconds": 4.19}
+    (line,) = [line for line in _recipe_lines(config, decided) if "Adversarial" in line]
+    assert "1 epoch, the number that filled a training budget of 0.5 minutes" in line
+    assert "(one epoch calibrated at 4.2 s on the machine that trained it)" in line
+    assert "eps ramped over 1 epochs" in line
+    (line,) = [line for line in _recipe_lines(config, {}) if "Adversarial" in line]
+    assert f": {config.train.epochs} epochs, " in line and "budget" not in line
