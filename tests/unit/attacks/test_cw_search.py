@@ -1,0 +1,79 @@
+"""The C&W constant search: it widens c past a too-small start, stops at its ceiling, and reports
+``inf`` only for the samples it could not fool with c up to that ceiling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attacks.cw import MAX_CONST, TIGHTENING_ROUNDS, CarliniWagnerL2
+from tests.helpers.models import TinyLinear
+
+
+def _faint_linear_problem(scale: float):
+    """A binary linear classifier whose logits are scaled by ``scale``, and images whose
+    smallest fooling perturbation (the distance to the hyperplane, the same at any scale) is
+    between 0.1 and 0.25, reachable inside [0, 1]: a small scale needs a large c to find it."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(2, 4, generator=generator) * scale
+    model = TinyLinear(weight, torch.zeros(2))
+    images = 0.3 + 0.4 * torch.rand(400, 1, 2, 2, generator=generator)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    difference = weight[labels] - weight[1 - labels]
+    closed_form = (difference * images.flatten(1)).sum(1) / difference.norm(dim=1)
+    keep = ((closed_form > 0.1) & (closed_form < 0.25)).nonzero()[:30, 0]
+    assert len(keep) == 30
+    return model, images[keep], labels[keep], closed_form[keep]
+
+
+def test_the_old_five_rounds_miss_what_widening_finds() -> None:
+    # At scale 1e-5 the margin term matters only for c of 1e5 and more: five rounds from 0.1
+    # (c up to 1e3, the search before the ceiling) find nothing, the widened search finds all.
+    model, images, labels, closed_form = _faint_linear_problem(scale=1e-5)
+    short = CarliniWagnerL2(eps=0.0, steps=100, search_steps=5, max_const=1e3)
+    _, missed = short.minimal(model, images, labels)
+    assert torch.isinf(missed).all()
+    _, distance = CarliniWagnerL2(eps=0.0, steps=100, search_steps=5).minimal(model, images, labels)
+    assert torch.isfinite(distance).all()
+    relative = (distance - closed_form) / closed_form
+    assert relative.min() >= -1e-3  # never below the true minimum
+    assert relative.median() < 0.2  # tightened after it was found
+
+
+def test_a_ceiling_below_what_is_needed_leaves_points_not_found() -> None:
+    model, images, labels, _ = _faint_linear_problem(scale=1e-5)
+    best, distance = CarliniWagnerL2(eps=0.0, steps=50, max_const=10.0).minimal(
+        model, images, labels
+    )
+    assert torch.isinf(distance).all()
+    assert torch.equal(best, images)  # nothing found: the images themselves
+
+
+def test_the_rounds_are_bounded_and_only_unfound_points_pay_for_the_extra_ones() -> None:
+    attack = CarliniWagnerL2(eps=0.0, search_steps=5)
+    widenings = math.ceil(math.log10(MAX_CONST / attack.initial_const))
+    assert attack.max_rounds == widenings + 1 + TIGHTENING_ROUNDS == 10
+    assert CarliniWagnerL2(eps=0.0, search_steps=12).max_rounds == 12
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.rows = inner, 0
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            self.rows += len(images)
+            return self.inner(images)
+
+    # A problem found in the first rounds costs what the five rounds always cost.
+    model, images, labels, _ = _faint_linear_problem(scale=100.0)
+    counting = Counting(model)
+    _, distance = CarliniWagnerL2(eps=0.0, steps=50).minimal(counting, images, labels)
+    assert torch.isfinite(distance).all()
+    assert counting.rows == 5 * 50 * len(images)
+    # Unfound points (a ceiling of 10: 3 rounds widen, then they are out) stop paying.
+    model, images, labels, _ = _faint_linear_problem(scale=1e-5)
+    counting = Counting(model)
+    CarliniWagnerL2(eps=0.0, steps=50, max_const=10.0).minimal(counting, images, labels)
+    assert counting.rows == 3 * 50 * len(images)
