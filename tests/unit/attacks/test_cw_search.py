@@ -77,3 +77,28 @@ def test_the_rounds_are_bounded_and_only_unfound_points_pay_for_the_extra_ones()
     counting = Counting(model)
     CarliniWagnerL2(eps=0.0, steps=50, max_const=10.0).minimal(counting, images, labels)
     assert counting.rows == 3 * 50 * len(images)
+
+
+def test_pixels_at_0_and_1_move_in_the_extra_rounds(trained_digits_model, monkeypatch) -> None:
+    # Digits are mostly pixels at exactly 0 or 1, where the tanh change of variables saturates:
+    # at the first rounds' learning rate they never move, whatever c. Every point APGD-L2
+    # breaks within L2 2 must get a finite distance, at most about APGD's.
+    import attacks.cw as cw_module
+    from attacks.apgd import APGD
+
+    model, images, labels = trained_digits_model
+    images, labels = images[:80], labels[:80]
+    with torch.no_grad():
+        correct = model(images).argmax(1) == labels
+    images, labels = images[correct], labels[correct]
+    adversarial = APGD(eps=2.0, norm="L2", steps=50, seed=0)(model, images, labels)
+    with torch.no_grad():
+        broken = model(adversarial).argmax(1) != labels
+    assert broken.float().mean() > 0.9
+    attack = CarliniWagnerL2(eps=0.0)
+    _, distance = attack.minimal(model, images[broken], labels[broken])
+    assert torch.isfinite(distance).all()
+    assert distance.max() <= 2.0 * 1.5
+    monkeypatch.setattr(cw_module, "EXTRA_LR_FACTOR", 1.0)  # the widening of c alone
+    _, without = attack.minimal(model, images[broken], labels[broken])
+    assert torch.isinf(without).any()  # the case this test is about is in the sample
