@@ -37,7 +37,8 @@ from attacks.threat import threat_model
 # the distance's or more for any model whose margin moves by 1e-4 per unit of any pixel; a sample
 # not fooled by then is beyond this optimiser's reach, not beyond a larger c's. From the default
 # 0.1 the search reaches it in round 8: the default 5 rounds plus at most 3 widening and
-# TIGHTENING_ROUNDS rounds (``max_rounds``), run only on the samples still not fooled.
+# TIGHTENING_ROUNDS rounds (``max_rounds``: 10; 12 for the 9 of ``thorough``), run only on the
+# samples still not fooled (or found late).
 MAX_CONST = 1e6
 # The learning rate of the extra rounds, as a multiple of ``learning_rate``. Adam moves each
 # coordinate of w = atanh(2x - 1) by about the learning rate per step, whatever c is; a pixel at 0
@@ -74,10 +75,11 @@ class CarliniWagnerL2:
 
     @property
     def max_rounds(self) -> int:
-        """The bound on search rounds: ``search_steps``, or as many as it takes a sample to
-        widen c from ``initial_const`` to ``max_const`` and then tighten."""
+        """The bound on search rounds: the ``search_steps`` rounds or as many as it takes to widen
+        c from ``initial_const`` to ``max_const``, whichever is more, then one more at the extra
+        rounds' learning rate, and ``TIGHTENING_ROUNDS`` for a sample found in it."""
         widenings = math.ceil(math.log10(max(self.max_const / self.initial_const, 1.0)) - 1e-9)
-        return max(self.search_steps, widenings + 1 + TIGHTENING_ROUNDS)
+        return max(self.search_steps, widenings) + 1 + TIGHTENING_ROUNDS
 
     def minimal(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
@@ -91,17 +93,22 @@ class CarliniWagnerL2:
         upper = torch.full((n,), float("inf"), device=device)
         const = torch.full((n,), min(self.initial_const, self.max_const), device=device)
         found_at = torch.full((n,), -1, dtype=torch.long, device=device)
-        exhausted = torch.zeros(n, dtype=torch.bool, device=device)  # failed at max_const
+        # Failed at max_const: in a first round (waiting for the extra rounds' learning rate),
+        # or in an extra round (no further to go).
+        waiting = torch.zeros(n, dtype=torch.bool, device=device)
+        exhausted = torch.zeros(n, dtype=torch.bool, device=device)
         best = images.clone()
         best_distance = torch.full((n,), float("inf"), device=device)
         # atanh of the image, kept finite at 0 and 1.
         start = torch.atanh((images * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
         for round_index in range(self.max_rounds):
-            active = self._active(round_index, found_at, exhausted)
-            if not active.any():
-                break
-            rows = active.nonzero()[:, 0]
             extra = round_index >= self.search_steps
+            active = self._active(round_index, found_at, exhausted if extra else waiting)
+            if not active.any():
+                if extra:  # nothing can become active again
+                    break
+                continue
+            rows = active.nonzero()[:, 0]
             succeeded = self._optimise(
                 model,
                 learning_rate=self.learning_rate * (EXTRA_LR_FACTOR if extra else 1.0),
@@ -117,7 +124,9 @@ class CarliniWagnerL2:
             fooled[rows] = succeeded
             failed = active & ~fooled
             found_at = torch.where(fooled & (found_at < 0), round_index, found_at)
-            exhausted |= failed & torch.isinf(upper) & (const >= self.max_const)
+            at_ceiling = failed & torch.isinf(upper) & (const >= self.max_const)
+            exhausted |= at_ceiling & extra
+            waiting |= at_ceiling
             # Binary search on c: smaller where it fooled, larger where it did not.
             upper = torch.where(fooled, torch.minimum(upper, const), upper)
             lower = torch.where(failed, torch.maximum(lower, const), lower)
@@ -125,15 +134,13 @@ class CarliniWagnerL2:
             const = torch.where(torch.isinf(upper), widened, (lower + upper) / 2)
         return best, best_distance
 
-    def _active(
-        self, round_index: int, found_at: torch.Tensor, exhausted: torch.Tensor
-    ) -> torch.Tensor:
-        """The samples this round searches: all but the exhausted ones for ``search_steps``
-        rounds; after them, those not yet fooled and those fooled in the last
-        ``TIGHTENING_ROUNDS`` rounds."""
+    def _active(self, round_index: int, found_at: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """The samples this round searches, ``done`` aside (those that failed at ``max_const``):
+        all of them for ``search_steps`` rounds; after them, those not yet fooled and those
+        fooled in the last ``TIGHTENING_ROUNDS`` rounds."""
         if round_index < self.search_steps:
-            return ~exhausted
-        unfound = (found_at < 0) & ~exhausted
+            return ~done
+        unfound = (found_at < 0) & ~done
         late = (found_at >= 0) & (round_index - found_at <= TIGHTENING_ROUNDS)
         return unfound | (late & (found_at >= self.search_steps - 1))
 
