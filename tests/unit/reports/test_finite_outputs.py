@@ -49,7 +49,11 @@ def test_a_model_cw_cannot_fool_writes_no_infinity(tmp_path) -> None:
     assert metrics["cw_median_l2"] is None and metrics["cw_not_found_share"] == 1.0
     assert metrics["natural"]["cw_median_l2"] is None
     assert json.loads(out.metrics_file("evaluate").read_text(), parse_constant=_reject)
-    assert "not found (100% of points not found with c <= 1e+06)" in out.report_file.read_text()
+    report = out.report_file.read_text()
+    assert "not found (100% of points not found with c <= 1e+06)" in report
+    # Nothing moves it, so its L2 curve never falls to half: no comparison, and the report says so.
+    assert metrics["l2_half_accuracy_eps"] is None and metrics["cw_flags"] == []
+    assert "never falls to half its clean accuracy: no check" in report
     assert len(text_files(tmp_path)) >= 3  # the metrics, the curves, the report
     assert non_finite_tokens(tmp_path) == []
 

@@ -12,6 +12,8 @@ from iocane.reports.model_card import (
 from iocane.robustness.gate import check_gate
 from tests.helpers.paths import PROJECT_ROOT
 
+META = {"dataset": "digits", "image_size": 8, "num_classes": 10}
+
 
 def _evaluation(flags: list[str]) -> dict:
     return {
@@ -136,3 +138,29 @@ def test_card_of_a_model_evaluated_as_given_has_no_gate_and_no_recipe() -> None:
     assert "\n## Gate\n" not in card and "\n## Training recipe\n" not in card
     assert "| metric | model | baseline |" in card and "| clean accuracy | 0.9700 | n/a |" in card
     assert "No baseline model was given." in card and "the evaluated model keeps" in card
+
+
+def test_card_states_cw_not_found_and_its_flag_without_failing_the_gate() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml", ["train.norm=L2", "train.eps=0.5"])
+    evaluation = _evaluation(flags=[])
+    evaluation.update(cw_median_l2=None, cw_not_found_share=0.6, cw_max_const=1e6)
+    evaluation["natural"].update(cw_not_found_share=0.0, cw_max_const=1e6)
+    evaluation["cw_flags"] = ["C&W L2 median minimal distance not found ... exceeds L2 eps 1.400"]
+    verdict = check_gate(config.gate, evaluation)
+    card = render_model_card(config, evaluation, verdict, META, {}, title="m")
+    row = (
+        "| median L2 distance to an adversarial example (C&W) | not found (60% of points not "
+        "found with c <= 1e+06) | 0.4000 |"
+    )
+    assert row in card
+    assert "exceeds L2 eps 1.400 (does not fail the gate)" in card
+    assert verdict["passed"] and "trust_flags = 0.0000, required <= 0.0000: met" in card
+    for token in ("inf", "Infinity", "nan"):
+        assert f" {token}" not in card
+
+
+def test_card_of_an_older_evaluation_keeps_its_cw_row() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml", ["train.norm=L2", "train.eps=0.5"])
+    evaluation = _evaluation(flags=[])  # no share nor ceiling: written before C&W widened
+    card = render_model_card(config, evaluation, check_gate(config.gate, evaluation), META, {}, "m")
+    assert "| median L2 distance to an adversarial example (C&W) | 0.9000 | 0.4000 |" in card
