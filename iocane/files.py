@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -42,9 +43,35 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+class NonFiniteValue(ValueError):
+    """A NaN or an infinity on its way into a JSON file."""
+
+
 def write_json(path: Path, payload: Any) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    """``payload`` as strict JSON: a NaN or an infinity raises ``NonFiniteValue`` naming where it
+    is, rather than writing ``NaN`` or ``Infinity``, which strict parsers reject. A figure that
+    can legitimately be missing is ``None`` (``null``) at its source."""
+    try:
+        text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as error:
+        where = ", ".join(non_finite_paths(payload)) or "a value"
+        raise NonFiniteValue(f"{path}: {where} is not a finite number ({error})") from None
     write_atomic(path, lambda stream: stream.write(text.encode()))
+
+
+def non_finite_paths(payload: Any, prefix: str = "") -> list[str]:
+    """Where in a JSON-like tree the NaNs and infinities are, as dotted keys (``a.b[2]``)."""
+    if isinstance(payload, float):
+        return [] if math.isfinite(payload) else [prefix or "the value"]
+    if isinstance(payload, dict):
+        items = (
+            (f"{prefix}.{key}" if prefix else str(key), value) for key, value in payload.items()
+        )
+    elif isinstance(payload, (list, tuple)):
+        items = ((f"{prefix}[{index}]", value) for index, value in enumerate(payload))
+    else:
+        return []
+    return [path for key, value in items for path in non_finite_paths(value, key)]
 
 
 def write_text(path: Path, text: str) -> None:

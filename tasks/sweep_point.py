@@ -19,7 +19,7 @@ from mlflow.entities import Param
 from iocane.config import Config
 from iocane.layout import Layout
 from iocane.pipeline.sweep import Point, link_directory, point_run
-from iocane.registry.tracking import evaluation_metrics, flatten
+from iocane.registry.tracking import SKIPPED_TAG, evaluation_metrics, finite_metrics, flatten
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.train import run_train
@@ -98,5 +98,8 @@ def _log_point(
             Param(key, str(value)) for key, value in params.items() if not key.startswith("sweep.")
         ],
     )
-    for key, value in evaluation_metrics(evaluation, verdict).items():
+    figures, skipped = finite_metrics(evaluation_metrics(evaluation, verdict))
+    for key, value in figures.items():
         client.log_metric(run_id, key, value)
+    if skipped:
+        client.set_tag(run_id, SKIPPED_TAG, ", ".join(skipped)[:5000])

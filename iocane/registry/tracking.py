@@ -10,6 +10,8 @@ the pipeline ran as a Prefect flow or as ``dvc repro`` (where each stage is its 
 from __future__ import annotations
 
 import csv
+import logging
+import math
 import subprocess
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from iocane.config import Config
 from iocane.layout import Layout
 from iocane.reports.costs import cost_summary
 from iocane.settings import tracking_uri as tracking_uri  # its callers import it from here
+
+log = logging.getLogger("iocane")
+
+SKIPPED_TAG = "iocane.skipped_metrics"  # the metrics left out for having no finite value
 
 
 def git_commit(root: Path) -> str:
@@ -66,8 +72,9 @@ def run_name(config: Config) -> str:
     return f"harden-{config.train.norm}-eps{config.train.eps:g}"
 
 
-def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float]:
-    """The final figures a run logs: worst case, per attack, natural baseline, gate."""
+def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float | None]:
+    """The final figures a run logs: worst case, per attack, natural baseline, gate, and C&W's
+    distance."""
     natural = evaluation["natural"]
     return {
         "clean_accuracy": evaluation["clean_accuracy"],
@@ -79,19 +86,50 @@ def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float]:
         "gate_passed": float(verdict["passed"]),
         **{f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()},
         **{f"natural/robust_accuracy/{k}": v for k, v in natural["attacks"].items()},
+        # Where C&W ran: its median is None when over half the points were not found, and
+        # ``finite_metrics`` leaves it out then, the share not found saying why.
+        **{
+            key: evaluation[key]
+            for key in ("cw_median_l2", "cw_not_found_share")
+            if evaluation.get("cw_not_found_share") is not None
+        },
     }
+
+
+def finite_metrics(metrics: dict[str, float | None]) -> tuple[dict[str, float], list[str]]:
+    """The metrics MLflow can honestly hold, and the ones left out: ``None``, NaN and infinities,
+    as ``key=value``, named in a warning here and in the run's ``SKIPPED_TAG`` by the caller,
+    rather than logged as numbers no reader can compare."""
+    kept, skipped = {}, []
+    for key, value in metrics.items():
+        if value is not None and math.isfinite(value):
+            kept[key] = value
+        else:
+            skipped.append(f"{key}={value}")
+    if skipped:
+        log.warning("not logged to MLflow (no finite value): %s", ", ".join(skipped))
+    return kept, skipped
 
 
 def log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: dict) -> None:
     """Params, per-epoch and final metrics, and the files, into the active run."""
     mlflow.log_params(flatten(config.to_dict()))
+    skipped: list[str] = []
     for stage in ("warmup", "train"):
         for row in _read_history(layout.history_file(stage)):
             step = int(row.pop("epoch"))
-            mlflow.log_metrics({f"{stage}/{key}": value for key, value in row.items()}, step)
-    mlflow.log_metrics(evaluation_metrics(evaluation, verdict))
+            figures, left_out = finite_metrics({f"{stage}/{k}": v for k, v in row.items()})
+            mlflow.log_metrics(figures, step)
+            skipped += [f"{item} (epoch {step})" for item in left_out]
     costs = cost_summary(layout, config.report.price_per_hour, evaluation)
-    mlflow.log_metrics({f"cost/{key}": value for key, value in costs.items() if value is not None})
+    # A cost that does not apply (no price, no time) is None: not a metric, not worth a warning.
+    costs = {f"cost/{key}": value for key, value in costs.items() if value is not None}
+    for metrics in (evaluation_metrics(evaluation, verdict), costs):
+        figures, left_out = finite_metrics(metrics)
+        mlflow.log_metrics(figures)
+        skipped += left_out
+    if skipped:
+        mlflow.set_tag(SKIPPED_TAG, ", ".join(skipped)[:5000])
     for stage in ("warmup", "train", "evaluate", "gate"):
         mlflow.log_artifact(str(layout.metrics_file(stage)), "metrics")
     for path in (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from iocane.config import Config
 from iocane.reports.report import guarantee
+from iocane.robustness.evaluation import cw_text
 
 # MLflow stores a version's description in a 5,000-character column.
 DESCRIPTION_LIMIT = 5000
@@ -256,13 +257,11 @@ def _results_lines(
         _row(f"robust accuracy: {name}", value, natural["attacks"].get(name))
         for name, value in evaluation["attacks"].items()
     ]
-    if evaluation.get("cw_median_l2") is not None:
+    if _has_cw(evaluation):
+        baseline = cw_text(natural, digits=4) if _has_cw(natural) else "n/a"
         lines.append(
-            _row(
-                "median L2 distance to an adversarial example (C&W)",
-                evaluation["cw_median_l2"],
-                natural.get("cw_median_l2"),
-            )
+            "| median L2 distance to an adversarial example (C&W) | "
+            f"{cw_text(evaluation, digits=4)} | {baseline} |"
         )
     norm, eps = evaluation["threat_model"], evaluation["eps"]
     return [
@@ -272,10 +271,17 @@ def _results_lines(
     ]
 
 
+def _has_cw(figures: dict) -> bool:
+    """Whether C&W ran: a finite median, or (since C&W reports the points it did not find) a
+    share not found."""
+    return any(figures.get(key) is not None for key in ("cw_median_l2", "cw_not_found_share"))
+
+
 def _trust_lines(evaluation: dict) -> list[str]:
     lines = ["## Evaluation trust", ""]
-    if evaluation["flags"]:
-        lines += [f"- {flag}" for flag in evaluation["flags"]]
+    cw_flags = [f"- {flag} (does not fail the gate)" for flag in evaluation.get("cw_flags", [])]
+    if evaluation["flags"] or cw_flags:
+        lines += [f"- {flag}" for flag in evaluation["flags"]] + cw_flags
     else:
         lines.append("No trust check fired (see the robustness report for the list of checks).")
     return lines

@@ -5,12 +5,15 @@ checks on the model itself (a randomised forward pass, probabilities instead of 
 non-finite input gradients), on each attack's examples (finite, in [0, 1], inside the ball), on
 the attacks' accuracies against each other (iterative beats single-step, more steps never help the
 model, black-box never beats white-box), and against an independent reference implementation.
-Each check returns the flag text to report; ``evaluate_robustness`` runs them.
+Each check returns the flag text to report; ``evaluate_robustness`` runs them. ``cw_curve_flags``
+compares C&W's distances with the L2 curve; its flags are reported apart (``cw_flags``) and do
+not fail the gate: they doubt the distance figure, not the robust accuracy the gate reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -149,4 +152,44 @@ def cross_check_flags(missed_by_reference: Mapping[str, int], n_clean_correct: i
         "reference on this model (those points count in the worst case)"
         for name, missed in missed_by_reference.items()
         if missed > 0.005 * n_clean_correct
+    ]
+
+
+def half_accuracy_eps(grid: Sequence[float], accuracies: Sequence[float]) -> float | None:
+    """The eps at which an accuracy-vs-eps curve (clean accuracy at ``grid[0] == 0``) first falls
+    to half its clean accuracy, interpolated linearly between grid points; ``None`` if it never
+    does on the grid (or the model has no clean accuracy to halve)."""
+    half = accuracies[0] / 2
+    if half <= 0:
+        return None
+    points = zip(grid, accuracies, strict=True)
+    for (eps_a, acc_a), (eps_b, acc_b) in itertools.pairwise(points):
+        if acc_b <= half:  # and acc_a > half, else the previous pair returned
+            return eps_a + (eps_b - eps_a) * (acc_a - half) / (acc_a - acc_b)
+    return None
+
+
+def cw_curve_flags(cw: Mapping, half_eps: float | None) -> list[str]:
+    """C&W's median minimal L2 distance against the run's own L2 curve: where APGD-CE breaks
+    half the clean-correct points by L2 eps e, the median distance to the nearest adversarial
+    example is at most e, so a C&W median above e (or not found) means the C&W search is too
+    weak on this model and its distance overstates robustness. ``cw`` is a
+    ``cw_distance_summary``; ``half_eps`` is ``half_accuracy_eps`` of the hardened model's L2
+    curve. No flag when the curve never falls to half (``None``): nothing to compare with."""
+    if half_eps is None:
+        return []
+    median = cw.get("cw_median_l2")
+    if median is not None and median <= half_eps:
+        return []
+    found = (
+        f"not found for {cw['cw_not_found_share']:.0%} of the points (c up to "
+        f"{cw['cw_max_const']:g})"
+        if median is None
+        else f"{median:.3f}"
+    )
+    return [
+        f"C&W L2 median minimal distance {found} exceeds L2 eps {half_eps:.3f}, where the run's "
+        "own APGD-CE L2 curve already falls to half its clean accuracy: the C&W search is too "
+        "weak on this model and its distance overstates robustness (the worst case does not "
+        "rest on it)"
     ]

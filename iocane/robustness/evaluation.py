@@ -13,6 +13,7 @@ drawing are ``iocane.reports``' job (``iocane.reports.evaluation``).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from attacks.suites import CURVE_BUDGETS
 from iocane.config import Config
 from iocane.data.prepared import PreparedData
 from iocane.robustness.alignment import Alignment, perceptual_alignment
+from iocane.robustness.checks import cw_curve_flags, half_accuracy_eps
 from iocane.robustness.curves import MULTIPLIERS, accuracy_curve, curve_flags, eps_grids
 from iocane.robustness.suite import evaluate_robustness, evaluation_indices, suite_from_config
 
@@ -45,8 +47,9 @@ class Examples:
 @dataclass
 class ModelsEvaluation:
     """Everything the evaluate stage computed. ``evaluation`` holds the dataset, the preset, and
-    per model (``hardened``, ``natural``) the ``RobustnessResult`` as a dict (plus
-    ``cw_median_l2``; ``natural`` is ``None`` without a natural model); ``curves[norm]`` holds
+    per model (``hardened``, ``natural``) the ``RobustnessResult`` as a dict (plus, outside
+    ``quick``, ``cw_distance_summary``'s keys, and for ``hardened`` the ``cw_flags``; ``natural``
+    is ``None`` without a natural model); ``curves[norm]`` holds
     ``eps`` and each model's accuracies;
     ``reference_eps[norm]`` is the evaluation eps in that norm."""
 
@@ -101,11 +104,10 @@ def evaluate_models(
     grids = eps_grids(norm, eps, images[0].numel())
     curves = _curves(models, subset_images, subset_labels, grids, steps=steps, seed=config.seed)
     evaluation["hardened"]["flags"] += curve_flags(curves, data.meta["num_classes"])
+    half_eps = half_accuracy_eps(curves["L2"]["eps"], curves["L2"]["hardened"])
+    evaluation["hardened"]["l2_half_accuracy_eps"] = half_eps
     if config.evaluate.preset != "quick":
-        for label, distance in _cw_median_l2(
-            models, subset_images, subset_labels, config.evaluate.preset
-        ).items():
-            evaluation[label]["cw_median_l2"] = distance
+        _add_cw(evaluation, models, subset_images, subset_labels, half_eps=half_eps)
     examples = example_mix(models["hardened"], images, labels, norm=norm, eps=eps, seed=config.seed)
     # natural first, as the figure reads: what adversarial training changed
     alignment = perceptual_alignment(
@@ -152,21 +154,63 @@ def _curves(
     return curves
 
 
-def _cw_median_l2(
+def _add_cw(
+    evaluation: dict,
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    half_eps: float | None,
+) -> None:
+    """C&W's distances into each model's figures, and the hardened model's ``cw_flags`` from
+    comparing its median with ``half_eps``, where its L2 curve falls to half."""
+    distances = cw_distances(models, images, labels, evaluation["preset"])
+    for label, summary in distances.items():
+        evaluation[label].update(summary)
+    evaluation["hardened"]["cw_flags"] = cw_curve_flags(distances["hardened"], half_eps)
+    if half_eps is None:
+        log.info("  the L2 curve never falls to half its clean accuracy: C&W not checked on it")
+
+
+def cw_distances(
     models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, preset: str
-) -> dict[str, float]:
-    """How far the nearest adversarial example lies, whatever the threat model: the median C&W
-    L2 minimal distance over each model's clean-correct images."""
+) -> dict[str, dict]:
+    """How far the nearest adversarial example lies, whatever the threat model, per model:
+    ``cw_distance_summary`` of the C&W L2 minimal distances over its clean-correct images."""
     search_steps, cw_steps = (9, 200) if preset == "thorough" else (5, 100)
     cw = CarliniWagnerL2(eps=0.0, steps=cw_steps, search_steps=search_steps)
-    medians = {}
+    summaries = {}
     for label, model in models.items():
         with torch.no_grad():
             correct = model(images).argmax(1) == labels
         _, distance = cw.minimal(model, images[correct], labels[correct])
-        medians[label] = distance.median().item()
-        log.info("  C&W L2 median minimal distance (%s): %.4f", label, distance.median())
-    return medians
+        summaries[label] = cw_distance_summary(distance, cw.max_const)
+        log.info("  C&W L2 median minimal distance (%s): %s", label, cw_text(summaries[label]))
+    return summaries
+
+
+def cw_distance_summary(distance: torch.Tensor, max_const: float) -> dict:
+    """The median minimal distance over all attacked points, the ones C&W did not fool counting
+    as beyond every found one (``None`` when that puts the median among them: more than half
+    not found), the share not found, and the ceiling on c that share is relative to."""
+    found = torch.isfinite(distance)
+    median = distance.median().item() if len(distance) else float("inf")
+    return {
+        "cw_median_l2": median if math.isfinite(median) else None,
+        "cw_not_found_share": float((~found).float().mean()) if len(distance) else 0.0,
+        "cw_points": len(distance),
+        "cw_max_const": max_const,
+    }
+
+
+def cw_text(summary: dict, digits: int = 3) -> str:
+    """The median as the reports state it: a number, or "not found", with the share not found
+    and the ceiling on c where there is one."""
+    share = summary.get("cw_not_found_share") or 0.0
+    beyond = f"{share:.0%} of points not found with c <= {summary.get('cw_max_const', 0):g}"
+    if summary.get("cw_median_l2") is None:
+        return f"not found ({beyond})"
+    return f"{summary['cw_median_l2']:.{digits}f}" + (f" ({beyond})" if share else "")
 
 
 def example_mix(
@@ -207,7 +251,9 @@ def metrics_from(evaluation: dict) -> dict:
         "preset": evaluation["preset"],
         "n_samples": hardened["n_samples"],
         "seconds_per_attack": hardened["seconds_per_attack"],
-        "cw_median_l2": hardened.get("cw_median_l2"),
+        **_cw_figures(hardened),
+        "cw_flags": hardened.get("cw_flags", []),
+        "l2_half_accuracy_eps": hardened.get("l2_half_accuracy_eps"),
         "broken_only_by_reference": hardened["broken_only_by_reference"],
         "natural": None if natural is None else _baseline_figures(natural),
         "data_fingerprint": evaluation["data_fingerprint"],
@@ -221,5 +267,11 @@ def _baseline_figures(natural: dict) -> dict:
         "clean_accuracy": natural["clean_accuracy"],
         "robust_accuracy": natural["robust_accuracy"],
         "attacks": natural["per_attack"],
-        "cw_median_l2": natural.get("cw_median_l2"),
+        **_cw_figures(natural),
     }
+
+
+def _cw_figures(result: dict) -> dict:
+    """``cw_median_l2`` (``None`` when more than half of the points were not found), the share
+    not found and the ceiling on c: all ``None`` in ``quick``, which runs no C&W."""
+    return {key: result.get(key) for key in ("cw_median_l2", "cw_not_found_share", "cw_max_const")}

@@ -16,6 +16,7 @@ import torch
 from mlflow import MlflowClient
 from prefect.client.schemas.objects import State, TaskRun
 
+from tests.helpers.finite import non_finite_metrics, non_finite_tokens, text_files
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
 
 
@@ -178,6 +179,11 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     checkpoint = torch.load(checkpoint_dir / "epoch-0002.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng"} <= set(checkpoint)
     assert checkpoint["epoch"] == 2
+    # Nothing the run wrote holds a non-finite number: no file, no MLflow metric (issue 19).
+    assert len(text_files(project)) >= 10
+    assert non_finite_tokens(project) == []
+    non_finite, read = non_finite_metrics(client)
+    assert read > 20 and non_finite == []
 
 
 CACHED_STAGES = ("prepare", "warmup", "train", "evaluate", "gate")

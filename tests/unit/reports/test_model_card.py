@@ -12,6 +12,8 @@ from iocane.reports.model_card import (
 from iocane.robustness.gate import check_gate
 from tests.helpers.paths import PROJECT_ROOT
 
+META = {"dataset": "digits", "image_size": 8, "num_classes": 10}
+
 
 def _evaluation(flags: list[str]) -> dict:
     return {
@@ -156,3 +158,29 @@ def test_card_describes_nfgsm_and_the_one_cycle_schedule() -> None:
     assert "SGD lr 0.2" in card and "one-cycle schedule (Wong et al. 2020" in card
     assert "onecycle schedule" not in card
     assert "constant schedule." in card, "the warmup's schedule reads as before"
+
+
+def test_card_states_cw_not_found_and_its_flag_without_failing_the_gate() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml", ["train.norm=L2", "train.eps=0.5"])
+    evaluation = _evaluation(flags=[])
+    evaluation.update(cw_median_l2=None, cw_not_found_share=0.6, cw_max_const=1e6)
+    evaluation["natural"].update(cw_not_found_share=0.0, cw_max_const=1e6)
+    evaluation["cw_flags"] = ["C&W L2 median minimal distance not found ... exceeds L2 eps 1.400"]
+    verdict = check_gate(config.gate, evaluation)
+    card = render_model_card(config, evaluation, verdict, META, {}, title="m")
+    row = (
+        "| median L2 distance to an adversarial example (C&W) | not found (60% of points not "
+        "found with c <= 1e+06) | 0.4000 |"
+    )
+    assert row in card
+    assert "exceeds L2 eps 1.400 (does not fail the gate)" in card
+    assert verdict["passed"] and "trust_flags = 0.0000, required <= 0.0000: met" in card
+    for token in ("inf", "Infinity", "nan"):
+        assert f" {token}" not in card
+
+
+def test_card_of_an_older_evaluation_keeps_its_cw_row() -> None:
+    config = load_config(PROJECT_ROOT / "params.yaml", ["train.norm=L2", "train.eps=0.5"])
+    evaluation = _evaluation(flags=[])  # no share nor ceiling: written before C&W widened
+    card = render_model_card(config, evaluation, check_gate(config.gate, evaluation), META, {}, "m")
+    assert "| median L2 distance to an adversarial example (C&W) | 0.9000 | 0.4000 |" in card

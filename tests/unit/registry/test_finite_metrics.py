@@ -1,0 +1,35 @@
+"""MLflow gets finite metrics only: None, NaN and infinities are left out and named."""
+
+from __future__ import annotations
+
+import logging
+
+from iocane.registry.tracking import evaluation_metrics, finite_metrics
+
+
+def test_non_finite_and_missing_metrics_are_left_out_and_named(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="iocane"):
+        kept, skipped = finite_metrics(
+            {"a": 0.5, "b": float("nan"), "c": float("inf"), "d": None, "e": 0}
+        )
+    assert kept == {"a": 0.5, "e": 0}
+    assert skipped == ["b=nan", "c=inf", "d=None"]
+    assert "b=nan, c=inf, d=None" in caplog.text
+
+
+def test_cw_figures_are_logged_only_where_cw_ran() -> None:
+    natural = {"clean_accuracy": 0.9, "robust_accuracy": 0.0, "attacks": {}}
+    evaluation = {
+        "clean_accuracy": 0.8,
+        "robust_accuracy": 0.6,
+        "natural": natural,
+        "flags": [],
+        "attacks": {},
+        "cw_median_l2": None,
+        "cw_not_found_share": None,
+    }
+    verdict = {"clean_drop": 0.1, "passed": True}
+    assert "cw_median_l2" not in evaluation_metrics(evaluation, verdict)  # quick: no C&W
+    evaluation.update(cw_median_l2=None, cw_not_found_share=0.7)
+    kept, skipped = finite_metrics(evaluation_metrics(evaluation, verdict))
+    assert kept["cw_not_found_share"] == 0.7 and skipped == ["cw_median_l2=None"]
