@@ -89,7 +89,9 @@ def _loss_and_grad(
         logits = model(inputs)
         loss = loss_fn(logits, labels, targets)
         (grad,) = torch.autograd.grad(loss.sum(), inputs)
-    return loss.detach(), grad.detach(), logits.detach()
+    # contiguous: a model whose output ignores its input gives expanded (stride-0) tensors,
+    # which the in-place updates by index below must not write into.
+    return loss.detach().contiguous(), grad.detach().contiguous(), logits.detach()
 
 
 def _project(threat: ThreatModel, adversarial: torch.Tensor, images: torch.Tensor, eps: float):
