@@ -21,7 +21,9 @@ time of training: the sweep's own (``train_seconds``, ``train_cpu_seconds``), an
 loop's (``time.process_time`` in its process).
 
 Prints one JSON document, writes ``benchmarks/results/budget-fashion_mnist-<date>.json`` (the
-smoke run writes ``budget-smoke-<date>.json``), and a Markdown table on stderr. Hours at full
+smoke run writes ``budget-smoke-<date>.json``; the file is rewritten after every piece, the
+plain-loop references first, with ``complete: false`` until the end), and a Markdown table on
+stderr. Hours at full
 size; ``--smoke`` is a tiny end-to-end check (minutes):
 
     .venv/bin/python benchmarks/budget.py [--budgets 2.5,5,10,20] [--configs pgd3,free,nfgsm]
@@ -202,41 +204,16 @@ def _arguments() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = _arguments()
-    budgets = [float(budget) for budget in args.budgets.split(",")]
-    common = [*DEFAULTS, f"data.root={FASHION_ROOT}", f"evaluate.n_samples={args.n_samples}"]
-    common += [f"data.limit_train={args.limit_train}"] if args.limit_train else []
-    common += args.set
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="iocane-budget-") as directory:
-        scratch = Path(directory)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
-            "PREFECT_HOME": str(scratch / ".prefect"),
-        }
-        points = [
-            row
-            for name in args.configs.split(",")
-            for row in run_sweep(name, scratch=scratch, env=env, common=common, args=args)
-        ]
-        plain = {
-            budget: {
-                variant: run_plain(
-                    budget, variant, scratch=scratch, env=env, common=common, args=args
-                )
-                for variant in PLAIN_VARIANTS
-            }
-            for budget in budgets
-        }
-    report = {
+def _report(args, common: list[str], budgets: list[float], points, plain, started) -> dict:
+    """The JSON document, of what has run so far (``complete`` says whether all of it has)."""
+    done = [budget for budget in budgets if len(plain.get(budget, {})) == len(PLAIN_VARIANTS)]
+    return {
         "benchmark": "budget",
         "dataset": "fashion_mnist",
         "threat": "Linf eps 0.1",
         "date": time.strftime("%Y-%m-%d"),
         "smoke": args.smoke,
+        "complete": False,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -253,16 +230,54 @@ def main() -> None:
             "warmup_counted_in_budget": False,
         },
         "budgets": [
-            _side_by_side(budget, points, plain[budget], args.min_clean) for budget in budgets
+            _side_by_side(budget, points, plain[budget], args.min_clean) for budget in done
         ],
+        "plain_loop": {f"{budget:g}": figures for budget, figures in plain.items()},
         "points": points,
         "minutes": round((time.time() - started) / 60, 1),
     }
-    print(json.dumps(report, indent=2))
-    print(table(report), file=sys.stderr)
+
+
+def main() -> None:
+    args = _arguments()
+    budgets = [float(budget) for budget in args.budgets.split(",")]
+    common = [*DEFAULTS, f"data.root={FASHION_ROOT}", f"evaluate.n_samples={args.n_samples}"]
+    common += [f"data.limit_train={args.limit_train}"] if args.limit_train else []
+    common += args.set
+    started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "budget-smoke" if args.smoke else "budget-fashion_mnist"
-    (args.out / f"{stem}-{report['date']}.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = args.out / f"{stem}-{time.strftime('%Y-%m-%d')}.json"
+    points: list[dict] = []
+    plain: dict[float, dict] = {}
+
+    def save(complete: bool = False) -> dict:
+        # After every piece: hours of work are not lost to one failure at the end.
+        report = {**_report(args, common, budgets, points, plain, started), "complete": complete}
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    with tempfile.TemporaryDirectory(prefix="iocane-budget-") as directory:
+        scratch = Path(directory)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
+            "PREFECT_HOME": str(scratch / ".prefect"),
+        }
+        # The reference first: every iocane point is judged against it.
+        for budget in budgets:
+            for variant in PLAIN_VARIANTS:
+                plain.setdefault(budget, {})[variant] = run_plain(
+                    budget, variant, scratch=scratch, env=env, common=common, args=args
+                )
+                save()
+        for name in args.configs.split(","):
+            points += run_sweep(name, scratch=scratch, env=env, common=common, args=args)
+            save()
+    report = save(complete=True)
+    print(json.dumps(report, indent=2))
+    print(table(report), file=sys.stderr)
 
 
 if __name__ == "__main__":
