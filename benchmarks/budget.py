@@ -102,7 +102,18 @@ def run_sweep(name: str, *, scratch: Path, env: dict, common: list[str], args) -
             (row["model"], row["width"], row["seed"])
         )
         metrics = json.loads((warmup / "metrics" / "warmup.json").read_text())
-        rows.append({"config": name, **row, "warmup_seconds": round(metrics["seconds"], 1)})
+        # Where the evaluation's time went (issue 19 item 7), before the scratch folder goes.
+        point = Path(summary["directory"]) / row["point"] / "metrics" / "evaluate.json"
+        evaluation = json.loads(point.read_text())
+        rows.append(
+            {
+                "config": name,
+                **row,
+                "warmup_seconds": round(metrics["seconds"], 1),
+                "evaluate_seconds": evaluation.get("seconds"),
+                "seconds_per_attack": evaluation.get("seconds_per_attack"),
+            }
+        )
     return rows
 
 
@@ -126,6 +137,8 @@ def run_plain(
     evaluate = _iocane("evaluate", "--model-file", str(state))
     metrics = json.loads(_run([*evaluate, *_sets(overrides)], cwd=scratch, env=env))
     return {
+        "evaluate_seconds": metrics.get("seconds"),
+        "seconds_per_attack": metrics.get("seconds_per_attack"),
         "clean_accuracy": metrics["clean_accuracy"],
         "robust_accuracy": metrics["robust_accuracy"],
         "trust_flags": len(metrics.get("flags") or []),
