@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 import iocane.training.epoch
 from attacks import NFGSM, PGD
 from attacks.threat import make_generator
 from iocane.config import OptimConfig, TrainConfig, config_from_dict
-from iocane.data.prepared import PreparedData, Split
 from iocane.layout import Layout
 from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.state import make_scheduler
-from models import ModelSpec, build_model
+from models import build_model
 from tests.helpers.models import TinyLinear
+from tests.helpers.tiny_training import SPEC, digits_split
 
 EPS = 0.1
 
@@ -124,18 +123,6 @@ def test_onecycle_rises_to_lr_at_two_fifths_and_falls_to_zero() -> None:
     assert lrs[0] == pytest.approx(0.1 / 8) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
-SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
-
-
-def _data() -> PreparedData:
-    digits = load_digits()
-    images = torch.tensor(digits.images[:192] / 16.0, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target[:192])
-    return PreparedData(
-        Split(images[:128], labels[:128]), Split(images[128:], labels[128:]), None, meta={}
-    )
-
-
 def _fit_recording_lrs(
     root: Path, monkeypatch: pytest.MonkeyPatch, optim: OptimConfig, method: str = "pgd"
 ) -> tuple[dict, list[float]]:
@@ -152,7 +139,7 @@ def _fit_recording_lrs(
         stage="train",
         model=build_model(SPEC),
         spec=SPEC,
-        data=_data(),
+        data=digits_split(),
         optim=optim,
         recipe=_recipe(method, steps=2, adv_weight=0.5),
         val_attack=PGD(eps=EPS, steps=2, seed=1),

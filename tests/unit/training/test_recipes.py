@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 import iocane.training.epoch
 import iocane.training.validation
 from attacks import PGD
 from attacks.threat import make_generator
 from iocane.config import OptimConfig
-from iocane.data.prepared import PreparedData, Split
 from iocane.errors import TrainingDiverged
 from iocane.layout import Layout
 from iocane.modelio import load_model
@@ -34,8 +32,9 @@ from iocane.training.recipes import (
     training_loss,
 )
 from iocane.training.selection import catastrophic_overfitting, select_epoch
-from models import ModelSpec, build_model
+from models import build_model
 from tests.helpers.models import TinyLinear
+from tests.helpers.tiny_training import SPEC, digits_split
 
 CLEAN = [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]]
 ADV = [[0.5, 1.5, -0.5], [0.0, 1.0, 0.4]]
@@ -209,18 +208,6 @@ def test_select_epoch_takes_the_best_or_the_last_never_past_a_collapse() -> None
     assert select_epoch(rows, "best", collapse) == 3
 
 
-SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
-
-
-def _data() -> PreparedData:
-    digits = load_digits()
-    images = torch.tensor(digits.images[:192] / 16.0, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target[:192])
-    return PreparedData(
-        Split(images[:128], labels[:128]), Split(images[128:], labels[128:]), None, meta={}
-    )
-
-
 def _fit(root: Path, recipe: AdversarialRecipe, epochs: int, select: str = "best") -> dict:
     torch.manual_seed(0)
     optim = OptimConfig(
@@ -235,7 +222,7 @@ def _fit(root: Path, recipe: AdversarialRecipe, epochs: int, select: str = "best
         stage="train",
         model=build_model(SPEC),
         spec=SPEC,
-        data=_data(),
+        data=digits_split(),
         optim=optim,
         recipe=recipe,
         val_attack=PGD(eps=recipe.eps, steps=2, seed=1),
@@ -350,7 +337,7 @@ def test_a_real_divergence_is_caught_in_its_first_epoch(tmp_path: Path) -> None:
             stage="warmup",
             model=build_model(SPEC),
             spec=SPEC,
-            data=_data(),
+            data=digits_split(),
             optim=optim,
             recipe=None,
             val_attack=None,

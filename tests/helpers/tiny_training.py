@@ -1,0 +1,25 @@
+"""A tiny model and digits split for training-loop unit tests (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import torch
+from sklearn.datasets import load_digits
+
+from iocane.data.prepared import PreparedData, Split
+from models import ModelSpec
+
+SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
+
+
+def digits_split(n_train: int = 128, n_val: int = 64) -> PreparedData:
+    """The first ``n_train`` digits to train on and the next ``n_val`` to validate on."""
+    digits = load_digits()
+    total = n_train + n_val
+    images = torch.tensor(digits.images[:total] / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(digits.target[:total])
+    return PreparedData(
+        Split(images[:n_train], labels[:n_train]),
+        Split(images[n_train:], labels[n_train:]),
+        None,
+        meta={},
+    )
