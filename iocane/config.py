@@ -187,6 +187,11 @@ class ModelConfig(Section):
 class OptimConfig(Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
+    # Optional: params files written before it train with SGD, as they always did.
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        default="sgd",
+        description="sgd (with momentum) | adam | adamw (Adam's beta1 is the momentum key)",
+    )
     lr: float = Field(gt=0)
     momentum: float = Field(ge=0, lt=1)
     weight_decay: float = Field(ge=0)

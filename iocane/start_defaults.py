@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import WithJsonSchema
 
+from iocane.config_errors import Rule
+
 # key -> start -> value. The grid also measured train.eps_ramp_epochs: its default, 2, is the
 # best from weights too, so it stays a plain number in params.yaml.
 START_DEFAULTS: dict[str, dict[str, Any]] = {"lr": {"scratch": 0.05, "weights": 0.01}}
@@ -44,6 +46,13 @@ def fill_by_start(document: Any) -> tuple[Any, tuple[str, ...]]:
     for key, values in START_DEFAULTS.items():
         if key not in train or train[key] is not None:
             continue
+        if train.get("optimizer") in ("adam", "adamw"):
+            # The values were measured with SGD; Adam's steps are on another scale entirely.
+            raise Rule(
+                f"train.{key}",
+                f"null has a default for train.optimizer sgd only; set it for "
+                f"{train['optimizer']} (1e-3 is Adam's usual)",
+            )
         filled[key] = values[start]
         if start == "weights":
             notes.append(

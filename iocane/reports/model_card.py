@@ -7,7 +7,7 @@ Cards for Model Reporting", adapted to adversarial robustness).
 
 from __future__ import annotations
 
-from iocane.config import Config
+from iocane.config import Config, OptimConfig
 from iocane.reports.report import guarantee
 from iocane.robustness.evaluation import cw_text
 
@@ -45,6 +45,16 @@ def method_description(config: Config) -> str:
         f"{'L2' if train.norm == 'Linf' else 'Linf'} eps {train.multi_other_eps:g}, {pgd}",
     }
     return descriptions[train.method]
+
+
+def optimizer_description(optim: OptimConfig) -> str:
+    """The optimiser and its settings in words (``optimizer``, ``lr``, ``momentum``...)."""
+    if optim.optimizer == "sgd":
+        return (
+            f"SGD lr {optim.lr:g}, momentum {optim.momentum:g}, weight decay {optim.weight_decay:g}"
+        )
+    name = {"adam": "Adam", "adamw": "AdamW"}[optim.optimizer]
+    return f"{name} lr {optim.lr:g}, beta1 {optim.momentum:g}, weight decay {optim.weight_decay:g}"
 
 
 def schedule_description(schedule: str) -> str:
@@ -209,13 +219,12 @@ def _recipe_lines(config: Config, training: dict | None) -> list[str]:
         "",
         f"- Model: `{model.name}` ({_capacity(model.width, model.depth)}), input "
         "normalisation inside the model.",
-        f"- Natural warmup: {warmup.epochs} epochs, SGD lr {warmup.lr:g}, momentum "
-        f"{warmup.momentum:g}, weight decay {warmup.weight_decay:g}, "
+        f"- Natural warmup: {warmup.epochs} epochs, {optimizer_description(warmup)}, "
         f"{schedule_description(warmup.lr_schedule)}.",
         f"- Adversarial training, {method_description(config)}: {_train_epochs(config, training)}, "
-        f"{train.norm} eps {train.eps:g}, eps ramped over {ramp} epochs; SGD "
-        f"lr {train.lr:g}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, "
-        f"{schedule_description(train.lr_schedule)}; seed {config.seed}.",
+        f"{train.norm} eps {train.eps:g}, eps ramped over {ramp} epochs; "
+        f"{optimizer_description(train)}, {schedule_description(train.lr_schedule)}; "
+        f"seed {config.seed}.",
         *checkpoint_lines(training),
     ]
 

@@ -22,9 +22,28 @@ from models import ModelSpec
 CHECKPOINT_FORMAT = 1
 
 
+# Adam's second-moment decay: PyTorch's (and Kingma & Ba's) default.
+ADAM_BETA2 = 0.999
+
+
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    """``optim.optimizer``: SGD with momentum; Adam with ``weight_decay`` as an L2 term in the
+    gradient; AdamW with it decoupled (Loshchilov & Hutter). For the Adams, ``momentum`` is
+    beta1 (0.9 in params.yaml, Adam's own default), so one key means the same thing in all three:
+    how much of the last update carries over."""
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=optim.lr,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+        )
+    adam = torch.optim.Adam if optim.optimizer == "adam" else torch.optim.AdamW
+    return adam(
+        model.parameters(),
+        lr=optim.lr,
+        betas=(optim.momentum, ADAM_BETA2),
+        weight_decay=optim.weight_decay,
     )
 
 
