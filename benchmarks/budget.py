@@ -58,6 +58,16 @@ CONFIGS: dict[str, list[str]] = {
     "pgd3": ["train.method=pgd", "train.steps=3", "train.step_size=0.0833"],  # 2.5 * eps / 3
     "free": ["train.method=free"],
     "nfgsm": ["train.method=nfgsm"],  # de Jorge et al. 2022 (issue 19, item 2)
+    # The plain loop's optimiser (Adam at 1e-3) with iocane's recipes: PGD-10 as the plain loop
+    # trains, and PGD-5 with a larger step (twice the epochs in the same budget).
+    "pgd10-adam": ["train.method=pgd", "train.optimizer=adam", "train.lr=0.001"],
+    "pgd5-adam": [
+        "train.method=pgd",
+        "train.steps=5",
+        "train.step_size=0.05",  # 2.5 * eps / 5
+        "train.optimizer=adam",
+        "train.lr=0.001",
+    ],
     # e.g. "nfgsm-onecycle": ["train.method=nfgsm", "train.lr_schedule=onecycle"],
 }
 # Every configuration: the issue's threat model, and lr 0.01 (at 0.05 madry_cnn at width 16
@@ -205,6 +215,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--min-clean", type=float, default=None, help="fixed clean floor")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--smoke", action="store_true", help="tiny: minutes, end to end")
+    parser.add_argument("--suffix", default="", help="of the results file's name: -adam")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.smoke:
@@ -260,7 +271,7 @@ def main() -> None:
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "budget-smoke" if args.smoke else "budget-fashion_mnist"
-    path = args.out / f"{stem}-{time.strftime('%Y-%m-%d')}.json"
+    path = args.out / f"{stem}-{time.strftime('%Y-%m-%d')}{args.suffix}.json"
     points: list[dict] = []
     plain: dict[float, dict] = {}
 
