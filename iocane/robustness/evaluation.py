@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -183,8 +184,20 @@ def cw_distances(
     for label, model in models.items():
         with torch.no_grad():
             correct = model(images).argmax(1) == labels
+        # A line before the search: on a large model it is the longest silent part of a run.
+        log.info(
+            "C&W L2 minimal distances (%s): %d images, %d searches of %d steps",
+            label,
+            int(correct.sum()),
+            search_steps,
+            cw_steps,
+        )
+        started = time.perf_counter()
         _, distance = cw.minimal(model, images[correct], labels[correct])
-        summaries[label] = cw_distance_summary(distance, cw.max_const)
+        summaries[label] = {
+            **cw_distance_summary(distance, cw.max_const),
+            "cw_seconds": round(time.perf_counter() - started, 1),  # where the time goes
+        }
         log.info("  C&W L2 median minimal distance (%s): %s", label, cw_text(summaries[label]))
     return summaries
 
@@ -273,5 +286,7 @@ def _baseline_figures(natural: dict) -> dict:
 
 def _cw_figures(result: dict) -> dict:
     """``cw_median_l2`` (``None`` when more than half of the points were not found), the share
-    not found and the ceiling on c: all ``None`` in ``quick``, which runs no C&W."""
-    return {key: result.get(key) for key in ("cw_median_l2", "cw_not_found_share", "cw_max_const")}
+    not found, the ceiling on c and the search's seconds: all ``None`` in ``quick``, which runs
+    no C&W."""
+    keys = ("cw_median_l2", "cw_not_found_share", "cw_max_const", "cw_seconds")
+    return {key: result.get(key) for key in keys}

@@ -26,6 +26,7 @@ METRIC_KEYS = {
     "cw_median_l2",
     "cw_not_found_share",
     "cw_max_const",
+    "cw_seconds",
     "cw_flags",
     "l2_half_accuracy_eps",
     "broken_only_by_reference",
