@@ -215,6 +215,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--min-clean", type=float, default=None, help="fixed clean floor")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--smoke", action="store_true", help="tiny: minutes, end to end")
+    parser.add_argument("--plain", default=",".join(PLAIN_VARIANTS), help="loss mixes run")
     parser.add_argument("--suffix", default="", help="of the results file's name: -adam")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -230,7 +231,8 @@ def _arguments() -> argparse.Namespace:
 
 def _report(args, common: list[str], budgets: list[float], points, plain, started) -> dict:
     """The JSON document, of what has run so far (``complete`` says whether all of it has)."""
-    done = [budget for budget in budgets if len(plain.get(budget, {})) == len(PLAIN_VARIANTS)]
+    variants = args.plain.split(",")
+    done = [budget for budget in budgets if len(plain.get(budget, {})) == len(variants)]
     return {
         "benchmark": "budget",
         "dataset": "fashion_mnist",
@@ -291,7 +293,7 @@ def main() -> None:
         }
         # The reference first: every iocane point is judged against it.
         for budget in budgets:
-            for variant in PLAIN_VARIANTS:
+            for variant in args.plain.split(","):
                 plain.setdefault(budget, {})[variant] = run_plain(
                     budget, variant, scratch=scratch, env=env, common=common, args=args
                 )
