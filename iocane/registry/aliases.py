@@ -5,8 +5,15 @@ the champion under the same threat model, else ``challenger``; a failed gate mov
 move of ``champion`` (on registration, by ``iocane promote``, by a rollback) goes through
 ``_set_champion``, which re-reads the version's gate record first, and is recorded: who, when and
 why as tags on the version, and the stack of champions as a tag on the registered model, so a
-rollback restores the one before. Alias decisions run under a lock, so two flows registering at
-once cannot both claim ``champion``.
+rollback restores the one before.
+
+Every decision (``assign_alias``, ``promote``, ``rollback``) reads, decides and writes inside
+``decision_guard``: the file lock (``iocane.locks``) orders the runs of one machine, and for a
+registry several machines share, the registry lease (``iocane.registry.lease``, where the
+interleavings are argued) orders the machines. So two deciders never interleave, wherever they
+run: neither can read a champion the other is about to replace, and the ``champion_stack`` tag,
+a read-modify-write of one tag, is only ever rewritten by the holder, so no move is lost from it.
+A holder checks its lease is still young before its first write (``Lease.check``).
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from __future__ import annotations
 import getpass
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from iocane.locks import exclusive_lock, registry_lock_path
+from iocane.registry.lease import Lease, registry_lease, shared_registry
 from iocane.registry.promotion import (
     CHALLENGER,
     CHAMPION,
@@ -36,6 +46,23 @@ CHAMPION_STACK = "champion_stack"
 
 class PromotionRefused(Exception):
     """A promotion or rollback the registry's rules do not allow; the message says why."""
+
+
+@contextmanager
+def decision_guard(client: MlflowClient, uri: str, name: str) -> Iterator[Lease | None]:
+    """Hold the right to move ``name``'s aliases: the file lock of this machine, then, for a
+    registry several machines share, the registry lease (None for a one-machine registry)."""
+    with exclusive_lock(registry_lock_path(uri)):
+        if not shared_registry(uri):
+            yield None
+            return
+        with registry_lease(client, name) as lease:
+            yield lease
+
+
+def _check(lease: Lease | None) -> None:
+    if lease is not None:
+        lease.check()
 
 
 def current_evidence(client: MlflowClient, name: str, alias: str) -> Evidence | None:
@@ -95,7 +122,7 @@ def _set_champion(client: MlflowClient, name: str, version: str) -> None:
 
 
 def _crown(client: MlflowClient, name: str, version: str, action: str, reason: str) -> None:
-    """Move ``champion`` to ``version`` and record who, when and why. Under the registry lock.
+    """Move ``champion`` to ``version`` and record who, when and why. Under ``decision_guard``.
     MLflow moves an alias in one call: a reader sees the old champion or the new one."""
     stack = champion_stack(client, name)
     if action == "rollback":
@@ -119,12 +146,13 @@ def _crown(client: MlflowClient, name: str, version: str, action: str, reason: s
 def assign_alias(
     client: MlflowClient, uri: str, name: str, version: str, max_clean_regression: float
 ) -> Decision:
-    """Set the alias a new version earns (``iocane.registry.promotion``), under the registry lock.
+    """Set the alias a new version earns (``iocane.registry.promotion``), under the guard.
     If a registry call fails halfway, ``champion`` goes back to the version that held it."""
-    with exclusive_lock(registry_lock_path(uri)):
+    with decision_guard(client, uri, name) as lease:
         candidate = Evidence.from_tags(version, client.get_model_version(name, version).tags)
         champion = current_evidence(client, name, CHAMPION)
         decision = alias_for_new_version(candidate, champion, max_clean_regression)
+        _check(lease)
         client.set_model_version_tag(name, version, "alias_reason", decision.reason)
         try:
             if decision.alias == CHAMPION:
@@ -141,7 +169,7 @@ def assign_alias(
 def promote(client: MlflowClient, uri: str, name: str, version: str, reason: str) -> str:
     """A reviewer makes ``version`` champion. Re-reads its gate evidence and raises
     ``PromotionRefused`` for a failed, flagged or incomparable version."""
-    with exclusive_lock(registry_lock_path(uri)):
+    with decision_guard(client, uri, name) as lease:
         candidate = Evidence.from_tags(version, client.get_model_version(name, version).tags)
         champion = current_evidence(client, name, CHAMPION)
         refusal = promotion_refusal(candidate, champion)
@@ -149,6 +177,7 @@ def promote(client: MlflowClient, uri: str, name: str, version: str, reason: str
             raise PromotionRefused(f"refused: {refusal}")
         if champion is not None and champion.version == candidate.version:
             return f"{name} v{version} is already champion"
+        _check(lease)
         _crown(client, name, candidate.version, "promoted", reason)
     was = f" (was v{champion.version})" if champion else ""
     return f"{name} v{candidate.version} is now champion{was}"
@@ -156,11 +185,12 @@ def promote(client: MlflowClient, uri: str, name: str, version: str, reason: str
 
 def rollback(client: MlflowClient, uri: str, name: str, reason: str) -> str:
     """Return ``champion`` to the version that held it before the current one."""
-    with exclusive_lock(registry_lock_path(uri)):
+    with decision_guard(client, uri, name) as lease:
         champion = current_evidence(client, name, CHAMPION)
         if champion is None:
             raise PromotionRefused(f"refused: {name} has no champion to roll back")
         stack = champion_stack(client, name)
+        _check(lease)
         if not stack or stack[-1] != champion.version:
             # `champion` was moved outside iocane (in the MLflow UI): count it as the newest.
             stack.append(champion.version)
