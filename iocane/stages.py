@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from iocane.interrupts import stop_on_signals
 from iocane.layout import Layout
 from iocane.locks import project_lock
 from iocane.logs import setup_console_logging
+from iocane.orphans import die_with_parent
 
 # Each stage is ``tasks.<stage>.run_<stage>``, imported when that stage runs: a stage process loads
 # what its stage needs (the train stage has no use for MLflow, the gate none for torch).
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=STAGE_NAMES)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    if os.environ.get("DVC_STAGE"):
+        # Started by `dvc repro` (DVC names the stage in its command's environment, and its
+        # shell execs the one-line command, so the parent is dvc): a SIGKILLed dvc takes its
+        # stage along, rather than leaving it to write outputs that nothing will record.
+        die_with_parent(os.getppid())
     setup_console_logging()
     try:
         config = load_config(args.params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,17 @@ def _no_environment_leaks(request: pytest.FixtureRequest):
     after = {name: os.environ.get(name) for name in LEAKY_VARIABLES}
     changed = {name: after[name] for name in LEAKY_VARIABLES if after[name] != before[name]}
     assert not changed, f"{request.module.__name__} left the environment changed: {changed}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _temporary_prefect_servers_die_with_the_tests() -> None:
+    """A temporary Prefect server a test starts in this process (``prefect_test_harness``, a
+    flow run in process) dies with it, even when xdist ends a worker with ``os._exit``
+    (``iocane.orphans``). Only where Prefect is already imported: unit runs stay fast."""
+    if "prefect" in sys.modules:
+        from iocane.orphans import temporary_prefect_servers_die_with_us
+
+        temporary_prefect_servers_die_with_us()
 
 
 @pytest.fixture
