@@ -34,10 +34,10 @@ REQUIRE_VARIABLE = "IOCANE_REQUIRE_SERVICES"
 START_SECONDS = 600  # PostgreSQL's first initdb and both servers' migrations on a loaded machine
 
 
-def _script(command: str, state: Path, **ports: int) -> subprocess.CompletedProcess:
+def _script(command: str, state: Path, *options: str, **ports: int) -> subprocess.CompletedProcess:
     variables = {f"IOCANE_SERVICES_{name.upper()}_PORT": str(port) for name, port in ports.items()}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), command],
+        [sys.executable, str(SCRIPT), command, *options],
         env={**os.environ, "IOCANE_SERVICES_DIR": str(state), **variables},
         capture_output=True,
         text=True,
@@ -86,35 +86,39 @@ def start_summary(config: pytest.Config) -> str | None:
     return f"services (PostgreSQL, MLflow, Prefect): failed to start: {last}"
 
 
+def start(state: Path, *options: str) -> dict:
+    """``deploy/dev-services start`` on free ports; the outcome: ok, error, seconds, state."""
+    ports = {"pg": free_port(), "mlflow": free_port(), "prefect": free_port()}
+    began = time.monotonic()
+    try:
+        started = _script("start", state, *options, **ports)
+        error = None if started.returncode == 0 else started.stderr.strip()
+    except subprocess.TimeoutExpired:
+        error = f"deploy/dev-services start took over {START_SECONDS}s"
+    seconds = time.monotonic() - began
+    return {"ok": error is None, "error": error, "state": str(state), "seconds": seconds}
+
+
+def stop(state: Path) -> None:
+    stopped = _script("stop", state)
+    assert stopped.returncode == 0, f"deploy/dev-services stop failed:\n{stopped.stderr}"
+
+
 def _start_once(directory: Path) -> dict:
     """Start the services unless an earlier test (any worker) has tried: the outcome is shared."""
     outcome = directory / "outcome.json"
     with FileLock(directory / "start.lock"):
         if not outcome.exists():
-            state = directory / "state"
-            ports = {"pg": free_port(), "mlflow": free_port(), "prefect": free_port()}
-            began = time.monotonic()
-            try:
-                started = _script("start", state, **ports)
-                error = None if started.returncode == 0 else started.stderr.strip()
-            except subprocess.TimeoutExpired:
-                error = f"deploy/dev-services start took over {START_SECONDS}s"
-            record = {"ok": error is None, "error": error, "state": str(state)}
-            record["seconds"] = time.monotonic() - began
-            outcome.write_text(json.dumps(record))
+            outcome.write_text(json.dumps(start(directory / "state")))
     return json.loads(outcome.read_text())
 
 
-def services_fixture() -> dict[str, str]:
-    """The environment a client needs (MLFLOW_TRACKING_URI, PREFECT_API_URL), plus the state
-    directory (``state``) and a PostgreSQL URL with the password, without a database
-    (``postgres_url``), for tests that look into the databases."""
-    directory = os.environ.get(DIRECTORY_VARIABLE)
-    if directory is None:
-        pytest.fail(
-            f"{DIRECTORY_VARIABLE} is not set: tests/conftest.py's pytest_configure did not run"
-        )
-    record = _start_once(Path(directory))
+def client_environment(record: dict) -> dict[str, str]:
+    """What a started set offers a test: the variables ``deploy/dev-services env`` prints
+    (MLFLOW_TRACKING_URI, PREFECT_API_URL, and under --auth MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD), the state directory (``state``), and a PostgreSQL URL with the
+    password, without a database (``postgres_url``), for tests that look into the databases.
+    A set that did not start skips the test, or fails it under IOCANE_REQUIRE_SERVICES=1."""
     if not record["ok"]:
         message = f"the services did not start (deploy/dev-services start):\n{record['error']}"
         if os.environ.get(REQUIRE_VARIABLE) == "1":
@@ -133,3 +137,13 @@ def services_fixture() -> dict[str, str]:
         "state": str(state),
         "postgres_url": f"postgresql://iocane:{password}@127.0.0.1:{port}",
     }
+
+
+def services_fixture() -> dict[str, str]:
+    """The session's set (see ``client_environment``), started by the first test that asks."""
+    directory = os.environ.get(DIRECTORY_VARIABLE)
+    if directory is None:
+        pytest.fail(
+            f"{DIRECTORY_VARIABLE} is not set: tests/conftest.py's pytest_configure did not run"
+        )
+    return client_environment(_start_once(Path(directory)))
