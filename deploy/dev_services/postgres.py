@@ -21,15 +21,19 @@ def postgres_bin() -> Path:
     """The directory of initdb/pg_ctl/psql: Debian's newest /usr/lib/postgresql/N/bin."""
     if override := os.environ.get("IOCANE_SERVICES_PG_BIN"):
         return Path(override)
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
-    )
-    if found:
-        return found[-1].parent
-    if os.geteuid() != 0:
-        raise ServicesError("PostgreSQL is not installed: run `apt-get install postgresql` as root")
-    install_postgres()
-    return postgres_bin()
+    if not (found := _installed()):
+        if os.geteuid() != 0:
+            raise ServicesError("PostgreSQL is not installed: run `apt-get install postgresql`")
+        install_postgres()
+        if not (found := _installed()):
+            raise ServicesError("apt-get installed postgresql, but no /usr/lib/postgresql/N/bin")
+    return found[-1]
+
+
+def _installed() -> list[Path]:
+    """Debian's PostgreSQL bin directories, oldest version first."""
+    found = Path("/usr/lib/postgresql").glob("*/bin/initdb")
+    return [path.parent for path in sorted(found, key=lambda p: int(p.parent.parent.name))]
 
 
 def install_postgres() -> None:
