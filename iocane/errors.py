@@ -1,7 +1,8 @@
 """Exit codes and one-line messages for the errors a user can cause.
 
 3 means the gate failed (or a promotion was refused): the model is not good enough yet.
-2 means bad input (params, data, model files, model URIs): fix the named thing and run again.
+2 means bad input (params, data, model files, model URIs, a login the tracking server refuses):
+fix the named thing and run again.
 128 + N means signal N stopped the run (130 for SIGINT, 143 for SIGTERM), as a shell reports it;
 the message says what was saved.
 1 means anything else; the traceback is printed because it is a bug or an environment problem.
@@ -41,6 +42,10 @@ class ModelUriError(ValueError):
     """A registry URI naming a model, version or alias that does not exist."""
 
 
+class TrackingLoginError(ValueError):
+    """The MLflow tracking server refused the login (MLFLOW_TRACKING_USERNAME / _PASSWORD)."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss or the weights became non-finite; the message names epoch and step."""
 
@@ -55,6 +60,7 @@ USER_ERRORS = (
     ModelFileError,
     ModelSourceError,
     ModelUriError,
+    TrackingLoginError,
     OutsideProject,
     FileNotFoundError,
 )

@@ -12,6 +12,7 @@ import torch
 import yaml
 from torch import nn
 
+from tests.helpers import services as shared_services
 from tests.helpers.paths import PROJECT_ROOT
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -46,7 +47,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(item.fspath).relative_to(tests_dir).parts[0] in SLOW_DIRECTORIES:
             item.add_marker(pytest.mark.slow)
+        if "services" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.services)
     items.sort(key=lambda item: not long(item))  # stable: files keep their order otherwise
+
+
+# --- one set of real services (PostgreSQL, MLflow, Prefect) for the session -------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    shared_services.choose_directory(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared_services.stop_services(config)
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    """PostgreSQL-backed MLflow and Prefect servers shared by the session (deploy/dev-services):
+    MLFLOW_TRACKING_URI, PREFECT_API_URL, the state directory and a PostgreSQL URL. Its tests
+    carry the ``services`` marker; they skip when the services cannot start, and fail instead
+    under IOCANE_REQUIRE_SERVICES=1 (.ci/run)."""
+    return shared_services.services_fixture()
 
 
 # Where a test file's registry is must not outlive the file: MLflow's fluent API exports its
@@ -123,6 +146,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 if key in totals:
                     totals[key][0] += count
                     totals[key][1] += count if outcome == "passed" else 0
+    if started := shared_services.start_summary(terminalreporter.config):
+        terminalreporter.write_sep("-", "services")
+        terminalreporter.write_line(started)
     injected, survived = totals["faults_injected"]
     tried, rejected = totals["bad_inputs"]
     if injected or tried:

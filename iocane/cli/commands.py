@@ -113,6 +113,9 @@ def run(
     from iocane.data.sources import check_data_source  # torch: imported once the params are good
 
     check_data_source(data.dataset, data.root, data.download)
+    from iocane.registry.login import check_tracking_login
+
+    check_tracking_login(Path.cwd())  # a refused login exits 2 now, not after the training
     from flows.harden import harden, reharden
 
     quiet_explained_tracebacks()
@@ -138,6 +141,9 @@ def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
     from iocane.data.sources import check_data_source
 
     check_data_source(config.data.dataset, config.data.root, config.data.download)
+    from iocane.registry.login import check_tracking_login
+
+    check_tracking_login(Path.cwd())
     from flows.sweep import sweep
     from iocane.pipeline.sweep import task_runner
 
@@ -203,9 +209,11 @@ def _registry_client(name: str | None, params: str, overrides: list[str] | None 
     params' registry.model_name)."""
     from mlflow import MlflowClient
 
+    from iocane.registry.login import check_tracking_login
     from iocane.registry.tracking import tracking_uri
 
     uri = tracking_uri(Path.cwd())
+    check_tracking_login(Path.cwd())
     if not name:
         name = load_config(params, overrides or []).registry.model_name
     return MlflowClient(tracking_uri=uri), uri, name

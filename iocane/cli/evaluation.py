@@ -24,6 +24,7 @@ from iocane.model_uris import resolve_model_uri
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.store import outputs_current, restore_run, save_run
 from iocane.registry.any_model import Evaluated, evaluate_any
+from iocane.registry.login import check_tracking_login
 from iocane.training.mlflow_models import check_pytorch_model
 from tasks.prepare import run_prepare
 
@@ -114,6 +115,8 @@ def evaluate_command(
     data is prepared."""
     if out is not None:
         confined(Path(out), root, "--out")  # an --out outside the project: refused first
+    if model_uri or baseline_uri:  # from the registry: a refused login exits 2 before any work
+        check_tracking_login(root)
     check_sources(root, uris=(model_uri, baseline_uri), files=(model_file, baseline_file))
     prepared_for(config, Layout(root))
     result = evaluate_any(
