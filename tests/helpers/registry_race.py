@@ -23,6 +23,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout: tests/ is not installed
+
 RESULT = "RESULT "
 
 
@@ -143,7 +145,15 @@ def run_trials(
         (home / ".cache").mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "tests.helpers.registry_race", "--worker", "--url", url]
         command += ["--machine", f"machine-{index}"] + (["--unguarded"] if unguarded else [])
-        env = {**os.environ, "XDG_CACHE_HOME": str(home / ".cache"), "IOCANE_USER": "race"}
+        env = {
+            **os.environ,
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "IOCANE_USER": "race",
+            # The worker runs in the machine's own directory: this module must still import.
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])
+            ),
+        }
         workers.append(
             subprocess.Popen(
                 command,
