@@ -10,7 +10,6 @@ the MLflow server proxies, nothing in the project.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
+from tests.helpers.services import user_environment
 
 NAME = "iocane-services-e2e"
 
@@ -31,15 +31,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(project: Path, services: dict[str, str]) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))},
-        "MLFLOW_TRACKING_URI": services["MLFLOW_TRACKING_URI"],
-        "PREFECT_API_URL": services["PREFECT_API_URL"],
-        "PREFECT_HOME": str(project / ".prefect"),
-        "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "XDG_CACHE_HOME": str(project / ".cache"),
-    }
+    return user_environment(project, services)
 
 
 @pytest.fixture(scope="module")

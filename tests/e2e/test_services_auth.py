@@ -10,7 +10,6 @@ The credentials reach MLflow's client through its own variables only.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -43,21 +42,6 @@ def auth_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _environment(project: Path, services: dict[str, str], **credentials: str) -> dict[str, str]:
-    """A user's environment: the services' URLs and the given credentials, nothing else of
-    MLflow's or Prefect's."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))},
-        "MLFLOW_TRACKING_URI": services["MLFLOW_TRACKING_URI"],
-        "PREFECT_API_URL": services["PREFECT_API_URL"],
-        "PREFECT_HOME": str(project / ".prefect"),
-        "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "XDG_CACHE_HOME": str(project / ".cache"),
-        **credentials,
-    }
-
-
 def _project(tmp_path: Path) -> Path:
     write_tiny_params(
         tmp_path / "params.yaml", evaluate={"n_samples": 60}, registry={"model_name": NAME}
@@ -78,7 +62,9 @@ def test_a_refused_login_exits_2_before_any_training(
     auth_services: dict[str, str], tmp_path: Path, credentials: dict[str, str], says: str
 ) -> None:
     project = _project(tmp_path)
-    completed = run_iocane(project, _environment(project, auth_services, **credentials), "run")
+    completed = run_iocane(
+        project, dev_services.user_environment(project, auth_services, **credentials), "run"
+    )
     assert completed.returncode == 2, completed.stderr[-3000:]
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and says in errors[0], completed.stderr[-3000:]
@@ -117,7 +103,9 @@ def test_the_right_login_registers_and_the_password_is_nowhere(
     project = _project(tmp_path)
     credentials = {key: auth_services[key] for key in CREDENTIALS}
     password = credentials["MLFLOW_TRACKING_PASSWORD"].encode()
-    completed = run_iocane(project, _environment(project, auth_services, **credentials), "run")
+    completed = run_iocane(
+        project, dev_services.user_environment(project, auth_services, **credentials), "run"
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout)
     assert (result["gate"], result["alias"]) == ("passed", "champion")

@@ -147,3 +147,18 @@ def services_fixture() -> dict[str, str]:
             f"{DIRECTORY_VARIABLE} is not set: tests/conftest.py's pytest_configure did not run"
         )
     return client_environment(_start_once(Path(directory)))
+
+
+def user_environment(project: Path, services: dict[str, str], **extra: str) -> dict[str, str]:
+    """A user's environment against the services: their URLs (and ``extra``: credentials, say),
+    nothing else of MLflow's or Prefect's, and the project's own Prefect home and caches."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))},
+        "MLFLOW_TRACKING_URI": services["MLFLOW_TRACKING_URI"],
+        "PREFECT_API_URL": services["PREFECT_API_URL"],
+        "PREFECT_HOME": str(project / ".prefect"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "XDG_CACHE_HOME": str(project / ".cache"),
+        **extra,
+    }
