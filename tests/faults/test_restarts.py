@@ -13,6 +13,7 @@ half-tagged version.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -308,5 +309,17 @@ def test_prefect_server_restarts_while_the_flow_runs(
     outcome = _outcome(code, err, project, env)
     print(f"Prefect restart while training: {outcome}")
     _assert_one_complete_version(_url(mlflow_server), name)
+    # The restarted server has the whole story: the flow run, completed.
+    request = urllib.request.Request(
+        _url(prefect_server) + "/flow_runs/filter",
+        data=json.dumps({"flows": {"name": {"any_": ["harden"]}}, "limit": 200}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        runs = json.loads(response.read())
+    ours = [run for run in runs if run["parameters"].get("project_root") == str(project)]
+    states = [run["state"]["type"] for run in ours]
+    assert states == ["COMPLETED"] if outcome == "completed" else "COMPLETED" in states, ours
     with contextlib.suppress(FileNotFoundError):
         assert Layout(project).run_lock.read_text() == "", "the lock is released"
