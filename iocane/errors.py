@@ -5,7 +5,8 @@
 fix the named thing and run again.
 128 + N means signal N stopped the run (130 for SIGINT, 143 for SIGTERM), as a shell reports it;
 the message says what was saved.
-1 means anything else; the traceback is printed because it is a bug or an environment problem.
+1 means anything else; the traceback is printed because it is a bug or an environment problem,
+except for an MLflow server that did not answer (``RegistryUnreachable``): one line names it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class NotLearning(RuntimeError):
     """Clean accuracy still at chance after the first epoch; the message names the likely cause."""
 
 
+class RegistryUnreachable(RuntimeError):
+    """The MLflow tracking server did not answer through every retry of the register stage; the
+    message names the server and says that a rerun registers the model already trained."""
+
+
 USER_ERRORS = (
     ConfigError,
     DataError,
@@ -65,7 +71,7 @@ USER_ERRORS = (
     FileNotFoundError,
 )
 # Not the user's input, but fully explained by its message: no traceback.
-EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged, NotLearning, Interrupted)
+EXPLAINED_ERRORS = (*USER_ERRORS, TrainingDiverged, NotLearning, RegistryUnreachable, Interrupted)
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -5,6 +5,13 @@ The evidence goes into the hardening run (``iocane.registry.tracking``); the mod
 ``state_dict``, which is what iocane's own loaders read. The alias the new version earns is
 decided in ``iocane.registry.aliases``. Registering the same evidence twice returns the version
 already registered from it.
+
+The MLflow server may stop in the middle (a restart, a network cut). A version is created
+tagged with the evidence it is being made from (``evidence_key_pending``) and is complete once
+its last tag (``evidence_key``) is set; a failed attempt deletes its version, and when the server
+is gone too and that fails, the next registration of the same evidence deletes it. A server that
+stays unreachable through the stage's retries ends the run with one line naming it
+(``RegistryUnreachable``); the rerun registers the model already trained.
 """
 
 from __future__ import annotations
@@ -23,13 +30,21 @@ from mlflow.exceptions import MlflowException
 
 from iocane.config import Config
 from iocane.data.prepared import dvc_directory_hash
+from iocane.errors import RegistryUnreachable
 from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.pipeline import keys
+from iocane.pipeline.retries import is_transient
 from iocane.registry.aliases import assign_alias
 from iocane.registry.promotion import CHAMPION
-from iocane.registry.tracking import git_commit, log_run_evidence, run_name, tracking_uri
+from iocane.registry.tracking import (
+    git_commit,
+    log_run_evidence,
+    run_name,
+    tracking_uri,
+    unreachable_message,
+)
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
 from iocane.training.base_model import describe_lineage
@@ -44,6 +59,8 @@ ARTIFACT_LINKS = {
     "examples": "plots/adversarial_examples.png",
     "alignment": "plots/perceptual_alignment.png",
 }
+# Set when the version is created: the evidence an attempt is registering (see the docstring).
+PENDING_TAG = "evidence_key_pending"
 
 
 @dataclass(frozen=True)
@@ -127,7 +144,25 @@ def register_version(
     model card, set its alias. Registering the same evidence again returns the existing version.
     A failure after the version was created deletes it (the run is marked failed): no version
     is left without its evidence or with an alias it did not earn. The evidence goes into the
-    attempt's run (``iocane.registry.attempts``) when there is one, else into a new run."""
+    attempt's run (``iocane.registry.attempts``) when there is one, else into a new run.
+    ``RegistryUnreachable`` (from the transient error) when the server did not answer."""
+    try:
+        return _register_version(config, layout, attempt_run_id)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        raise RegistryUnreachable(
+            unreachable_message(
+                tracking_uri(layout.root),
+                error,
+                when="while registering",
+                then="the trained model is kept: once the server is back, run `iocane run` "
+                "again to register it",
+            )
+        ) from error
+
+
+def _register_version(config: Config, layout: Layout, attempt_run_id: str | None) -> Registration:
     evidence = _StageEvidence.read(layout)
     model, spec = load_model(layout.model_file("train"))
     name = config.registry.model_name
@@ -137,6 +172,7 @@ def register_version(
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
+    _delete_unfinished(client, name, evidence_key)
     existing = registered_from(client, name, evidence_key)
     if existing is not None:
         return _reuse(existing, layout)
@@ -164,7 +200,11 @@ def register_version(
             # the model in a subprocess to find out (10-20 s per version on two cores).
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
-        version = str(mlflow.register_model(model_info.model_uri, name).version)
+        version = str(
+            mlflow.register_model(
+                model_info.model_uri, name, tags={PENDING_TAG: evidence_key}
+            ).version
+        )
         try:
             _complete_version(
                 client,
@@ -182,7 +222,10 @@ def register_version(
             )
         except BaseException:
             log.error("registering %s version %s failed; deleting the version", name, version)
-            client.delete_model_version(name, version)
+            try:
+                client.delete_model_version(name, version)
+            except Exception as deleting:  # the server is gone: the next registration deletes it
+                log.warning("could not delete %s version %s: %s", name, version, deleting)
             raise
     registration = Registration(
         name,
@@ -203,6 +246,21 @@ def register_version(
         decision.reason,
     )
     return registration
+
+
+def _delete_unfinished(client: MlflowClient, name: str, evidence_key: str) -> None:
+    """Delete the versions an earlier attempt created from this evidence and could not complete
+    nor delete (the server went away): they lack the ``evidence_key`` tag that completes one."""
+    started = client.search_model_versions(f"name='{name}' and tags.{PENDING_TAG}='{evidence_key}'")
+    for version in started:
+        if "evidence_key" not in version.tags:
+            log.warning(
+                "deleting %s version %s: an earlier attempt created it from this evidence and "
+                "could not complete it",
+                name,
+                version.version,
+            )
+            client.delete_model_version(name, str(version.version))
 
 
 def _provenance(layout: Layout, evidence: _StageEvidence) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -147,3 +148,11 @@ def log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: 
     # The natural baseline too: `iocane evaluate` re-runs the comparison and the transfer
     # attack from it.
     mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
+
+
+def unreachable_message(uri: str, error: BaseException, when: str, then: str) -> str:
+    """One line for a tracking server that did not answer: which server, ``when``, what happened
+    (``[Errno 111] Connection refused``, say), and ``then``: what to do."""
+    found = re.search(r"\[Errno -?\d+\][^'\")]*|too many \d+ error responses", str(error))
+    reason = found.group(0).strip() if found else type(error).__name__
+    return f"the MLflow tracking server {uri} did not answer {when} ({reason}); {then}"
