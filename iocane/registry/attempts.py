@@ -26,12 +26,10 @@ from mlflow.exceptions import MlflowException
 from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM
 
 from iocane.config import Config
-from iocane.errors import RegistryUnreachable
 from iocane.files import read_json
 from iocane.interrupts import Interrupted
 from iocane.layout import Layout
-from iocane.pipeline.retries import is_transient
-from iocane.registry.tracking import flatten, run_name, tracking_uri, unreachable_message
+from iocane.registry.tracking import flatten, run_name, server_must_answer, tracking_uri
 
 log = logging.getLogger("iocane")
 
@@ -152,19 +150,12 @@ def end_attempt(attempt: Attempt, layout: Layout, error: BaseException | None) -
 def attempt_run(config: Config, layout: Layout) -> Iterator[Attempt]:
     """An MLflow run for the block, closed FINISHED, FAILED or KILLED as the block ends.
     ``RegistryUnreachable`` when the tracking server does not answer at the start."""
-    try:
+    with server_must_answer(
+        layout.root,
+        when="at the start of the run",
+        then="nothing was trained: start it (or fix MLFLOW_TRACKING_URI) and run again",
+    ):
         attempt = begin_attempt(config, layout)
-    except Exception as error:
-        if not is_transient(error):
-            raise
-        raise RegistryUnreachable(
-            unreachable_message(
-                tracking_uri(layout.root),
-                error,
-                when="at the start of the run",
-                then="nothing was trained: start it (or fix MLFLOW_TRACKING_URI) and run again",
-            )
-        ) from error
     try:
         yield attempt
     except BaseException as error:

@@ -30,20 +30,18 @@ from mlflow.exceptions import MlflowException
 
 from iocane.config import Config
 from iocane.data.prepared import dvc_directory_hash
-from iocane.errors import RegistryUnreachable
 from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.pipeline import keys
-from iocane.pipeline.retries import is_transient
 from iocane.registry.aliases import assign_alias
 from iocane.registry.promotion import CHAMPION
 from iocane.registry.tracking import (
     git_commit,
     log_run_evidence,
     run_name,
+    server_must_answer,
     tracking_uri,
-    unreachable_message,
 )
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
@@ -146,20 +144,13 @@ def register_version(
     is left without its evidence or with an alias it did not earn. The evidence goes into the
     attempt's run (``iocane.registry.attempts``) when there is one, else into a new run.
     ``RegistryUnreachable`` (from the transient error) when the server did not answer."""
-    try:
+    with server_must_answer(
+        layout.root,
+        when="while registering",
+        then="the trained model is kept: once the server is back, run `iocane run` "
+        "again to register it",
+    ):
         return _register_version(config, layout, attempt_run_id)
-    except Exception as error:
-        if not is_transient(error):
-            raise
-        raise RegistryUnreachable(
-            unreachable_message(
-                tracking_uri(layout.root),
-                error,
-                when="while registering",
-                then="the trained model is kept: once the server is back, run `iocane run` "
-                "again to register it",
-            )
-        ) from error
 
 
 def _register_version(config: Config, layout: Layout, attempt_run_id: str | None) -> Registration:

@@ -14,12 +14,16 @@ import logging
 import math
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 
 from iocane.config import Config
+from iocane.errors import RegistryUnreachable
 from iocane.layout import Layout
+from iocane.pipeline.retries import is_transient
 from iocane.reports.costs import cost_summary
 from iocane.settings import tracking_uri as tracking_uri  # its callers import it from here
 
@@ -156,3 +160,17 @@ def unreachable_message(uri: str, error: BaseException, when: str, then: str) ->
     found = re.search(r"\[Errno -?\d+\][^'\")]*|too many \d+ error responses", str(error))
     reason = found.group(0).strip() if found else type(error).__name__
     return f"the MLflow tracking server {uri} did not answer {when} ({reason}); {then}"
+
+
+@contextmanager
+def server_must_answer(root: Path, *, when: str, then: str) -> Iterator[None]:
+    """A transient error of the block (the server did not answer) as ``RegistryUnreachable``
+    with ``unreachable_message``'s one line; any other error as it is."""
+    try:
+        yield
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        raise RegistryUnreachable(
+            unreachable_message(tracking_uri(root), error, when=when, then=then)
+        ) from error
