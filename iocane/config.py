@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder")
-MODELS = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
+MODELS = ("small_cnn", "madry_cnn", "compact_cnn", "preact_resnet18", "wide_resnet")
 NORMS = ("Linf", "L2")
 
 Method = Literal["pgd", "trades", "fgsm", "fgsm_rs", "nfgsm", "free", "alp", "multi"]
@@ -149,7 +149,7 @@ Stat = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int)
 
 class ModelConfig(Section):
     name: ModelName = Field(
-        description="small_cnn | madry_cnn | preact_resnet18 | wide_resnet | "
+        description="small_cnn | madry_cnn | compact_cnn | preact_resnet18 | wide_resnet | "
         "torchvision:<builder> | timm:<name> | <module>:<factory>"
     )
     width: int = Field(ge=0, description="0 = the architecture's default width")

@@ -13,10 +13,16 @@ from typing import Any
 
 from torch import nn
 
-from models import madry_cnn, preact_resnet, small_cnn, sources, wide_resnet
+from models import compact_cnn, madry_cnn, preact_resnet, small_cnn, sources, wide_resnet
 from models.normalize import Normalize
 
-MODEL_NAMES: tuple[str, ...] = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
+MODEL_NAMES: tuple[str, ...] = (
+    "small_cnn",
+    "madry_cnn",
+    "compact_cnn",
+    "preact_resnet18",
+    "wide_resnet",
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,13 @@ def build_model(spec: ModelSpec) -> nn.Module:
             spec.num_classes,
             spec.image_size,
             spec.width or madry_cnn.DEFAULT_WIDTH,
+        )
+    elif spec.name == "compact_cnn":
+        net = compact_cnn.CompactCNN(
+            spec.in_channels,
+            spec.num_classes,
+            spec.image_size,
+            spec.width or compact_cnn.DEFAULT_WIDTH,
         )
     elif spec.name == "preact_resnet18":
         net = preact_resnet.PreActResNet18(

@@ -18,6 +18,7 @@ SPECS = {
     "small_cnn_cifar": ModelSpec("small_cnn", 3, 32, 10, width=8, **RGB),
     "madry_cnn_mnist": ModelSpec("madry_cnn", 1, 28, 10, width=2, **GRAY),
     "madry_cnn_digits": ModelSpec("madry_cnn", 1, 8, 10, width=2, **GRAY),
+    "compact_cnn_fashion": ModelSpec("compact_cnn", 1, 28, 10, width=2, **GRAY),
     "preact_resnet18_cifar": ModelSpec("preact_resnet18", 3, 32, 10, width=8, **RGB),
     "preact_resnet18_gray": ModelSpec("preact_resnet18", 1, 28, 7, width=4, **GRAY),
     "wide_resnet_cifar": ModelSpec("wide_resnet", 3, 32, 10, width=1, depth=10, **RGB),
@@ -30,7 +31,13 @@ def _images(spec: ModelSpec, n: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 def test_model_names_covered() -> None:
-    assert set(MODEL_NAMES) == {"small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet"}
+    assert set(MODEL_NAMES) == {
+        "small_cnn",
+        "madry_cnn",
+        "compact_cnn",
+        "preact_resnet18",
+        "wide_resnet",
+    }
     assert {s.name for s in SPECS.values()} == set(MODEL_NAMES)
 
 
@@ -198,3 +205,14 @@ def test_torch_export(key: str) -> None:
     exported = torch.export.export(model, (example,))
     with torch.no_grad():
         assert torch.allclose(exported.module()(example), model(example), atol=1e-6)
+
+
+def test_compact_cnn_at_its_default_width_is_the_plain_loops_network() -> None:
+    """compact_cnn width 8 is benchmarks/plain_loop.py's network, layer for layer (the budget
+    benchmark compares training on it, not architectures)."""
+    from benchmarks.plain_loop import design_note_cnn
+
+    ours = build_model(ModelSpec("compact_cnn", 1, 28, 10, **GRAY)).net
+    shapes = [p.shape for p in ours.parameters()]
+    assert shapes == [p.shape for p in design_note_cnn(1, 28, 10).parameters()]
+
