@@ -54,6 +54,14 @@ WIDTHS = (2, 4, 8, 16)
 # The configurations the planner searches: a name and its params overrides (a list, so that a
 # recipe or schedule added later is one more line here). Each runs as one sweep over the widths
 # and budgets.
+ADAM_PGD5 = [
+    "train.method=pgd",
+    "train.steps=5",
+    "train.step_size=0.05",  # 2.5 * eps / 5
+    "train.optimizer=adam",
+    "train.lr=0.001",
+]
+ADAM_NO_DECAY = ["train.optimizer=adam", "train.lr=0.001", "train.weight_decay=0.0"]
 CONFIGS: dict[str, list[str]] = {
     "pgd3": ["train.method=pgd", "train.steps=3", "train.step_size=0.0833"],  # 2.5 * eps / 3
     "free": ["train.method=free"],
@@ -61,12 +69,26 @@ CONFIGS: dict[str, list[str]] = {
     # The plain loop's optimiser (Adam at 1e-3) with iocane's recipes: PGD-10 as the plain loop
     # trains, and PGD-5 with a larger step (twice the epochs in the same budget).
     "pgd10-adam": ["train.method=pgd", "train.optimizer=adam", "train.lr=0.001"],
-    "pgd5-adam": [
+    "pgd5-adam": ADAM_PGD5,
+    # The same recipes on the plain loop's own network (compact_cnn at width 8 is it), so that
+    # the comparison is of training, not of architecture.
+    "compact-pgd5-adam": ["model.name=compact_cnn", *ADAM_PGD5],
+    "compact-pgd3-adam": [
+        "model.name=compact_cnn",
         "train.method=pgd",
-        "train.steps=5",
-        "train.step_size=0.05",  # 2.5 * eps / 5
+        "train.steps=3",
+        "train.step_size=0.0833",  # 2.5 * eps / 3
         "train.optimizer=adam",
         "train.lr=0.001",
+    ],
+    # The plain loop's own recipe (PGD-10, Adam at 1e-3, no weight decay) on its network, with
+    # iocane's cosine schedule and best-epoch selection; and TRADES (Zhang et al. 2019) on it.
+    "compact-pgd10-adam": ["model.name=compact_cnn", *ADAM_NO_DECAY, "train.method=pgd"],
+    "compact-trades-adam": [
+        "model.name=compact_cnn",
+        *ADAM_NO_DECAY,
+        "train.method=trades",
+        "train.trades_beta=3.0",
     ],
     # e.g. "nfgsm-onecycle": ["train.method=nfgsm", "train.lr_schedule=onecycle"],
 }
