@@ -42,6 +42,10 @@ from iocane.settings import settings
 
 # Registered-model tag: the versions that held `champion`, oldest first (a rollback pops it).
 CHAMPION_STACK = "champion_stack"
+# Version tag: why the version got its alias (or none). Written last, once every move of the
+# decision is made: a version without it is one whose decision did not finish (the server went
+# away in the middle), and ``assign_alias`` run again finishes it.
+DECISION_TAG = "alias_reason"
 
 
 class PromotionRefused(Exception):
@@ -92,8 +96,8 @@ def _now() -> str:
 
 def gate_record_problem(client: MlflowClient, name: str, version: str) -> str | None:
     """Why ``version`` lacks a passing, unflagged gate record of its own, or None. The record is
-    twofold and both halves must agree: the version's tags (complete: ``evidence_key`` is
-    written last) and the metrics its MLflow run logged when it was registered."""
+    twofold and both halves must agree: the version's tags (complete once ``evidence_key``, the
+    last evidence tag, is written) and the metrics its MLflow run logged when it was registered."""
     model_version = client.get_model_version(name, version)
     problem = eligibility_problem(Evidence.from_tags(version, model_version.tags))
     if problem:
@@ -127,7 +131,7 @@ def _crown(client: MlflowClient, name: str, version: str, action: str, reason: s
     stack = champion_stack(client, name)
     if action == "rollback":
         stack.pop()
-    else:
+    elif not stack or stack[-1] != version:  # on top already: an unfinished move, finished again
         stack.append(version)
     _set_champion(client, name, version)
     client.set_registered_model_tag(name, CHAMPION_STACK, json.dumps(stack[-100:]))
@@ -146,14 +150,21 @@ def _crown(client: MlflowClient, name: str, version: str, action: str, reason: s
 def assign_alias(
     client: MlflowClient, uri: str, name: str, version: str, max_clean_regression: float
 ) -> Decision:
-    """Set the alias a new version earns (``iocane.registry.promotion``), under the guard.
-    If a registry call fails halfway, ``champion`` goes back to the version that held it."""
+    """Set the alias a new version earns (``iocane.registry.promotion``), under the guard, and
+    then its ``DECISION_TAG``. If a registry call fails halfway, ``champion`` goes back to the
+    version that held it. Run again on a version whose decision did not finish, it finishes it:
+    a version an earlier attempt already crowned stays champion and its move is recorded."""
     with decision_guard(client, uri, name) as lease:
-        candidate = Evidence.from_tags(version, client.get_model_version(name, version).tags)
+        tags = client.get_model_version(name, version).tags
+        candidate = Evidence.from_tags(version, tags)
         champion = current_evidence(client, name, CHAMPION)
-        decision = alias_for_new_version(candidate, champion, max_clean_regression)
+        if champion is not None and champion.version == candidate.version:
+            # Crowned before the server went away, the record unwritten: not judged against itself.
+            reason = tags.get("champion_reason") or "crowned by an earlier, unfinished attempt"
+            decision, champion = Decision(CHAMPION, reason), None
+        else:
+            decision = alias_for_new_version(candidate, champion, max_clean_regression)
         _check(lease)
-        client.set_model_version_tag(name, version, "alias_reason", decision.reason)
         try:
             if decision.alias == CHAMPION:
                 _crown(client, name, version, "registered", decision.reason)
@@ -163,7 +174,13 @@ def assign_alias(
             if champion is not None and decision.alias == CHAMPION:
                 _set_champion(client, name, champion.version)
             raise
+        client.set_model_version_tag(name, version, DECISION_TAG, decision.reason)
     return decision
+
+
+def decision_finished(client: MlflowClient, name: str, version: str) -> bool:
+    """Whether ``assign_alias`` finished for ``version`` (its ``DECISION_TAG`` is written)."""
+    return DECISION_TAG in client.get_model_version(name, version).tags
 
 
 def promote(client: MlflowClient, uri: str, name: str, version: str, reason: str) -> str:

@@ -8,10 +8,12 @@ already registered from it.
 
 The MLflow server may stop in the middle (a restart, a network cut). A version is created
 tagged with the evidence it is being made from (``evidence_key_pending``) and is complete once
-its last tag (``evidence_key``) is set; a failed attempt deletes its version, and when the server
-is gone too and that fails, the next registration of the same evidence deletes it. A server that
-stays unreachable through the stage's retries ends the run with one line naming it
-(``RegistryUnreachable``); the rerun registers the model already trained.
+its last evidence tag (``evidence_key``) is set; its alias decision is finished once its
+``DECISION_TAG`` is. A failed attempt deletes its version, and when the server is gone too and
+that fails, the next registration of the same evidence deletes it (evidence incomplete) or
+finishes its alias decision (evidence complete). A server that stays unreachable through the
+stage's retries ends the run with one line naming it (``RegistryUnreachable``); the rerun
+registers the model already trained.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.pipeline import keys
-from iocane.registry.aliases import assign_alias
+from iocane.registry.aliases import DECISION_TAG, assign_alias, decision_finished
 from iocane.registry.promotion import CHAMPION
 from iocane.registry.tracking import (
     git_commit,
@@ -107,9 +109,28 @@ def registered_from(client: MlflowClient, name: str, evidence_key: str) -> Regis
         CHAMPION if CHAMPION in held else (held[0] if held else None),
         version.run_id,
         version.tags.get("gate", "failed"),
-        f"already registered from the same evidence ({version.tags.get('alias_reason', '')})",
+        f"already registered from the same evidence ({version.tags.get(DECISION_TAG, '')})",
         client.get_run(version.run_id).info.experiment_id,
     )
+
+
+def decided_registration(
+    client: MlflowClient, uri: str, name: str, evidence_key: str, max_clean_regression: float
+) -> Registration | None:
+    """``registered_from``, with its alias decided: an attempt that lost the server after the
+    version's evidence was complete but before its alias decision finished, and so could not
+    delete it either, left it undecided (no ``DECISION_TAG``); the decision is made now."""
+    existing = registered_from(client, name, evidence_key)
+    if existing is None or decision_finished(client, name, existing.version):
+        return existing
+    log.warning(
+        "%s version %s: an earlier attempt registered it and could not finish its alias "
+        "decision; deciding it now",
+        name,
+        existing.version,
+    )
+    assign_alias(client, uri, name, existing.version, max_clean_regression)
+    return registered_from(client, name, evidence_key)
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,9 @@ def _register_version(config: Config, layout: Layout, attempt_run_id: str | None
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     _delete_unfinished(client, name, evidence_key)
-    existing = registered_from(client, name, evidence_key)
+    existing = decided_registration(
+        client, uri, name, evidence_key, config.registry.max_clean_regression
+    )
     if existing is not None:
         return _reuse(existing, layout)
 

@@ -36,9 +36,16 @@ pytestmark = [pytest.mark.fault]
 PORTS = range(18500, 18600)
 DOWN_SECONDS = 5  # how long a server stays stopped before it starts again
 STARTUP_SECONDS = 240
-# What a complete version carries besides the contract tags: its links, its evidence key (set
-# last), and the run that holds its model card.
-COMPLETE_TAGS = {*CONTRACT_VERSION_TAGS, "model_card_uri", "run_id", "params", "evidence_key"}
+# What a complete version carries besides the contract tags: its links, its evidence key, the
+# run that holds its model card, and its alias decision's reason (set last).
+COMPLETE_TAGS = {
+    *CONTRACT_VERSION_TAGS,
+    "model_card_uri",
+    "run_id",
+    "params",
+    "evidence_key",
+    "alias_reason",
+}
 
 
 def _port() -> int:

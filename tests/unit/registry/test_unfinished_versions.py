@@ -1,6 +1,7 @@
 """A registration the MLflow server walked out of: its half-made version is deleted by the next
-registration of the same evidence, and a server that stays away is named in one line, whether
-at registration or at the start of the run.
+registration of the same evidence, a complete version whose alias decision was cut off has it
+finished then, and a server that stays away is named in one line, whether at registration or at
+the start of the run.
 
 tests/faults/test_restarts.py stops and starts a real server under ``iocane run``; these check
 the pieces on a sqlite registry and on the errors MLflow's REST client raises.
@@ -8,6 +9,8 @@ the pieces on a sqlite registry and on the errors MLflow's REST client raises.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +21,14 @@ from iocane.config import load_config
 from iocane.errors import EXPLAINED_ERRORS, OTHER_ERROR, RegistryUnreachable, exit_code_for
 from iocane.layout import Layout
 from iocane.pipeline.retries import is_transient
+from iocane.registry.aliases import DECISION_TAG, assign_alias, champion_stack, decision_finished
 from iocane.registry.attempts import attempt_run
-from iocane.registry.registration import PENDING_TAG, _delete_unfinished
+from iocane.registry.promotion import CHAMPION
+from iocane.registry.registration import PENDING_TAG, _delete_unfinished, decided_registration
 from iocane.registry.tracking import unreachable_message
 from tests.helpers.pipeline_params import write_tiny_params
 from tests.helpers.servers import free_port
+from tests.unit.registry.test_promotion import create_version
 
 NAME = "iocane-unfinished"
 URI = "http://127.0.0.1:18599"
@@ -90,3 +96,76 @@ def test_a_run_whose_tracking_server_does_not_answer_stops_at_once_naming_it(
         f"the MLflow tracking server {uri} did not answer at the start of the run ("
     )
     assert "nothing was trained" in str(raised.value)
+
+
+# The registry writes of an alias decision. Once the fault is armed, each fails as a request to
+# a server that went away does, so the attempt can neither finish nor undo its decision.
+WRITES = (
+    "set_registered_model_alias",
+    "set_registered_model_tag",
+    "set_model_version_tag",
+    "delete_registered_model_alias",
+    "delete_model_version",
+)
+
+
+@contextlib.contextmanager
+def server_goes_away_at(monkeypatch: pytest.MonkeyPatch, first_failing: str) -> Iterator[None]:
+    """From the first call of ``MlflowClient.<first_failing>`` on, every registry write fails
+    (the reads go on answering: a decision reads before it writes)."""
+    armed = False
+    with monkeypatch.context() as patch:
+        for method in WRITES:
+            real = getattr(MlflowClient, method)
+
+            def write(self, *args, _real=real, _method=method, **kwargs):
+                nonlocal armed
+                armed = armed or _method == first_failing
+                if armed:
+                    raise REFUSED
+                return _real(self, *args, **kwargs)
+
+            patch.setattr(MlflowClient, method, write)
+        yield
+
+
+@pytest.mark.parametrize(
+    ("earlier_champion", "first_failing"),
+    [
+        (False, "set_registered_model_alias"),  # before any alias moved
+        (False, "set_registered_model_tag"),  # champion moved, champion_stack not written
+        (True, "set_registered_model_tag"),  # the same, and moving back to v1 fails too
+        (True, "set_model_version_tag"),  # champion and stack moved, the version's record not
+    ],
+    ids=["before-the-move", "crowned-unrecorded", "crowned-over-v1", "stack-written"],
+)
+def test_a_rerun_finishes_an_alias_decision_the_server_walked_out_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier_champion: bool, first_failing: str
+) -> None:
+    """Issue 20's window: the version's evidence is complete (``evidence_key`` set), the server
+    goes away inside its alias decision, and deleting the version fails too. The next
+    registration of the same evidence must decide its alias, not reuse it undecided."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_registered_model(NAME)
+    if earlier_champion:
+        assign_alias(client, uri, NAME, create_version(client, NAME, 0.80, evidence_key="v1"), 0.01)
+    version = create_version(client, NAME, 0.85, evidence_key="ours")
+
+    with server_goes_away_at(monkeypatch, first_failing), pytest.raises(MlflowException):
+        assign_alias(client, uri, NAME, version, 0.01)
+    assert not decision_finished(client, NAME, version), "the window this test is about"
+
+    registration = decided_registration(client, uri, NAME, "ours", max_clean_regression=0.01)
+
+    assert registration is not None and registration.version == version
+    assert registration.alias == CHAMPION, registration
+    aliases = client.get_registered_model(NAME).aliases
+    assert {alias: str(holder) for alias, holder in aliases.items()} == {CHAMPION: version}
+    earlier = ["1"] if earlier_champion else []
+    assert champion_stack(client, NAME) == [*earlier, version], "every move, each once"
+    tags = client.get_model_version(NAME, version).tags
+    assert tags["champion_action"] == "registered" and tags[DECISION_TAG]
+    # Decided now: a registration after this one reuses it as it is.
+    assert decision_finished(client, NAME, version)
+    assert decided_registration(client, uri, NAME, "ours", 0.01) == registration
