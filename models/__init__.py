@@ -24,6 +24,10 @@ MODEL_NAMES: tuple[str, ...] = (
     "wide_resnet",
 )
 
+# The convolutional networks built alike, from (channels, classes, image size, width): each
+# module names its class NETWORK and its DEFAULT_WIDTH.
+_CNNS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "compact_cnn": compact_cnn}
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -96,27 +100,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
         # that the built network does not have.
         raise ValueError(f"depth={spec.depth} is only meaningful for wide_resnet, not {spec.name}")
     net: nn.Module
-    if spec.name == "small_cnn":
-        net = small_cnn.SmallCNN(
-            spec.in_channels,
-            spec.num_classes,
-            spec.image_size,
-            spec.width or small_cnn.DEFAULT_WIDTH,
-        )
-    elif spec.name == "madry_cnn":
-        net = madry_cnn.MadryCNN(
-            spec.in_channels,
-            spec.num_classes,
-            spec.image_size,
-            spec.width or madry_cnn.DEFAULT_WIDTH,
-        )
-    elif spec.name == "compact_cnn":
-        net = compact_cnn.CompactCNN(
-            spec.in_channels,
-            spec.num_classes,
-            spec.image_size,
-            spec.width or compact_cnn.DEFAULT_WIDTH,
-        )
+    if spec.name in _CNNS:
+        module = _CNNS[spec.name]
+        width = spec.width or module.DEFAULT_WIDTH
+        net = module.NETWORK(spec.in_channels, spec.num_classes, spec.image_size, width)
     elif spec.name == "preact_resnet18":
         net = preact_resnet.PreActResNet18(
             spec.in_channels, spec.num_classes, spec.width or preact_resnet.DEFAULT_WIDTH

@@ -20,30 +20,38 @@ def flat_features(width: int, image_size: int) -> int:
     return 4 * width * side * side
 
 
-class MadryCNN(nn.Module):
-    """conv5x5(2w)-pool-conv5x5(4w)-pool-FC(64w)-FC(classes), all ReLU."""
+class TwoConvCNN(nn.Module):
+    """conv(f1)-pool-conv(f2)-pool-FC(hidden)-FC(classes), all ReLU, square kernels of
+    ``kernel`` pixels: Madry et al.'s shape, shared with ``models.compact_cnn``."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, image_size: int, width: int = DEFAULT_WIDTH
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        *,
+        filters: tuple[int, int],
+        hidden: int,
+        kernel: int,
+        name: str,
     ) -> None:
         super().__init__()
         if image_size < 4:
-            raise ValueError(f"madry_cnn needs image_size >= 4, got {image_size}")
-        if width < 1:
-            raise ValueError(f"madry_cnn width must be >= 1, got {width}")
+            raise ValueError(f"{name} needs image_size >= 4, got {image_size}")
+        side = image_size // 2 // 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 2 * width, 5, padding=2),
+            nn.Conv2d(in_channels, filters[0], kernel, padding=kernel // 2),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 5, padding=2),
+            nn.Conv2d(filters[0], filters[1], kernel, padding=kernel // 2),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(flat_features(width, image_size), 64 * width),
+            nn.Linear(filters[1] * side * side, hidden),
             nn.ReLU(),
-            nn.Linear(64 * width, num_classes),
+            nn.Linear(hidden, num_classes),
         )
         # He init for the ReLU layers; there is no batch norm to rescue a bad scale.
         for m in [*self.features, self.classifier[1]]:
@@ -53,3 +61,26 @@ class MadryCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class MadryCNN(TwoConvCNN):
+    """conv5x5(2w)-pool-conv5x5(4w)-pool-FC(64w)-FC(classes), all ReLU."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int, image_size: int, width: int = DEFAULT_WIDTH
+    ) -> None:
+        if width < 1:
+            raise ValueError(f"madry_cnn width must be >= 1, got {width}")
+        filters = (2 * width, 4 * width)
+        super().__init__(
+            in_channels,
+            num_classes,
+            image_size,
+            filters=filters,
+            hidden=64 * width,
+            kernel=5,
+            name="madry_cnn",
+        )
+
+
+NETWORK = MadryCNN

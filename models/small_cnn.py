@@ -56,3 +56,6 @@ def _init_weights(model: nn.Module) -> None:
     for m in hidden:
         nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         nn.init.zeros_(m.bias)
+
+
+NETWORK = SmallCNN
