@@ -9,21 +9,20 @@ process work pool.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
 from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params
-from tests.helpers.servers import free_port, running_server, stop_process_group
+from tests.helpers.servers import free_port, prefect_api, running_server, stop_process_group
 
 CRON = "0 3 * * 1"  # Mondays 03:00, the README's weekly re-hardening
 
@@ -52,15 +51,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         yield {**server_env, "PREFECT_API_URL": api}
 
 
-def _api(env: dict[str, str], path: str, body: dict | None = None) -> object:
-    request = urllib.request.Request(
-        env["PREFECT_API_URL"] + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+def _api(env: dict[str, str], path: str, body: dict | None = None) -> Any:
+    return prefect_api(env["PREFECT_API_URL"], path, body)
 
 
 def _wait_for(condition, seconds: float, what: str, log: Path | None = None):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import psycopg2
@@ -19,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
+from tests.helpers.servers import harden_runs_of
 from tests.helpers.services import user_environment
 
 NAME = "iocane-services-e2e"
@@ -99,16 +99,8 @@ def test_run_registers_in_postgres_with_proxied_artifacts(
 def test_flow_run_is_in_the_postgres_backed_prefect_server(
     pipeline: subprocess.CompletedProcess, project: Path, services: dict[str, str]
 ) -> None:
-    request = urllib.request.Request(
-        services["PREFECT_API_URL"] + "/flow_runs/filter",
-        data=json.dumps({"flows": {"name": {"any_": ["harden"]}}, "limit": 200}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.loads(response.read())
-    ours = [run for run in runs if run["parameters"].get("project_root") == str(project)]
-    assert len(ours) == 1, runs
+    ours = harden_runs_of(services["PREFECT_API_URL"], project)
+    assert len(ours) == 1, ours
     (flow_run,) = ours
     assert flow_run["state"]["type"] == "COMPLETED"
     rows = _query(

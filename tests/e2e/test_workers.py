@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -32,7 +31,7 @@ from mlflow import MlflowClient
 
 from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, write_tiny_params
-from tests.helpers.servers import stop_process_group
+from tests.helpers.servers import prefect_api, stop_process_group
 from tests.helpers.services import user_environment
 
 NAME = "iocane-workers-e2e"  # the registered model
@@ -44,16 +43,8 @@ FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 GRACE_SECONDS = 90  # SIGTERM, then SIGKILL: systemd's default stop timeout
 
 
-def _api(env: dict[str, str], path: str, body: dict | None = None) -> object:
-    request = urllib.request.Request(
-        env["PREFECT_API_URL"] + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = response.read()
-    return json.loads(payload) if payload else None
+def _api(env: dict[str, str], path: str, body: dict | None = None) -> Any:
+    return prefect_api(env["PREFECT_API_URL"], path, body)
 
 
 def _runs(env: dict[str, str], deployment_id: str) -> list[dict]:

@@ -13,7 +13,6 @@ half-tagged version.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from mlflow import MlflowClient
 
 from iocane.layout import Layout
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, write_tiny_params
-from tests.helpers.servers import stop_process_group
+from tests.helpers.servers import harden_runs_of, stop_process_group
 
 pytestmark = [pytest.mark.fault]
 
@@ -317,15 +316,7 @@ def test_prefect_server_restarts_while_the_flow_runs(
     print(f"Prefect restart while training: {outcome}")
     _assert_one_complete_version(_url(mlflow_server), name)
     # The restarted server has the whole story: the flow run, completed.
-    request = urllib.request.Request(
-        _url(prefect_server) + "/flow_runs/filter",
-        data=json.dumps({"flows": {"name": {"any_": ["harden"]}}, "limit": 200}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.loads(response.read())
-    ours = [run for run in runs if run["parameters"].get("project_root") == str(project)]
+    ours = harden_runs_of(_url(prefect_server), project)
     states = [run["state"]["type"] for run in ours]
     assert states == ["COMPLETED"] if outcome == "completed" else "COMPLETED" in states, ours
     with contextlib.suppress(FileNotFoundError):

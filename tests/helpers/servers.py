@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +76,24 @@ def running_server(
         yield log_path
     finally:
         stop_process_group(process)
+
+
+def prefect_api(api_url: str, path: str, body: dict | None = None) -> Any:
+    """One call of a Prefect server's REST API: GET without ``body``, POST with it; the JSON
+    answer (None for an empty one)."""
+    request = urllib.request.Request(
+        api_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
+def harden_runs_of(api_url: str, project: Path) -> list[dict]:
+    """The ``harden`` flow runs a Prefect server holds for the project at ``project``."""
+    body = {"flows": {"name": {"any_": ["harden"]}}, "limit": 200}
+    runs = prefect_api(api_url, "/flow_runs/filter", body)
+    return [run for run in runs if run["parameters"].get("project_root") == str(project)]

@@ -215,4 +215,3 @@ def test_compact_cnn_at_its_default_width_is_the_plain_loops_network() -> None:
     ours = build_model(ModelSpec("compact_cnn", 1, 28, 10, **GRAY)).net
     shapes = [p.shape for p in ours.parameters()]
     assert shapes == [p.shape for p in design_note_cnn(1, 28, 10).parameters()]
-
