@@ -234,10 +234,17 @@ def _train_epochs(config: Config, training: dict | None) -> str:
     if not training or training.get("budget_epochs") is None:
         return f"{config.train.epochs} epochs"
     epochs = training["budget_epochs"]
-    return (
+    decided = (
         f"{epochs} epoch{'s' if epochs != 1 else ''}, the number that filled a training budget of "
         f"{training['budget_minutes']:g} minutes (one epoch calibrated at "
         f"{training['calibrated_epoch_seconds']:.1f} s on the machine that trained it)"
+    )
+    stopped = training.get("budget_stopped_after_epoch")
+    if stopped is None:
+        return decided
+    return (
+        f"{decided}; stopped after epoch {stopped}, when the machine ran slower and the next "
+        "epoch would have overrun the budget"
     )
 
 

@@ -15,6 +15,13 @@ extra time: compilation, lazy initialisation) are spent from the budget first. T
 length and an eps ramp longer than that follow the decided epochs: training to a budget is
 training with ``train.epochs`` set to the decided number, step for step.
 
+The budget is a limit, not only a plan: a machine that slows down after calibrating (a shared
+host, thermal throttling) must not turn ten minutes into fifteen. Before each epoch after the
+first, ``out_of_budget`` asks whether one more epoch as long as the last would overrun the budget
+(counting the calibration and the epochs' own seconds, from the history, so a resumed run makes
+the same call); if so training stops there, says so, and the selection picks from the epochs
+trained (the metrics record ``budget_stopped_after_epoch``).
+
 The decision is stored in every checkpoint, so a resumed run keeps it (and never recalibrates);
 under DDP every rank measures, the slowest rank's figures are agreed, and every rank computes the
 same decision from them. The budget is the training time of the ``train`` stage (calibration,
@@ -126,6 +133,14 @@ def decide(budget_minutes: float, cost: EpochCost, batches_per_epoch: int) -> Bu
         validation_seconds=cost.validation_seconds,
         calibration_seconds=cost.calibration_seconds,
     )
+
+
+def out_of_budget(decision: BudgetDecision, history: list[dict]) -> bool:
+    """Whether another epoch, as long as the last of ``history``, would overrun the budget."""
+    if not history:
+        return False
+    spent = decision.calibration_seconds + sum(row["seconds"] for row in history)
+    return spent + history[-1]["seconds"] > decision.budget_minutes * 60
 
 
 def settle_budget(

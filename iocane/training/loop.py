@@ -33,7 +33,7 @@ from iocane.files import sha256_file, write_json
 from iocane.interrupts import Interrupted, safe_stop_section
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from iocane.training.budget import BudgetDecision, settle_budget
+from iocane.training.budget import BudgetDecision, out_of_budget, settle_budget
 from iocane.training.checkpoints import (
     PARTIAL_CHECKPOINT,
     run_key,
@@ -135,6 +135,8 @@ def fit(
     with safe_stop_section(), counting_passes(model, "training") as passes_made:
         first = state.epoch if state.collapse is None else epochs.epochs
         for epoch in range(first, epochs.epochs):
+            if _budget_spent(epochs, state):
+                break
             progress = EpochProgress.begin(len(epochs.train), state.shuffle, device, position)
             position = None
             progress = epochs.run(state, epoch, progress)
@@ -179,6 +181,30 @@ def _to_budget(
     return replace(
         epochs, optim=budget.optim(epochs.optim), recipe=budget.recipe(epochs.recipe)
     ), budget
+
+
+def _budget_spent(epochs: EpochLoop, state: TrainState) -> bool:
+    """With a budget, whether the machine ran slower than calibrated and one more epoch would
+    overrun it (every rank stops if any rank would: each times its own epochs)."""
+    if state.budget is None:
+        return False
+    decision = BudgetDecision.from_dict(state.budget)
+    spent = out_of_budget(decision, state.history)
+    flag = torch.tensor(float(spent), device=epochs.device)
+    if not epochs.ranks.sum({"spent": flag})["spent"].item():
+        return False
+    log.warning(
+        "%s: budget %g min: stopping after epoch %d of %d: %.0fs spent and the last epoch took "
+        "%.0fs (calibrated at %.0fs): this machine ran slower than calibrated",
+        epochs.stage,
+        decision.budget_minutes,
+        state.epoch,
+        epochs.epochs,
+        decision.calibration_seconds + sum(row["seconds"] for row in state.history),
+        state.history[-1]["seconds"],
+        decision.epoch_seconds,
+    )
+    return True
 
 
 def _restore(state: TrainState, epochs: EpochLoop, resumed: dict | None) -> None:
@@ -322,6 +348,10 @@ def _finish(
             **(BudgetDecision.from_dict(state.budget).metrics() if state.budget else {}),
         }
     )
+    if state.budget is not None:
+        # Fewer epochs than decided, and no collapse: the budget ran out first.
+        cut = state.epoch < epochs.epochs and state.collapse is None
+        final["budget_stopped_after_epoch"] = state.epoch if cut else None
     if ranks.writes:
         write_json(epochs.layout.metrics_file(epochs.stage), final)
     return final

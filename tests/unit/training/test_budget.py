@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -175,6 +176,33 @@ def test_a_resumed_run_keeps_its_decision_and_does_not_recalibrate(
         assert torch.equal(tensor, reference[name]), name
 
 
+def test_a_machine_slower_than_calibrated_stops_before_overrunning_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calibration decides 3 epochs; then every step takes 1.3 s more (a shared host got
+    busy): after epoch 1 (8.5 s of calibration + ~5.2 s), another ~5.2 s epoch would end past the
+    18 s budget, so training stops there, says so, and a rerun does not train on."""
+    import iocane.training.epoch as epoch_module
+
+    _fake_clock(monkeypatch)
+    real_step = epoch_module.train_step
+
+    def slow_step(*args: object, **kwargs: object):
+        time.sleep(1.3)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(epoch_module, "train_step", slow_step)
+    metrics = _fit(tmp_path, recipe=_recipe("pgd"), budget_minutes=0.3)
+    assert metrics["budget_epochs"] == 3 and metrics["budget_stopped_after_epoch"] == 1
+    assert metrics["selected_epoch"] == 1 and len(_history(tmp_path)) == 1
+    written = json.loads(Layout(tmp_path).metrics_file("train").read_text())
+    assert written["budget_stopped_after_epoch"] == 1
+
+    monkeypatch.setattr(epoch_module, "train_step", real_step)  # fast again: the call stands
+    again = _fit(tmp_path, recipe=_recipe("pgd"), budget_minutes=0.3)
+    assert again["budget_stopped_after_epoch"] == 1 and len(_history(tmp_path)) == 1
+
+
 def test_no_budget_neither_calibrates_nor_records_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,5 +256,9 @@ def test_the_model_card_says_the_epochs_filled_the_budget(params_document: dict)
     assert "1 epoch, the number that filled a training budget of 0.5 minutes" in line
     assert "(one epoch calibrated at 4.2 s on the machine that trained it)" in line
     assert "eps ramped over 1 epochs" in line
+    stopped = {**decided, "budget_epochs": 3, "budget_stopped_after_epoch": 2}
+    (line,) = [line for line in _recipe_lines(config, stopped) if "Adversarial" in line]
+    assert "3 epochs, the number that filled" in line
+    assert "stopped after epoch 2, when the machine ran slower" in line
     (line,) = [line for line in _recipe_lines(config, {}) if "Adversarial" in line]
     assert f": {config.train.epochs} epochs, " in line and "budget" not in line
