@@ -70,7 +70,8 @@ def run_sweep_point(
         "natural_clean_accuracy": evaluation["natural"]["clean_accuracy"],
         "trust_flags": len(evaluation["flags"]),
         "gate": "passed" if verdict["passed"] else "failed",
-        "epochs": trained.get("epochs"),
+        # Trained, not decided: a budget's limit or a collapse can stop before the last.
+        "epochs": trained.get("last_epoch", trained.get("epochs")),
         "train_seconds": round(trained["seconds"], 1) if "seconds" in trained else None,
         "train_cpu_seconds": round(train_cpu_seconds, 1),
         "minutes": round((time.time() - started) / 60, 2),
