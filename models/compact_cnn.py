@@ -30,6 +30,10 @@ class CompactCNN(TwoConvCNN):
             hidden=32 * width,
             kernel=3,
             name="compact_cnn",
+            # PyTorch's default init, as the plain loop's network: measured on Fashion-MNIST
+            # (Linf 0.1, one PGD-10 epoch with Adam), He init behind the input normalisation
+            # made the first layers' activations ~7x larger and ended 4 points less robust.
+            he_init=False,
         )
 
 

@@ -22,7 +22,8 @@ def flat_features(width: int, image_size: int) -> int:
 
 class TwoConvCNN(nn.Module):
     """conv(f1)-pool-conv(f2)-pool-FC(hidden)-FC(classes), all ReLU, square kernels of
-    ``kernel`` pixels: Madry et al.'s shape, shared with ``models.compact_cnn``."""
+    ``kernel`` pixels: Madry et al.'s shape, shared with ``models.compact_cnn``. ``he_init``:
+    He initialisation of the ReLU layers, else PyTorch's default (``compact_cnn``'s)."""
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class TwoConvCNN(nn.Module):
         hidden: int,
         kernel: int,
         name: str,
+        he_init: bool = True,
     ) -> None:
         super().__init__()
         if image_size < 4:
@@ -54,7 +56,7 @@ class TwoConvCNN(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         # He init for the ReLU layers; there is no batch norm to rescue a bad scale.
-        for m in [*self.features, self.classifier[1]]:
+        for m in [*self.features, self.classifier[1]] if he_init else []:
             if isinstance(m, nn.Conv2d | nn.Linear):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)

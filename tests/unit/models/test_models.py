@@ -215,3 +215,16 @@ def test_compact_cnn_at_its_default_width_is_the_plain_loops_network() -> None:
     ours = build_model(ModelSpec("compact_cnn", 1, 28, 10, **GRAY)).net
     shapes = [p.shape for p in ours.parameters()]
     assert shapes == [p.shape for p in design_note_cnn(1, 28, 10).parameters()]
+
+
+def test_compact_cnn_starts_from_the_plain_loops_initial_weights() -> None:
+    """compact_cnn keeps PyTorch's default initialisation (measured better than He init behind
+    the input normalisation; issue 19): from one seed, its weights are the plain loop's."""
+    from benchmarks.plain_loop import design_note_cnn
+
+    torch.manual_seed(3)
+    ours = build_model(ModelSpec("compact_cnn", 1, 28, 10, **GRAY)).net
+    torch.manual_seed(3)
+    theirs = design_note_cnn(1, 28, 10)
+    for mine, reference in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(mine, reference)
