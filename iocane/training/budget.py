@@ -135,12 +135,16 @@ def decide(budget_minutes: float, cost: EpochCost, batches_per_epoch: int) -> Bu
     )
 
 
+def spent_seconds(decision: BudgetDecision, history: list[dict]) -> float:
+    """The budget spent so far: the calibration and the epochs of ``history``."""
+    return decision.calibration_seconds + sum(row["seconds"] for row in history)
+
+
 def out_of_budget(decision: BudgetDecision, history: list[dict]) -> bool:
     """Whether another epoch, as long as the last of ``history``, would overrun the budget."""
     if not history:
         return False
-    spent = decision.calibration_seconds + sum(row["seconds"] for row in history)
-    return spent + history[-1]["seconds"] > decision.budget_minutes * 60
+    return spent_seconds(decision, history) + history[-1]["seconds"] > decision.budget_minutes * 60
 
 
 def settle_budget(

@@ -33,7 +33,12 @@ from iocane.files import sha256_file, write_json
 from iocane.interrupts import Interrupted, safe_stop_section
 from iocane.layout import Layout
 from iocane.modelio import load_model
-from iocane.training.budget import BudgetDecision, out_of_budget, settle_budget
+from iocane.training.budget import (
+    BudgetDecision,
+    out_of_budget,
+    settle_budget,
+    spent_seconds,
+)
 from iocane.training.checkpoints import (
     PARTIAL_CHECKPOINT,
     run_key,
@@ -200,7 +205,7 @@ def _budget_spent(epochs: EpochLoop, state: TrainState) -> bool:
         decision.budget_minutes,
         state.epoch,
         epochs.epochs,
-        decision.calibration_seconds + sum(row["seconds"] for row in state.history),
+        spent_seconds(decision, state.history),
         state.history[-1]["seconds"],
         decision.epoch_seconds,
     )
