@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ N_TEST = 1000
 
 
 def build(variant: str) -> nn.Module:
-    """The plain loop's network in ``variant`` (the global seed is set by the caller)."""
+    """The plain loop's network in ``variant`` (drawn from the generator the loop just seeded)."""
     net = plain_loop.design_note_cnn()
     if variant in ("he", "he_norm"):
         for layer in list(net)[:-1]:  # the ReLU layers; the classifier keeps its default
@@ -59,29 +60,31 @@ def build(variant: str) -> nn.Module:
 
 
 def run(variant: str, epochs: int, seed: int = 0) -> dict:
-    """Train ``variant`` as the plain loop does and judge it on the first 1,000 test images."""
+    """Train ``variant`` with the plain loop and judge it on the first 1,000 test images."""
     torch.set_num_threads(1)
     images, labels = plain_loop.load_idx(plain_loop.FASHION_ROOT, "train")
     test_images, test_labels = plain_loop.load_idx(plain_loop.FASHION_ROOT, "t10k", N_TEST)
-    torch.manual_seed(seed)
-    model = build(variant)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    started = time.perf_counter()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(labels)).split(128):
-            x, y = images[batch], labels[batch]
-            adv = plain_loop.pgd_attack(model, loss_fn, x, y, epsilon=0.1, alpha=0.025, num_iter=10)
-            loss = loss_fn(model(adv), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    model, record = plain_loop.train(
+        images,
+        labels,
+        budget_seconds=float("inf"),
+        adv_weight=1.0,
+        seed=seed,
+        network=partial(build, variant),
+        max_epochs=epochs,
+    )
     model.eval()
     with torch.no_grad():
         clean = (model(test_images).argmax(1) == test_labels).float().mean().item()
     torch.manual_seed(seed + 1)
     adversarial = plain_loop.pgd_attack(
-        model, loss_fn, test_images, test_labels, epsilon=0.1, alpha=0.01, num_iter=40
+        model,
+        nn.CrossEntropyLoss(),
+        test_images,
+        test_labels,
+        epsilon=0.1,
+        alpha=0.01,
+        num_iter=40,
     )
     with torch.no_grad():
         robust = (model(adversarial).argmax(1) == test_labels).float().mean().item()
@@ -90,7 +93,7 @@ def run(variant: str, epochs: int, seed: int = 0) -> dict:
         "epochs": epochs,
         "clean_accuracy": round(clean, 4),
         "pgd40_accuracy": round(robust, 4),
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": record["wall_seconds"],
     }
 
 

@@ -24,6 +24,7 @@ import argparse
 import gzip
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,15 +95,21 @@ def train(
     steps: int = 10,
     batch_size: int = 128,
     seed: int = 0,
+    network: Callable[[], nn.Module] = design_note_cnn,
+    max_epochs: int | None = None,
 ) -> tuple[nn.Module, dict]:
-    """The design note's loop for as many whole epochs as ``budget_seconds`` allows."""
+    """The design note's loop for as many whole epochs as ``budget_seconds`` allows (at most
+    ``max_epochs``), on ``network()`` built right after seeding."""
     torch.manual_seed(seed)
-    model = design_note_cnn()
+    model = network()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     wall, cpu = time.perf_counter(), time.process_time()
     epoch_seconds: list[float] = []
-    while not epoch_seconds or sum(epoch_seconds) + epoch_seconds[-1] <= budget_seconds:
+    while not epoch_seconds or (
+        sum(epoch_seconds) + epoch_seconds[-1] <= budget_seconds
+        and (max_epochs is None or len(epoch_seconds) < max_epochs)
+    ):
         started = time.perf_counter()
         for batch in torch.randperm(len(labels)).split(batch_size):
             x, y = images[batch], labels[batch]
