@@ -243,8 +243,8 @@ def _train_epochs(config: Config, training: dict | None) -> str:
     if stopped is None:
         return decided
     return (
-        f"{decided}; stopped after epoch {stopped}, when the machine ran slower and the next "
-        "epoch would have overrun the budget"
+        f"{decided}; stopped after epoch {stopped}, when the machine ran slower than calibrated "
+        "and no more epochs fitted the budget (the lr schedule shortened to the epochs that did)"
     )
 
 

@@ -16,11 +16,14 @@ length and an eps ramp longer than that follow the decided epochs: training to a
 training with ``train.epochs`` set to the decided number, step for step.
 
 The budget is a limit, not only a plan: a machine that slows down after calibrating (a shared
-host, thermal throttling) must not turn ten minutes into fifteen. Before each epoch after the
-first, ``out_of_budget`` asks whether one more epoch as long as the last would overrun the budget
-(counting the calibration and the epochs' own seconds, from the history, so a resumed run makes
-the same call); if so training stops there, says so, and the selection picks from the epochs
-trained (the metrics record ``budget_stopped_after_epoch``).
+host, thermal throttling) must not turn ten minutes into fifteen, nor end a run halfway down its
+lr schedule. After each epoch, ``replan`` counts the epochs, each as long as that one, that still
+fit in what is left (the calibration and the epochs' own seconds, from the history); when they are
+fewer than planned, the plan shrinks to them and the lr schedule (and an eps ramp longer than the
+plan) is rebuilt over the shorter length from where training stands, so the last epoch trained
+still ends the schedule. When none fits, training stops there, says so, and the selection picks
+from the epochs trained (the metrics record ``budget_stopped_after_epoch``). The plan is kept in
+every checkpoint, so a resumed run goes on with it.
 
 The decision is stored in every checkpoint, so a resumed run keeps it (and never recalibrates);
 under DDP every rank measures, the slowest rank's figures are agreed, and every rank computes the
@@ -93,16 +96,6 @@ class BudgetDecision:
             "calibration_seconds": self.calibration_seconds,
         }
 
-    def optim(self, optim: OptimConfig) -> OptimConfig:
-        """The optimiser settings with the decided epochs (the lr schedule's length)."""
-        return optim.model_copy(update={"epochs": self.epochs})
-
-    def recipe(self, recipe: AdversarialRecipe | None) -> AdversarialRecipe | None:
-        """The recipe with an eps ramp no longer than the decided epochs."""
-        if recipe is None or recipe.eps_ramp_epochs <= self.epochs:
-            return recipe
-        return replace(recipe, eps_ramp_epochs=self.epochs)
-
     def describe(self, stage: str) -> str:
         return (
             f"{stage}: budget {self.budget_minutes:g} min: one epoch calibrated at "
@@ -111,6 +104,17 @@ class BudgetDecision:
             f"+{MARGIN:.0%} margin), calibration {self.calibration_seconds:.1f}s: "
             f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}"
         )
+
+
+def with_epochs(
+    epochs: int, optim: OptimConfig, recipe: AdversarialRecipe | None
+) -> tuple[OptimConfig, AdversarialRecipe | None]:
+    """``optim`` with ``epochs`` (the lr schedule's length) and ``recipe`` with an eps ramp no
+    longer than them: training for a budget's epochs is training with ``train.epochs`` set."""
+    optim = optim.model_copy(update={"epochs": epochs})
+    if recipe is None or recipe.eps_ramp_epochs <= epochs:
+        return optim, recipe
+    return optim, replace(recipe, eps_ramp_epochs=epochs)
 
 
 def plan_epochs(budget_minutes: float, epoch_seconds: float, spent_seconds: float) -> int:
@@ -140,11 +144,15 @@ def spent_seconds(decision: BudgetDecision, history: list[dict]) -> float:
     return decision.calibration_seconds + sum(row["seconds"] for row in history)
 
 
-def out_of_budget(decision: BudgetDecision, history: list[dict]) -> bool:
-    """Whether another epoch, as long as the last of ``history``, would overrun the budget."""
+def replan(decision: BudgetDecision, planned: int, history: list[dict]) -> int:
+    """The epochs to train, after the epochs of ``history``: ``planned``, or fewer when fewer
+    epochs as long as the last one fit in what is left of the budget (never more: a machine
+    that speeds up again does not lengthen a schedule already shortened)."""
     if not history:
-        return False
-    return spent_seconds(decision, history) + history[-1]["seconds"] > decision.budget_minutes * 60
+        return planned
+    left = decision.budget_minutes * 60 - spent_seconds(decision, history)
+    fit = max(0, math.floor(left / max(history[-1]["seconds"], 1e-9)))
+    return min(planned, len(history) + fit)
 
 
 def settle_budget(

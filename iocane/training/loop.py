@@ -35,9 +35,10 @@ from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.training.budget import (
     BudgetDecision,
-    out_of_budget,
+    replan,
     settle_budget,
     spent_seconds,
+    with_epochs,
 )
 from iocane.training.checkpoints import (
     PARTIAL_CHECKPOINT,
@@ -57,7 +58,7 @@ from iocane.training.passes import PassCount, counting_passes
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.selection import collapse_record, select_weights, selection
-from iocane.training.state import TrainState
+from iocane.training.state import TrainState, continued_scheduler
 from iocane.training.validation import validation_attack
 from models import ModelSpec
 
@@ -130,18 +131,17 @@ def fit(
         device=device,
         batches_per_epoch=epochs.n_batches,
     )
-    state.budget = budget.to_dict() if budget is not None else None
     _restore(state, epochs, resumed)
+    if budget is not None:
+        state.budget, state.planned_epochs = budget.to_dict(), epochs.epochs
     # After the resume: under DDP, making the passes hands rank 0's weights to every rank.
     epochs = replace(epochs, passes=step_passes(training_model, ranks, device))
     position = resumed.get("position") if resumed is not None else None
     images_trained = 0  # by this process's run (a resumed run counts from the resume)
     # SIGINT/SIGTERM within the loop: finish the step, save exactly this point, stop.
     with safe_stop_section(), counting_passes(model, "training") as passes_made:
-        first = state.epoch if state.collapse is None else epochs.epochs
-        for epoch in range(first, epochs.epochs):
-            if _budget_spent(epochs, state):
-                break
+        epoch = state.epoch if state.collapse is None else epochs.epochs
+        while epoch < epochs.epochs:  # a time budget may shorten the plan as it goes
             progress = EpochProgress.begin(len(epochs.train), state.shuffle, device, position)
             position = None
             progress = epochs.run(state, epoch, progress)
@@ -149,9 +149,10 @@ def fit(
                 raise _stopped_within_epoch(epochs, state, epoch, progress)
             row = epochs.end(state, epoch, progress, passes_made)
             images_trained += int(progress.sums["n"].item())
-            _close_epoch(epochs, state, epoch, row)
+            epochs = _close_epoch(epochs, state, epoch, row)
             if state.collapse is not None:
                 break
+            epoch += 1
     return _finish(
         epochs,
         state,
@@ -178,38 +179,59 @@ def _take_resumable(epochs: EpochLoop) -> dict | None:
 def _to_budget(
     epochs: EpochLoop, model: nn.Module, resumed: dict | None, budget_minutes: float
 ) -> tuple[EpochLoop, BudgetDecision | None]:
-    """With a time budget, the epochs (the schedule's length, a longer eps ramp) that fill it:
-    decided before the state is made, so the run is the run with those epochs set."""
+    """With a time budget, the epochs (the schedule's length, a longer eps ramp) it plans: those
+    decided, or those a resumed run's checkpoint planned last; settled before the state is made,
+    so the run is the run with those epochs set."""
     if budget_minutes <= 0:
         return epochs, None
     budget = settle_budget(budget_minutes, epochs, model, resumed)
-    return replace(
-        epochs, optim=budget.optim(epochs.optim), recipe=budget.recipe(epochs.recipe)
-    ), budget
+    planned = budget.epochs
+    if resumed is not None:
+        # A checkpoint written before plans were kept: the plan its history makes.
+        planned = resumed.get("planned_epochs") or replan(budget, planned, resumed["history"])
+    return _planned(epochs, planned), budget
 
 
-def _budget_spent(epochs: EpochLoop, state: TrainState) -> bool:
-    """With a budget, whether the machine ran slower than calibrated and one more epoch would
-    overrun it (every rank stops if any rank would: each times its own epochs)."""
-    if state.budget is None:
-        return False
+def _planned(epochs: EpochLoop, planned: int) -> EpochLoop:
+    optim, recipe = with_epochs(planned, epochs.optim, epochs.recipe)
+    return replace(epochs, optim=optim, recipe=recipe)
+
+
+def _follow_budget(epochs: EpochLoop, state: TrainState) -> EpochLoop:
+    """With a budget, after an epoch: when fewer epochs as long as this one fit in what is left
+    than the plan has (the machine runs slower than calibrated), the plan shrinks to them (every
+    rank to the smallest: each times its own epochs) and the lr schedule is rebuilt over it from
+    here, so the last epoch trained still ends the schedule; none left stops training."""
+    if state.budget is None or state.collapse is not None:
+        return epochs
     decision = BudgetDecision.from_dict(state.budget)
-    spent = out_of_budget(decision, state.history)
-    flag = torch.tensor(float(spent), device=epochs.device)
-    if not epochs.ranks.sum({"spent": flag})["spent"].item():
-        return False
+    planned = epochs.ranks.smallest(replan(decision, epochs.epochs, state.history), epochs.device)
+    if planned == epochs.epochs:
+        return epochs
+    shorter = _planned(epochs, planned)
+    state.planned_epochs = planned
+    state.scheduler = continued_scheduler(
+        state.optimizer,
+        shorter.optim,
+        batches_per_epoch=epochs.n_batches,
+        epochs_done=state.epoch,
+    )
+    next_step = (
+        f"stopping after epoch {state.epoch}"
+        if planned <= state.epoch
+        else f"{planned} epochs instead of {epochs.epochs}, the lr schedule shortened to them"
+    )
     log.warning(
-        "%s: budget %g min: stopping after epoch %d of %d: %.0fs spent and the last epoch took "
-        "%.0fs (calibrated at %.0fs): this machine ran slower than calibrated",
+        "%s: budget %g min: %s: %.0fs spent and the last epoch took %.0fs (calibrated at "
+        "%.0fs): this machine ran slower than calibrated",
         epochs.stage,
         decision.budget_minutes,
-        state.epoch,
-        epochs.epochs,
+        next_step,
         spent_seconds(decision, state.history),
         state.history[-1]["seconds"],
         decision.epoch_seconds,
     )
-    return True
+    return shorter
 
 
 def _restore(state: TrainState, epochs: EpochLoop, resumed: dict | None) -> None:
@@ -262,14 +284,16 @@ def _stopped_within_epoch(
     )
 
 
-def _close_epoch(epochs: EpochLoop, state: TrainState, epoch: int, row: dict) -> None:
-    """The end of a complete epoch: its row in the history, the collapse check, its checkpoint
-    and history file (rank 0), its log line; then a stop asked for during it stops the run."""
+def _close_epoch(epochs: EpochLoop, state: TrainState, epoch: int, row: dict) -> EpochLoop:
+    """The end of a complete epoch: its row in the history, the collapse check, a time budget's
+    new plan, its checkpoint and history file (rank 0), its log line; then a stop asked for
+    during it stops the run. Returns the epochs as planned now."""
     stage = epochs.stage
     state.history.append(row)
     if epochs.recipe is not None:
         state.collapse = collapse_record(stage, state.history)
     state.epoch = epoch + 1
+    epochs = _follow_budget(epochs, state)
     if epochs.ranks.writes:
         save_epoch(epochs.directory, epochs.checkpoint(state))
         write_history(epochs.layout.history_file(stage), state.history)
@@ -281,6 +305,7 @@ def _close_epoch(epochs: EpochLoop, state: TrainState, epoch: int, row: dict) ->
             f"{stage}: stopped by {stop} after epoch {epoch + 1} was saved; "
             "run the same command again to resume from there",
         )
+    return epochs
 
 
 def _log_epoch(stage: str, epochs: int, row: dict) -> None:
@@ -355,7 +380,7 @@ def _finish(
     )
     if state.budget is not None:
         # Fewer epochs than decided, and no collapse: the budget ran out first.
-        cut = state.epoch < epochs.epochs and state.collapse is None
+        cut = state.epoch < final["budget_epochs"] and state.collapse is None
         final["budget_stopped_after_epoch"] = state.epoch if cut else None
     if ranks.writes:
         write_json(epochs.layout.metrics_file(epochs.stage), final)

@@ -68,6 +68,14 @@ class Ranks:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return torch.where(value[0] == big, -1, value[0])
 
+    def smallest(self, value: int, device: torch.device) -> int:
+        """The smallest of each rank's ``value``, the same answer on every rank."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.long, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return int(tensor.item())
+
     def agreed_stop(self, device: torch.device) -> str | None:
         """The signal that asked any rank to stop, the same answer on every rank. Under DDP
         this is a collective after every step (a host sync on CUDA): without it one rank could

@@ -4,7 +4,8 @@ A checkpoint holds the model, the optimiser, the learning-rate schedule, the num
 epochs, every random state the loop draws from (the shuffle generator, torch's global generator,
 CUDA's), the history of the epochs so far, a catastrophic-overfitting record and, for ``free``,
 the perturbation that persists across batches, and, when it trains to a time budget, the
-decision that set its epochs (``iocane.training.budget``: a resumed run keeps it). Restoring all
+decision that set its epochs and the epochs it plans now (``iocane.training.budget``: a resumed
+run keeps both). Restoring all
 of it, in this order, is what makes a resumed run bit-identical to one that never stopped.
 """
 
@@ -84,6 +85,26 @@ def make_scheduler(
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def continued_scheduler(
+    optimizer: torch.optim.Optimizer,
+    optim: OptimConfig,
+    *,
+    batches_per_epoch: int,
+    epochs_done: int,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``optim``'s schedule (a new length: a time budget shortened the plan) as it stands after
+    ``epochs_done`` epochs: made afresh from the initial lr and stepped there, so the optimiser's
+    lr is the new schedule's for the next epoch."""
+    for group in optimizer.param_groups:
+        # The recursive forms (cosine, step) go on from the current lr: start them from the first.
+        group["lr"] = group.get("initial_lr", group["lr"])
+    scheduler = make_scheduler(optimizer, optim, batches_per_epoch=batches_per_epoch)
+    per_epoch = batches_per_epoch if steps_per_batch(optim) else 1
+    for _ in range(epochs_done * per_epoch):
+        scheduler.step()
+    return scheduler
+
+
 @dataclass(eq=False)
 class TrainState:
     """Everything of a run that changes as it trains. ``epoch`` counts the complete epochs."""
@@ -99,6 +120,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     collapse: dict | None = None  # set once catastrophic overfitting stopped the run
     budget: dict | None = None  # the time-budget decision (BudgetDecision.to_dict()), if any
+    planned_epochs: int | None = None  # with a budget: the epochs it plans now (``replan``)
 
     @classmethod
     def start(
@@ -128,7 +150,11 @@ class TrainState:
     ) -> dict:
         """What a checkpoint holds after ``self.epoch`` complete epochs."""
         cuda = self.device.type == "cuda"
-        budget = {"budget": self.budget} if self.budget is not None else {}
+        budget = (
+            {"budget": self.budget, "planned_epochs": self.planned_epochs}
+            if self.budget is not None
+            else {}
+        )
         return {
             "format": CHECKPOINT_FORMAT,
             "stage": stage,
@@ -162,5 +188,6 @@ class TrainState:
         self.epoch = checkpoint["epoch"]
         self.collapse = checkpoint.get("collapse")
         self.budget = checkpoint.get("budget")
+        self.planned_epochs = checkpoint.get("planned_epochs")
         if checkpoint.get("free_delta") is not None:
             self.free_delta = checkpoint["free_delta"].to(self.device)

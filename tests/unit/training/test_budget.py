@@ -1,14 +1,18 @@
 """Training to a time budget: the decision's arithmetic, training to a budget is training with
 the decided epochs (weights equal to the bit), a resume keeps the decision without
-recalibrating, DDP ranks agree on one decision, and no budget changes nothing."""
+recalibrating, a machine that slows down shortens the plan (the lr schedule with it) or stops
+it, DDP ranks agree on one decision, and no budget changes nothing."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import time
+import logging
+import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,14 +21,23 @@ import torch.multiprocessing as mp
 from sklearn.datasets import load_digits
 
 import iocane.training.budget as budget
+import iocane.training.epoch as epoch_module
 from attacks import PGD
 from iocane.config import OptimConfig
 from iocane.data.prepared import PreparedData, Split
 from iocane.layout import Layout
-from iocane.training.budget import BudgetDecision, EpochCost, decide, plan_epochs
+from iocane.training.budget import (
+    BudgetDecision,
+    EpochCost,
+    decide,
+    plan_epochs,
+    replan,
+    with_epochs,
+)
 from iocane.training.loop import fit
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe
+from iocane.training.state import continued_scheduler, make_scheduler
 from models import ModelSpec, build_model
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
@@ -91,6 +104,20 @@ def _fake_clock(monkeypatch: pytest.MonkeyPatch, tick: float = 0.5) -> None:
     monkeypatch.setattr(budget, "perf_counter", lambda: next(readings))
 
 
+def _step_clock(monkeypatch: pytest.MonkeyPatch, step_seconds: Callable[[int], float]) -> None:
+    """The training epochs' clock moves only in their steps, ``step_seconds(k)`` in the k-th
+    (0-based; calibration's steps are not counted): a machine that slows down, exactly."""
+    now, steps = [0.0], itertools.count()
+    real_step = epoch_module.train_step
+
+    def timed_step(*args: object, **kwargs: object):
+        now[0] += step_seconds(next(steps))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(epoch_module, "train_step", timed_step)
+    monkeypatch.setattr(epoch_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+
 def _weights(root: Path) -> dict[str, torch.Tensor]:
     return torch.load(Layout(root).model_file("train"), weights_only=True)["state_dict"]
 
@@ -117,13 +144,23 @@ def test_the_epochs_fill_what_is_left_of_the_budget_after_a_margin() -> None:
 
 
 def test_the_decision_sets_the_schedule_and_cuts_a_longer_ramp() -> None:
-    decision = decide(1.0, EpochCost(1.0, 0.0, 0.0, 0.0), batches_per_epoch=10)
-    assert decision.epochs == 5
-    assert decision.optim(OPTIM).epochs == 5 and decision.optim(OPTIM).lr == OPTIM.lr
-    assert decision.recipe(_recipe("pgd")).eps_ramp_epochs == 5
+    optim, recipe = with_epochs(5, OPTIM, _recipe("pgd"))
+    assert optim.epochs == 5 and optim.lr == OPTIM.lr
+    assert recipe.eps_ramp_epochs == 5
     short = replace(_recipe("pgd"), eps_ramp_epochs=2)
-    assert decision.recipe(short) is short
-    assert decision.recipe(None) is None
+    assert with_epochs(5, OPTIM, short)[1] is short
+    assert with_epochs(5, OPTIM, None)[1] is None
+
+
+def test_the_plan_shrinks_to_the_epochs_as_long_as_the_last_that_still_fit() -> None:
+    decision = decide(1.0, EpochCost(1.0, 0.0, 0.0, 5.0), batches_per_epoch=10)
+    assert decision.epochs == 5  # (60 - 5) / 11
+    assert replan(decision, 5, []) == 5
+    assert replan(decision, 5, [{"seconds": 10.0}]) == 5  # 45 s left: 4 more
+    assert replan(decision, 5, [{"seconds": 10.0}, {"seconds": 20.0}]) == 3  # 25 s: 1 more
+    assert replan(decision, 5, [{"seconds": 10.0}, {"seconds": 40.0}]) == 2  # 5 s: none
+    # A machine fast again does not lengthen a plan already shortened.
+    assert replan(decision, 3, [{"seconds": 10.0}, {"seconds": 1.0}]) == 3
 
 
 @pytest.mark.parametrize("method", ["pgd", "free"])
@@ -179,28 +216,82 @@ def test_a_resumed_run_keeps_its_decision_and_does_not_recalibrate(
 def test_a_machine_slower_than_calibrated_stops_before_overrunning_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The calibration decides 3 epochs; then every step takes 1.3 s more (a shared host got
-    busy): after epoch 1 (8.5 s of calibration + ~5.2 s), another ~5.2 s epoch would end past the
-    18 s budget, so training stops there, says so, and a rerun does not train on."""
-    import iocane.training.epoch as epoch_module
-
+    """The calibration decides 3 epochs; then every step takes 1.3 s (a shared host got busy):
+    after epoch 1 (8.5 s of calibration + 5.2 s), another 5.2 s epoch would end past the 18 s
+    budget, so training stops there, says so, and a rerun does not train on."""
     _fake_clock(monkeypatch)
-    real_step = epoch_module.train_step
-
-    def slow_step(*args: object, **kwargs: object):
-        time.sleep(1.3)
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(epoch_module, "train_step", slow_step)
+    _step_clock(monkeypatch, lambda _: 1.3)
     metrics = _fit(tmp_path, recipe=_recipe("pgd"), budget_minutes=0.3)
     assert metrics["budget_epochs"] == 3 and metrics["budget_stopped_after_epoch"] == 1
     assert metrics["selected_epoch"] == 1 and len(_history(tmp_path)) == 1
     written = json.loads(Layout(tmp_path).metrics_file("train").read_text())
     assert written["budget_stopped_after_epoch"] == 1
 
-    monkeypatch.setattr(epoch_module, "train_step", real_step)  # fast again: the call stands
+    _step_clock(monkeypatch, lambda _: 0.0)  # fast again: the call stands
     again = _fit(tmp_path, recipe=_recipe("pgd"), budget_minutes=0.3)
     assert again["budget_stopped_after_epoch"] == 1 and len(_history(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "onecycle", "constant"])
+def test_a_shortened_schedule_goes_on_where_the_shorter_one_would_be(schedule: str) -> None:
+    """Two epochs down a schedule of 6, rebuilt over 3: the lr is the 3-epoch schedule's after
+    two epochs (the recursive forms restart from the initial lr, not from the current one)."""
+    optim = OPTIM.model_copy(update={"lr_schedule": schedule, "epochs": 6})
+    shorter = optim.model_copy(update={"epochs": 3})
+    steps = 4 if schedule == "onecycle" else 1  # onecycle steps every batch: 4 an epoch
+
+    def stepped(config: OptimConfig) -> torch.optim.Optimizer:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+        scheduler = make_scheduler(optimizer, config, batches_per_epoch=4)
+        for _ in range(2 * steps):
+            optimizer.step()
+            scheduler.step()
+        return optimizer
+
+    run = stepped(optim)
+    continued_scheduler(run, shorter, batches_per_epoch=4, epochs_done=2)
+    assert run.param_groups[0]["lr"] == pytest.approx(stepped(shorter).param_groups[0]["lr"])
+    if schedule != "constant":
+        assert stepped(optim).param_groups[0]["lr"] != pytest.approx(run.param_groups[0]["lr"])
+
+
+def _slows_after_epoch_1(step: int) -> float:
+    return 0.5 if step < 4 else 1.5  # 4 steps an epoch: 2 s, then 6 s
+
+
+def test_a_slower_machine_shortens_the_plan_and_the_schedule_still_ends_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """27 s decide 6 epochs ((27 - 8.5) / 2.75); epoch 1 takes 2 s, then each 6 s: after epoch
+    2 (16.5 s spent) one more fits, so the plan becomes 3 epochs and the cosine schedule is
+    rebuilt over 3: epoch 3 runs at its last lr, not halfway down a schedule of 6. A run resumed
+    after epoch 2 goes on with that plan, to the same weights."""
+    _fake_clock(monkeypatch)
+    _step_clock(monkeypatch, _slows_after_epoch_1)
+    with caplog.at_level(logging.WARNING, logger="iocane"):
+        metrics = _fit(tmp_path / "a", recipe=_recipe("pgd"), budget_minutes=0.45)
+    assert metrics["budget_epochs"] == 6 and metrics["epochs"] == 3
+    assert metrics["budget_stopped_after_epoch"] == 3 and metrics["last_epoch"] == 3
+    assert "3 epochs instead of 6, the lr schedule shortened to them" in caplog.text
+    lrs = [row["lr"] for row in _history(tmp_path / "a")]
+    cosine = [(1 + math.cos(math.pi * e / 6)) / 2 for e in range(2)] + [
+        (1 + math.cos(math.pi * 2 / 3)) / 2
+    ]
+    assert lrs == pytest.approx([OPTIM.lr * factor for factor in cosine])
+
+    resumed = Layout(tmp_path / "b")
+    _step_clock(monkeypatch, _slows_after_epoch_1)
+    _fit(resumed.root, recipe=_recipe("pgd"), budget_minutes=0.45)
+    checkpoint = torch.load(resumed.checkpoint_dir("train") / "epoch-0002.pt")
+    assert checkpoint["planned_epochs"] == 3 and checkpoint["budget"]["epochs"] == 6
+    (resumed.checkpoint_dir("train") / "epoch-0003.pt").unlink()
+    resumed.model_file("train").unlink()
+    _step_clock(monkeypatch, lambda _: 1.5)  # epoch 3, as slow as it was
+    again = _fit(resumed.root, recipe=_recipe("pgd"), budget_minutes=0.45)
+    assert again["resumed_after_epoch"] == 2 and again["epochs"] == 3
+    reference = _weights(tmp_path / "a")
+    for name, tensor in _weights(resumed.root).items():
+        assert torch.equal(tensor, reference[name]), name
 
 
 def test_no_budget_neither_calibrates_nor_records_one(
@@ -259,6 +350,6 @@ def test_the_model_card_says_the_epochs_filled_the_budget(params_document: dict)
     stopped = {**decided, "budget_epochs": 3, "budget_stopped_after_epoch": 2}
     (line,) = [line for line in _recipe_lines(config, stopped) if "Adversarial" in line]
     assert "3 epochs, the number that filled" in line
-    assert "stopped after epoch 2, when the machine ran slower" in line
+    assert "stopped after epoch 2, when the machine ran slower than calibrated" in line
     (line,) = [line for line in _recipe_lines(config, {}) if "Adversarial" in line]
     assert f": {config.train.epochs} epochs, " in line and "budget" not in line
