@@ -9,6 +9,8 @@ iocane misses, and the wall-time ratio. Targets (issue 3): iocane's robust accur
 than AutoAttack's, at no more than half its time.
 
     .venv/bin/python benchmarks/vs_autoattack.py                        # digits
+    .venv/bin/python benchmarks/vs_autoattack.py --params configs/fashion_mnist.yaml \\
+        --n-samples 500                                 # the shipped Fashion-MNIST default
     .venv/bin/python benchmarks/vs_autoattack.py --set data.dataset=fashion_mnist \\
         --set data.root=/usr/share/datasets/fashion-mnist --set model.name=madry_cnn \\
         --set model.width=2 --set data.limit_train=10000 --set train.epochs=3
@@ -39,11 +41,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--params", type=Path, default=PROJECT_ROOT / "params.yaml", help="params file or overlay"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--n-samples", type=int, default=1000, help="test points (default 1000)")
     args = parser.parse_args()
     setup_console_logging()
-    config = load_config(PROJECT_ROOT / "params.yaml", args.set)
+    config = load_config(args.params, args.set)
     with tempfile.TemporaryDirectory() as directory:
         layout = Layout(Path(directory))
         started = time.perf_counter()
@@ -74,6 +79,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "vs_autoattack",
+                "params": str(args.params),
                 "overrides": args.set,
                 "threat_model": norm,
                 "eps": eps,
