@@ -198,9 +198,12 @@ class EpochLoop:
     def checkpoint(self, state: TrainState) -> dict:
         """The checkpoint of the state as it is now."""
         keep_free_delta = self.recipe is not None and self.recipe.method == "free"
-        return state.to_checkpoint(
+        checkpoint = state.to_checkpoint(
             stage=self.stage, run_key=self.run_key, spec=self.spec, keep_free_delta=keep_free_delta
         )
+        if state.budget is not None:  # a time budget's plan now (``budget.replan``)
+            checkpoint["planned_epochs"] = self.epochs
+        return checkpoint
 
     def run(self, state: TrainState, epoch: int, progress: EpochProgress) -> EpochProgress:
         """The steps of an epoch from ``progress`` on, until its end or a stop that every rank

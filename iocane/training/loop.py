@@ -133,7 +133,7 @@ def fit(
     )
     _restore(state, epochs, resumed)
     if budget is not None:
-        state.budget, state.planned_epochs = budget.to_dict(), epochs.epochs
+        state.budget = budget.to_dict()
     # After the resume: under DDP, making the passes hands rank 0's weights to every rank.
     epochs = replace(epochs, passes=step_passes(training_model, ranks, device))
     position = resumed.get("position") if resumed is not None else None
@@ -209,13 +209,13 @@ def _follow_budget(epochs: EpochLoop, state: TrainState) -> EpochLoop:
     if planned == epochs.epochs:
         return epochs
     shorter = _planned(epochs, planned)
-    state.planned_epochs = planned
-    state.scheduler = continued_scheduler(
-        state.optimizer,
-        shorter.optim,
-        batches_per_epoch=epochs.n_batches,
-        epochs_done=state.epoch,
-    )
+    if planned > state.epoch:  # epochs left to train: the schedule over the shorter plan
+        state.scheduler = continued_scheduler(
+            state.optimizer,
+            shorter.optim,
+            batches_per_epoch=epochs.n_batches,
+            epochs_done=state.epoch,
+        )
     next_step = (
         f"stopping after epoch {state.epoch}"
         if planned <= state.epoch

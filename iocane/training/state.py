@@ -120,7 +120,6 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     collapse: dict | None = None  # set once catastrophic overfitting stopped the run
     budget: dict | None = None  # the time-budget decision (BudgetDecision.to_dict()), if any
-    planned_epochs: int | None = None  # with a budget: the epochs it plans now (``replan``)
 
     @classmethod
     def start(
@@ -150,11 +149,7 @@ class TrainState:
     ) -> dict:
         """What a checkpoint holds after ``self.epoch`` complete epochs."""
         cuda = self.device.type == "cuda"
-        budget = (
-            {"budget": self.budget, "planned_epochs": self.planned_epochs}
-            if self.budget is not None
-            else {}
-        )
+        budget = {"budget": self.budget} if self.budget is not None else {}
         return {
             "format": CHECKPOINT_FORMAT,
             "stage": stage,
@@ -188,6 +183,5 @@ class TrainState:
         self.epoch = checkpoint["epoch"]
         self.collapse = checkpoint.get("collapse")
         self.budget = checkpoint.get("budget")
-        self.planned_epochs = checkpoint.get("planned_epochs")
         if checkpoint.get("free_delta") is not None:
             self.free_delta = checkpoint["free_delta"].to(self.device)
