@@ -31,6 +31,7 @@ from iocane.robustness.checks import (
     model_checks,
 )
 from iocane.settings import resolve_device
+from iocane.training.hardware import flush_subnormal_floats
 
 log = logging.getLogger("iocane")
 
@@ -170,8 +171,12 @@ def evaluate_robustness(
     """
     started = time.perf_counter()
     threat_model(norm)  # an unknown norm fails here, before any work
+    flush_subnormal_floats()  # a robust model's saturated logits: see iocane.training.hardware
     device = torch.device(device) if device is not None else resolve_device()
-    model = model.to(device).eval()
+    # Channels-last, the layout CPU (oneDNN) and GPU (cuDNN) convolutions prefer, as training
+    # uses it (iocane.training.hardware): on the Fashion-MNIST default's compact_cnn the suite
+    # ran 1.3x faster, with the same figures. The weights change layout, not values.
+    model = model.to(device, memory_format=torch.channels_last).eval()
     images, labels = images.to(device), labels.to(device)
     suite = dict(attacks) if attacks is not None else build_suite(preset, norm, eps, seed)
 

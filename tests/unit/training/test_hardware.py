@@ -3,6 +3,8 @@ autocast where asked, channels-last batches, and the runtime settings resolved a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,11 +12,12 @@ import torch
 from sklearn.datasets import load_digits
 from torch.overrides import TorchFunctionMode
 
-from attacks import PGD
+from attacks import FGSM, PGD
 from attacks.threat import make_generator, threat_model
 from iocane.config import OptimConfig, RuntimeConfig
 from iocane.data.prepared import PreparedData, Split
 from iocane.layout import Layout
+from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import Hardware, resolve_hardware
 from iocane.training.loop import fit
 from iocane.training.recipes import METHODS, AdversarialRecipe, train_step
@@ -140,6 +143,35 @@ def test_runtime_precision_is_resolved_for_the_device(precision, device, bf16) -
     )
     assert hardware.bf16 is bf16
     assert hardware.channels_last is True
+
+
+def _keeps_subnormals() -> bool:
+    """Whether the CPU computes with subnormal floats (1e-40 is below float32's smallest
+    normal, 1.2e-38) rather than flushing them to zero."""
+    return (torch.tensor([1e-40]) * 1.0).item() != 0.0
+
+
+def test_training_and_evaluation_flush_subnormal_floats_at_run_time_not_at_import() -> None:
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    script = (
+        "import torch, iocane, tasks.train, tasks.evaluate, iocane.robustness.suite;"
+        "print((torch.tensor([1e-40]) * 1.0).item() != 0.0)"
+    )
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert imported.stdout.strip() == "True", imported.stderr  # importing changes nothing
+    try:
+        assert _keeps_subnormals()
+        resolve_hardware(CPU, RuntimeConfig(precision="auto", compile=False))  # warmup, train
+        assert not _keeps_subnormals()
+
+        torch.set_flush_denormal(False)
+        model = build_model(SPEC).eval()
+        images, labels = torch.rand(4, 1, 8, 8), torch.arange(4)
+        evaluate_robustness(model, images, labels, eps=0.1, attacks={"fgsm": FGSM(eps=0.1)})
+        assert not _keeps_subnormals()
+    finally:
+        torch.set_flush_denormal(True)  # as every stage leaves it
 
 
 def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_weights() -> None:
