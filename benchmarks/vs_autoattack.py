@@ -39,7 +39,7 @@ from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.modelio import load_model
 from iocane.robustness.suite import evaluate_robustness
-from iocane.training.hardware import flush_subnormal_floats
+from iocane.training.hardware import subnormals_flushed
 from tasks.train import run_train
 from tasks.warmup import run_warmup
 
@@ -63,6 +63,7 @@ class AttackTimes(logging.Handler):
             self.seconds[match[1].lower()] = round(total - sum(self.seconds.values()), 1)
 
 
+@subnormals_flushed()  # for AutoAttack too, as iocane's stages run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -77,7 +78,6 @@ def main() -> None:
     args = parser.parse_args()
     setup_console_logging()
     config = load_config(args.params, args.set)
-    flush_subnormal_floats()  # for AutoAttack too, whichever runs first
     training_seconds = None
     with tempfile.TemporaryDirectory() as directory:
         layout = Layout(Path(directory))

@@ -29,6 +29,7 @@ from iocane.robustness.alignment import Alignment, perceptual_alignment
 from iocane.robustness.checks import cw_curve_flags, half_accuracy_eps
 from iocane.robustness.curves import MULTIPLIERS, accuracy_curve, curve_flags, eps_grids
 from iocane.robustness.suite import evaluate_robustness, evaluation_indices, suite_from_config
+from iocane.training.hardware import subnormals_flushed
 
 log = logging.getLogger("iocane")
 
@@ -61,6 +62,7 @@ class ModelsEvaluation:
     alignment: Alignment
 
 
+@subnormals_flushed()  # the suite, the curves and C&W alike: see iocane.training.hardware
 def evaluate_models(
     config: Config, hardened: nn.Module, natural: nn.Module | None, data: PreparedData
 ) -> ModelsEvaluation:

@@ -31,7 +31,7 @@ from iocane.robustness.checks import (
     model_checks,
 )
 from iocane.settings import resolve_device
-from iocane.training.hardware import flush_subnormal_floats
+from iocane.training.hardware import subnormals_flushed
 
 log = logging.getLogger("iocane")
 
@@ -141,6 +141,7 @@ def _run_suite(
     return cascade
 
 
+@subnormals_flushed()  # a robust model's saturated logits: see iocane.training.hardware
 def evaluate_robustness(
     model: nn.Module,
     images: torch.Tensor,
@@ -171,7 +172,6 @@ def evaluate_robustness(
     """
     started = time.perf_counter()
     threat_model(norm)  # an unknown norm fails here, before any work
-    flush_subnormal_floats()  # a robust model's saturated logits: see iocane.training.hardware
     device = torch.device(device) if device is not None else resolve_device()
     # Channels-last, the layout CPU (oneDNN) and GPU (cuDNN) convolutions prefer, as training
     # uses it (iocane.training.hardware): on the Fashion-MNIST default's compact_cnn the suite

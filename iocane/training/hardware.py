@@ -13,16 +13,22 @@
 - ``compile``: the training forward passes go through ``torch.compile``. Compiling costs a
   minute or more up front, so it pays off on long runs on a GPU. The weights are shared with
   the eager module, which is what checkpoints and the validation pass use.
-- Subnormal floats: the CPU flushes them to zero (``flush_subnormal_floats``), in training and
-  in evaluation. A confident network's saturated softmax makes some gradients subnormal, and
-  x86 CPUs take a slow path for every operation on one: measured on the Fashion-MNIST default,
-  epochs 5 and 6 took 2x the first four, and 1.0x with flushing, with the same validation
-  figures to the last digit (docs/training/recipes.md). GPUs take no slow path on them.
+- Subnormal floats: the CPU flushes them to zero while training (``fit``) and evaluation
+  (``evaluate_robustness``, ``evaluate_models``) run, and not after (``subnormals_flushed``).
+  A confident network's saturated softmax makes some gradients subnormal, and x86 CPUs take a
+  slow path for every operation on one: measured on the Fashion-MNIST default, epochs 5 and 6
+  took 2x the first four, and 1.0x with flushing, with the same validation figures to the last
+  digit (docs/training/recipes.md). GPUs take no slow path on them. The mode belongs to a
+  thread, and torch's intra-op worker threads keep the mode they were started with: measured
+  here, a parallel op flushes only the calling thread's share when they were started before.
+  With one thread everything flushes; with more, the calling thread's share and every op too
+  small to split (most of a small model's) do.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,16 +70,28 @@ class Hardware:
         return {"bf16": self.bf16, "compile": self.compile}
 
 
-def flush_subnormal_floats() -> None:
-    """Make the CPU treat subnormal floats as zero, for this process. Set at run time by the
-    stages that compute (never at import: importing iocane changes no global state). A value
-    below 1.2e-38 in float32 weighs nothing in a loss or a gradient step, so the figures do
-    not move; on a CPU without the mode (not x86 with SSE3) this does nothing."""
+def _flushing_subnormals() -> bool:
+    """Whether the CPU flushes subnormal floats now: 1e-40 is one in float32 (below 1.2e-38)."""
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[None]:
+    """The CPU treats subnormal floats as zero inside, and as it found them after; a context
+    manager or a decorator. Scoped, not set once: the mode belongs to the thread, Python's own
+    float arithmetic included, so a notebook (or a test run) that calls iocane keeps its IEEE
+    floats afterwards. Never at import. A float32 value below 1.2e-38 weighs nothing in a
+    loss or a gradient step, so the figures do not move; on a CPU without the mode (not x86
+    with SSE3) this does nothing."""
+    was_flushing = _flushing_subnormals()
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_flushing)
 
 
 def resolve_hardware(device: torch.device, runtime: RuntimeConfig) -> Hardware:
-    flush_subnormal_floats()
     on_cuda = device.type == "cuda"
     if runtime.precision == "auto":
         bf16 = on_cuda and torch.cuda.is_bf16_supported()

@@ -53,7 +53,7 @@ from iocane.training.epoch import (
     step_passes,
     write_history,
 )
-from iocane.training.hardware import Hardware, resolve_hardware
+from iocane.training.hardware import Hardware, resolve_hardware, subnormals_flushed
 from iocane.training.passes import PassCount, counting_passes
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe
@@ -73,6 +73,7 @@ class ModelRef:
     sha256: str
 
 
+@subnormals_flushed()  # a confident network's gradients: see iocane.training.hardware
 def fit(
     *,
     stage: str,

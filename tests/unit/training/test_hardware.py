@@ -12,7 +12,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch.overrides import TorchFunctionMode
 
-from attacks import FGSM, PGD
+from attacks import PGD
 from attacks.threat import make_generator, threat_model
 from iocane.config import OptimConfig, RuntimeConfig
 from iocane.data.prepared import PreparedData, Split
@@ -151,7 +151,22 @@ def _keeps_subnormals() -> bool:
     return (torch.tensor([1e-40]) * 1.0).item() != 0.0
 
 
-def test_training_and_evaluation_flush_subnormal_floats_at_run_time_not_at_import() -> None:
+class _ProbeAttack:
+    """An attack that leaves the images alone and records the float mode it ran under."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.kept_subnormals: list[bool] = []
+
+    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.kept_subnormals.append(_keeps_subnormals())
+        return images
+
+
+def test_training_and_evaluation_flush_subnormal_floats_inside_and_restore_them_after(
+    tmp_path: Path,
+) -> None:
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU has no flush-to-zero mode")
     script = (
@@ -160,18 +175,41 @@ def test_training_and_evaluation_flush_subnormal_floats_at_run_time_not_at_impor
     )
     imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert imported.stdout.strip() == "True", imported.stderr  # importing changes nothing
-    try:
-        assert _keeps_subnormals()
-        resolve_hardware(CPU, RuntimeConfig(precision="auto", compile=False))  # warmup, train
-        assert not _keeps_subnormals()
+    assert _keeps_subnormals()
 
-        torch.set_flush_denormal(False)
-        model = build_model(SPEC).eval()
-        images, labels = torch.rand(4, 1, 8, 8), torch.arange(4)
-        evaluate_robustness(model, images, labels, eps=0.1, attacks={"fgsm": FGSM(eps=0.1)})
-        assert not _keeps_subnormals()
-    finally:
-        torch.set_flush_denormal(True)  # as every stage leaves it
+    probe = _ProbeAttack()
+    model = build_model(SPEC).eval()
+    images = torch.rand(4, 1, 8, 8)
+    labels = model(images).argmax(1)  # clean-correct, so the attack runs
+    evaluate_robustness(model, images, labels, eps=0.1, attacks={"probe": probe})
+    assert probe.kept_subnormals == [False]  # flushed while the suite ran
+    assert _keeps_subnormals()  # and as it was after
+
+    seen: list[bool] = []
+    model.register_forward_hook(lambda *_: seen.append(_keeps_subnormals()))
+    fit(
+        stage="train",
+        model=model,
+        spec=SPEC,
+        data=_data(),
+        optim=OptimConfig(
+            epochs=1, batch_size=64, lr=0.05, momentum=0.9, weight_decay=0.0, lr_schedule="constant"
+        ),
+        recipe=_recipe("pgd"),
+        val_attack=PGD(eps=0.1, steps=1, seed=1),
+        layout=Layout(tmp_path),
+        seed=3,
+        run_key="key",
+        device=CPU,
+        hardware=resolve_hardware(CPU, RuntimeConfig(precision="fp32", compile=False)),
+    )
+    assert seen and not any(seen)  # every training and validation forward pass
+    assert _keeps_subnormals()
+
+    torch.set_flush_denormal(True)  # a caller's own choice is what it finds again
+    evaluate_robustness(model, images, labels, eps=0.1, attacks={"probe": probe})
+    assert not _keeps_subnormals()
+    torch.set_flush_denormal(False)
 
 
 def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_weights() -> None:
