@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from sklearn.datasets import load_digits
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from attacks import PGD
@@ -187,21 +188,11 @@ def test_training_and_evaluation_flush_subnormal_floats_inside_and_restore_them_
 
     seen: list[bool] = []
     model.register_forward_hook(lambda *_: seen.append(_keeps_subnormals()))
-    fit(
-        stage="train",
-        model=model,
-        spec=SPEC,
-        data=_data(),
-        optim=OptimConfig(
-            epochs=1, batch_size=64, lr=0.05, momentum=0.9, weight_decay=0.0, lr_schedule="constant"
-        ),
-        recipe=_recipe("pgd"),
-        val_attack=PGD(eps=0.1, steps=1, seed=1),
-        layout=Layout(tmp_path),
-        seed=3,
-        run_key="key",
-        device=CPU,
-        hardware=resolve_hardware(CPU, RuntimeConfig(precision="fp32", compile=False)),
+    _fit_digits(
+        model,
+        Layout(tmp_path),
+        resolve_hardware(CPU, RuntimeConfig(precision="fp32", compile=False)),
+        epochs=1,
     )
     assert seen and not any(seen)  # every training and validation forward pass
     assert _keeps_subnormals()
@@ -247,6 +238,32 @@ def _data() -> PreparedData:
     )
 
 
+def _fit_digits(model: nn.Module, layout: Layout, hardware: Hardware, epochs: int) -> dict:
+    """``fit`` with PGD on the digits split of ``_data``, at a constant lr."""
+    optim = OptimConfig(
+        epochs=epochs,
+        batch_size=32,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_schedule="constant",
+    )
+    return fit(
+        stage="train",
+        model=model,
+        spec=SPEC,
+        data=_data(),
+        optim=optim,
+        recipe=_recipe("pgd"),
+        val_attack=PGD(eps=0.1, steps=2, seed=1),
+        layout=layout,
+        seed=3,
+        run_key="key",
+        device=CPU,
+        hardware=hardware,
+    )
+
+
 @pytest.mark.parametrize(
     "hardware",
     [
@@ -258,23 +275,7 @@ def _data() -> PreparedData:
 def test_fit_trains_under_each_runtime_setting(tmp_path: Path, hardware: Hardware) -> None:
     torch.manual_seed(0)
     model = build_model(SPEC)
-    optim = OptimConfig(
-        epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0, lr_schedule="constant"
-    )
-    final = fit(
-        stage="train",
-        model=model,
-        spec=SPEC,
-        data=_data(),
-        optim=optim,
-        recipe=_recipe("pgd"),
-        val_attack=PGD(eps=0.1, steps=2, seed=1),
-        layout=Layout(tmp_path),
-        seed=3,
-        run_key="key",
-        device=CPU,
-        hardware=hardware,
-    )
+    final = _fit_digits(model, Layout(tmp_path), hardware, epochs=2)
     assert final["precision"] == ("bf16" if hardware.bf16 else "fp32")
     assert final["train_clean_loss"] < 2.3, "it learned something: below chance-level loss"
     assert all(torch.isfinite(p).all() for p in model.parameters())
