@@ -25,17 +25,25 @@ from iocane.orphans import die_with_parent
 # Each stage is ``tasks.<stage>.run_<stage>``, imported when that stage runs: a stage process loads
 # what its stage needs (the train stage has no use for MLflow, the gate none for torch).
 STAGE_NAMES = ("prepare", "warmup", "train", "evaluate", "gate", "register")
+# The stages that train or attack: a process of their own flushes subnormal floats from its start.
+TORCH_STAGES = ("warmup", "train", "evaluate")
 
 
 def stage_function(stage: str) -> Callable[[Config, Layout], object]:
     return getattr(importlib.import_module(f"tasks.{stage}"), f"run_{stage}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """Run one stage; ``own_process`` when this process is the stage's alone (``python -m``), not a
+    caller's (a test, a notebook), whose floating-point mode it may then set."""
     parser = argparse.ArgumentParser(prog="python -m iocane.stages", description=__doc__)
     parser.add_argument("stage", choices=STAGE_NAMES)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    if own_process and args.stage in TORCH_STAGES:
+        from iocane.training.hardware import flush_subnormals_in_this_process
+
+        flush_subnormals_in_this_process()
     if os.environ.get("DVC_STAGE"):
         # Started by `dvc repro` (DVC names the stage in its command's environment, and its
         # shell execs the one-line command, so the parent is dvc): a SIGKILLed dvc takes its
@@ -57,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

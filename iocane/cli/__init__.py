@@ -3,8 +3,9 @@
 Exit codes: 0 success (gate passed), 3 gate failed or promotion refused, 2 bad input
 (params, data, model files, model URIs, unknown options), 1 anything else.
 
-``main(argv)`` runs a command line in process and returns its exit code (the console script and
-``python -m iocane.cli`` call it); ``app`` is the typer application; ``cli_reference_markdown``
+``main(argv)`` runs a command line in process and returns its exit code; ``console_main`` is
+the console script and ``python -m iocane.cli`` (``main`` on ``sys.argv``, in a process that is
+iocane's alone); ``app`` is the typer application; ``cli_reference_markdown``
 renders every command's usage, help and options as Markdown (the docs' CLI reference).
 """
 
@@ -21,7 +22,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # `iocane evaluate` logs outside any flow run: no warning per line about the missing run.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
-from iocane.cli.commands import app, main
+from iocane.cli.commands import app, console_main, main
 from iocane.cli.reference import cli_reference_markdown
 
-__all__ = ["app", "cli_reference_markdown", "main"]
+__all__ = ["app", "cli_reference_markdown", "console_main", "main"]

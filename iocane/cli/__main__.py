@@ -2,6 +2,6 @@
 
 import sys
 
-from iocane.cli import main
+from iocane.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

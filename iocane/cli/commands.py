@@ -404,5 +404,22 @@ def main(argv: list[str] | None = None) -> int:
     return code or 0
 
 
+# The commands that train or attack: the console script flushes subnormal floats for them.
+TORCH_COMMANDS = ("run", "sweep", "evaluate")
+
+
+def console_main() -> int:
+    """The ``iocane`` console script and ``python -m iocane.cli``: ``main`` on ``sys.argv``, in a
+    process that is iocane's alone. For a command that trains or attacks, subnormal floats are
+    flushed first thing, before torch or Prefect start a thread, so that every thread inherits
+    the mode (``iocane.training.hardware``); ``main`` leaves a caller's process as it is."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in TORCH_COMMANDS:  # the app has no options before its command
+        from iocane.training.hardware import flush_subnormals_in_this_process
+
+        flush_subnormals_in_this_process()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

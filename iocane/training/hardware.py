@@ -22,7 +22,10 @@
   thread, and torch's intra-op worker threads keep the mode they were started with: measured
   here, a parallel op flushes only the calling thread's share when they were started before.
   With one thread everything flushes; with more, the calling thread's share and every op too
-  small to split (most of a small model's) do.
+  small to split (most of a small model's) do. A process that is iocane's own (the ``iocane``
+  command's ``run``, ``sweep`` and ``evaluate``, the torch stages of ``python -m
+  iocane.stages``, a DDP rank) therefore sets the mode first thing, before torch or Prefect
+  start a thread (``flush_subnormals_in_this_process``): every thread started after inherits it.
 """
 
 from __future__ import annotations
@@ -89,6 +92,14 @@ def subnormals_flushed() -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(was_flushing)
+
+
+def flush_subnormals_in_this_process() -> None:
+    """Flush subnormal floats in this thread and every thread started after it, for good. Only
+    for a process that is iocane's own, called before anything starts a thread: a new thread
+    (torch's intra-op workers, Prefect's task threads) inherits the mode of the thread that
+    starts it, and keeps it. Not for a caller's process: ``subnormals_flushed`` is."""
+    torch.set_flush_denormal(True)
 
 
 def resolve_hardware(device: torch.device, runtime: RuntimeConfig) -> Hardware:

@@ -54,6 +54,7 @@ from iocane.layout import Layout
 from iocane.logs import setup_console_logging
 from iocane.orphans import die_with_parent
 from iocane.settings import settings
+from iocane.training.hardware import flush_subnormals_in_this_process
 from iocane.training.ranks import DistributedTrainingFailed, rank_device, ranks_from_environment
 
 log = logging.getLogger("iocane")
@@ -195,6 +196,7 @@ def _failure(
 
 
 def rank_main(argv: list[str] | None = None) -> int:
+    flush_subnormals_in_this_process()  # a rank's process is iocane's alone (torchrun starts it)
     parser = argparse.ArgumentParser(prog="python -m iocane.training.launcher")
     parser.add_argument("--params", required=True, help="a params file (YAML or JSON)")
     args = parser.parse_args(argv)

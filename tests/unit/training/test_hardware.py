@@ -203,6 +203,73 @@ def test_training_and_evaluation_flush_subnormal_floats_inside_and_restore_them_
     torch.set_flush_denormal(False)
 
 
+# Run in a fresh process: the entry point under test, with the command or stage it would run
+# replaced by a probe that counts the subnormal floats a two-thread op keeps, in this thread and
+# in a thread started after.
+_ENTRY_PROBE = """
+import sys, threading, torch
+import iocane.cli.commands, iocane.stages
+
+def kept_subnormals():
+    # Made and counted through their bits (2**-129, a subnormal float32), which the mode does
+    # not touch: only the product, split across two threads, shows it.
+    subnormals = torch.full((4_000_000,), 1 << 20, dtype=torch.int32).view(torch.float32)
+    return int(((subnormals * 1.0).view(torch.int32) != 0).sum())
+
+def probe(*_):
+    torch.set_num_threads(2)
+    in_thread = []
+    thread = threading.Thread(target=lambda: in_thread.append(kept_subnormals()))
+    thread.start(); thread.join()
+    print(kept_subnormals(), in_thread[0])
+    return 0
+
+entry, name = sys.argv[1:]
+if entry == "cli":
+    iocane.cli.commands.main = probe
+    sys.argv = ["iocane", name]
+    iocane.cli.commands.console_main()
+else:
+    def stage(config, layout):
+        probe()
+        return {"passed": True}
+
+    iocane.stages.stage_function = lambda _: stage
+    iocane.stages.main([name], own_process=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "flushed"),
+    [
+        ("cli", "run", True),
+        ("cli", "evaluate", True),
+        ("cli", "review", False),
+        ("stage", "train", True),
+        ("stage", "gate", False),
+    ],
+)
+def test_iocanes_own_processes_flush_subnormals_in_every_thread_from_the_start(
+    tmp_path: Path, entry: str, name: str, flushed: bool
+) -> None:
+    """The console script and a stage process set the mode before any thread starts, so torch's
+    intra-op workers and later threads inherit it (set afterwards, a two-thread op keeps about
+    half); commands and stages that do not train or attack leave it alone."""
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    (tmp_path / "params.yaml").write_text(Path("params.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-c", _ENTRY_PROBE, entry, name],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    kept, kept_in_a_new_thread = result.stdout.split()[-2:]
+    expected = "0" if flushed else "4000000"
+    assert (kept, kept_in_a_new_thread) == (expected, expected)
+
+
 def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_weights() -> None:
     torch.manual_seed(0)
     model = build_model(SPEC)
