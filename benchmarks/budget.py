@@ -113,6 +113,17 @@ def _run(command: list[str], *, cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
+def scratch_environment(scratch: Path) -> dict[str, str]:
+    """The commands' environment: this checkout's packages, and MLflow and Prefect state kept in
+    the scratch folder (nothing reaches the user's registry)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
+        "PREFECT_HOME": str(scratch / ".prefect"),
+    }
+
+
 def _iocane(*args: str) -> list[str]:
     return [sys.executable, "-m", "iocane.cli", *args, "--params", str(PARAMS)]
 
@@ -310,12 +321,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="iocane-budget-") as directory:
         scratch = Path(directory)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
-            "PREFECT_HOME": str(scratch / ".prefect"),
-        }
+        env = scratch_environment(scratch)
         # The reference first: every iocane point is judged against it.
         for budget in budgets:
             for variant in args.plain.split(","):
