@@ -223,8 +223,8 @@ def _follow_budget(epochs: EpochLoop, state: TrainState) -> EpochLoop:
         else f"{planned} epochs instead of {epochs.epochs}, the lr schedule shortened to them"
     )
     log.warning(
-        "%s: budget %g min: %s: %.0fs spent and the last epoch took %.0fs (calibrated at "
-        "%.0fs): this machine ran slower than calibrated",
+        "%s: budget %g min: %s: %.0fs spent and the last epoch took %.1fs (calibrated at "
+        "%.1fs): this machine ran slower than calibrated",
         epochs.stage,
         decision.budget_minutes,
         next_step,
