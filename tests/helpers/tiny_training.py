@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
+from iocane.config import OptimConfig
 from iocane.data.prepared import PreparedData, Split
 from models import ModelSpec
 
@@ -22,4 +23,16 @@ def digits_split(n_train: int = 128, n_val: int = 64) -> PreparedData:
         Split(images[n_train:], labels[n_train:]),
         None,
         meta={},
+    )
+
+
+def constant_lr(epochs: int, batch_size: int = 32) -> OptimConfig:
+    """SGD at lr 0.05 with momentum, no weight decay, no schedule: the loop tests' optimiser."""
+    return OptimConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_schedule="constant",
     )

@@ -15,14 +15,14 @@ from torch.overrides import TorchFunctionMode
 
 from attacks import PGD
 from attacks.threat import make_generator, threat_model
-from iocane.config import OptimConfig, RuntimeConfig
-from iocane.data.prepared import PreparedData, Split
+from iocane.config import RuntimeConfig
 from iocane.layout import Layout
 from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import Hardware, resolve_hardware
 from iocane.training.loop import fit
 from iocane.training.recipes import METHODS, AdversarialRecipe, train_step
 from models import ModelSpec, build_model
+from tests.helpers.tiny_training import constant_lr, digits_split
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 CPU = torch.device("cpu")
@@ -296,30 +296,14 @@ def test_bf16_autocast_covers_the_attack_and_the_loss_but_not_the_backward_or_we
     assert all(p.dtype == torch.float32 for p in model.parameters()), "weights stay float32"
 
 
-def _data() -> PreparedData:
-    digits = load_digits()
-    images = torch.tensor(digits.images[:160] / 16.0, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target[:160])
-    return PreparedData(
-        Split(images[:128], labels[:128]), Split(images[128:], labels[128:]), None, meta={}
-    )
-
-
 def _fit_digits(model: nn.Module, layout: Layout, hardware: Hardware, epochs: int) -> dict:
-    """``fit`` with PGD on the digits split of ``_data``, at a constant lr."""
-    optim = OptimConfig(
-        epochs=epochs,
-        batch_size=32,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=0.0,
-        lr_schedule="constant",
-    )
+    """``fit`` with PGD on 128 digits (32 to validate on), at a constant lr."""
+    optim = constant_lr(epochs)
     return fit(
         stage="train",
         model=model,
         spec=SPEC,
-        data=_data(),
+        data=digits_split(128, 32),
         optim=optim,
         recipe=_recipe("pgd"),
         val_attack=PGD(eps=0.1, steps=2, seed=1),

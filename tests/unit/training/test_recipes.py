@@ -34,7 +34,7 @@ from iocane.training.recipes import (
 from iocane.training.selection import catastrophic_overfitting, select_epoch
 from models import build_model
 from tests.helpers.models import TinyLinear
-from tests.helpers.tiny_training import SPEC, digits_split
+from tests.helpers.tiny_training import SPEC, constant_lr, digits_split
 
 CLEAN = [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]]
 ADV = [[0.5, 1.5, -0.5], [0.0, 1.0, 0.4]]
@@ -210,14 +210,7 @@ def test_select_epoch_takes_the_best_or_the_last_never_past_a_collapse() -> None
 
 def _fit(root: Path, recipe: AdversarialRecipe, epochs: int, select: str = "best") -> dict:
     torch.manual_seed(0)
-    optim = OptimConfig(
-        epochs=epochs,
-        batch_size=32,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=0.0,
-        lr_schedule="constant",
-    )
+    optim = constant_lr(epochs)
     return fit(
         stage="train",
         model=build_model(SPEC),
