@@ -1,7 +1,8 @@
 """The register stage: a registered version with its tags, model card and alias.
 
 The evidence goes into the hardening run (``iocane.registry.tracking``); the model is logged as
-``pt2`` (torch.export; MLflow loads it with torch's restricted unpickler) and as a weights-only
+``pt2`` (torch.export, with a signature and an input example: ``iocane.registry.logged_model``),
+which ``mlflow.pytorch.load_model`` and ``mlflow models serve`` read, and as a weights-only
 ``state_dict``, which is what iocane's own loaders read. The alias the new version earns is
 decided in ``iocane.registry.aliases``. Registering the same evidence twice returns the version
 already registered from it.
@@ -25,18 +26,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from iocane.config import Config
-from iocane.data.prepared import dvc_directory_hash
+from iocane.data.prepared import dvc_directory_hash, load_prepared
 from iocane.files import read_json, write_json, write_text
 from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.pipeline import keys
 from iocane.registry.aliases import DECISION_TAG, assign_alias, decision_finished
+from iocane.registry.logged_model import log_servable_model
 from iocane.registry.promotion import CHAMPION
 from iocane.registry.tracking import (
     git_commit,
@@ -204,16 +204,7 @@ def _register_version(config: Config, layout: Layout, attempt_run_id: str | None
             }
         )
         log_run_evidence(config, layout, evidence.evaluation, evidence.verdict)
-        example = np.zeros((2, spec.in_channels, spec.image_size, spec.image_size), np.float32)
-        model_info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=example,
-            serialization_format="pt2",
-            # A torch.export program needs torch alone. Stated, because MLflow's inference loads
-            # the model in a subprocess to find out (10-20 s per version on two cores).
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
+        model_info = log_servable_model(model, spec, load_prepared(layout))
         version = str(
             mlflow.register_model(
                 model_info.model_uri, name, tags={PENDING_TAG: evidence_key}

@@ -6,18 +6,24 @@ import base64
 import json
 import logging
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import requests
 import torch
 from mlflow import MlflowClient
 from prefect.client.schemas.objects import State, TaskRun
 
+from iocane.modelio import load_model
 from tests.helpers.finite import non_finite_metrics, non_finite_tokens, text_files
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
+from tests.helpers.readme_blocks import readme_block, substituted
+from tests.helpers.servers import free_port, running_server
 
 
 @pytest.fixture(scope="module")
@@ -365,6 +371,97 @@ def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str
         for item in client.list_artifacts(version.run_id, evaluation.path)
     }
     assert {"evaluate.json", "robustness.md", "robustness_curves.png"} <= logged
+
+
+def test_the_champion_in_use_is_loaded_served_and_traced_to_its_evidence(
+    project: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's "Use the champion" blocks as written (the model's name, the port and the
+    path of .venv aside): ``mlflow models serve`` in a process group of its own, offline (no
+    conda on PATH, no package index, other hosts refused), and the Python block that
+    loads the champion, reads its evidence and asks the server. Then what the README only
+    prints is checked: the served logits are the registered version's, which are those of the
+    weights its run evaluated, and the version's tags are that run's evidence."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    port = free_port()
+    names = {"iocane-digits": "iocane-test", "5001": str(port)}
+    activate = f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}"
+    serve = substituted(
+        readme_block("serve-champion"), {**names, "source .venv/bin/activate": activate}
+    )
+    offline = {
+        **env,
+        "PATH": "/usr/bin:/bin",  # no conda; the README's activation puts the environment first
+        "PIP_NO_INDEX": "1",
+        "HTTP_PROXY": "http://127.0.0.1:9",  # any other host: refused
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    # As in a fresh Python of the user's: the registry from the environment, no global set.
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    url = f"http://127.0.0.1:{port}"
+    with running_server(["bash", "-c", serve], offline, project, f"{url}/ping"):
+        block: dict = {}
+        exec(compile(substituted(readme_block("use-champion"), names), "README", "exec"), block)
+        example_file = mlflow.artifacts.download_artifacts(
+            "models:/iocane-test@champion/serving_input_example.json"
+        )
+        example_reply = requests.post(
+            f"{url}/invocations",
+            data=Path(example_file).read_bytes(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        too_small = {"inputs": block["images"][:, :, :4].tolist()}
+        refused = requests.post(f"{url}/invocations", json=too_small, timeout=60)
+
+    images, logits, version = block["images"], block["logits"], block["version"]
+    assert images.shape == (8, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    assert logits.shape == (8, 10)
+    torch.testing.assert_close(block["served"], logits, atol=1e-5, rtol=0)
+    assert str(version.version) == "1" and version.tags["gate"] == "passed"
+
+    # The logged model: a signature, and two real test images as its input example.
+    info = mlflow.models.get_model_info("models:/iocane-test@champion")
+    (taken,), (given,) = info.signature.inputs.inputs, info.signature.outputs.inputs
+    assert (taken.type, taken.shape) == (np.dtype(np.float32), (-1, 1, 8, 8))
+    assert (given.type, given.shape) == (np.dtype(np.float32), (-1, 10))
+    example = np.asarray(json.loads(Path(example_file).read_text())["inputs"], np.float32)
+    np.testing.assert_array_equal(example, np.load(project / "data/prepared/test_images.npy")[:2])
+    assert example_reply.status_code == 200, example_reply.text
+    model = block["model"]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(example))
+    served_example = torch.tensor(example_reply.json()["predictions"])
+    torch.testing.assert_close(served_example, expected, atol=1e-5, rtol=0)
+    assert refused.status_code == 400, refused.text
+    assert "does not match expected shape (-1, 1, 8, 8)" in refused.json()["message"]
+
+    # The served model is the version's run's evaluated weights, and its tags that run's evidence.
+    weights, _ = load_model(
+        Path(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/weights/model.pt"))
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(weights(images), logits, atol=1e-5, rtol=0)
+    evaluation = _run_json(version.run_id, "metrics/evaluate.json")
+    meta = _run_json(version.run_id, "data/meta.json")
+    params = MlflowClient().get_run(version.run_id).data.params
+    assert float(version.tags["robust_accuracy"]) == pytest.approx(evaluation["robust_accuracy"])
+    assert version.tags["data_fingerprint"] == meta["fingerprint"]
+    assert version.tags["threat_model"] == params["train.norm"] == "Linf"
+    assert version.tags["eps"] == params["train.eps"] == "0.1"
+    assert version.source == f"models:/{info.model_id}" and version.tags["run_id"] == info.run_id
+
+
+def _run_json(run_id: str, path: str) -> dict:
+    """A JSON file the run logged as an artifact."""
+    return json.loads(
+        Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}")).read_text()
+    )
 
 
 def test_cli_refuses_an_unknown_alias_with_exit_2(
