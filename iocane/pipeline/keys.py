@@ -1,7 +1,8 @@
 """Prefect caching that follows the params, the data and the code, as DVC's does.
 
 What each stage reads and writes is written down once, in ``dvc.yaml``; this module reads it.
-A stage's cache key is the sha256 of the project root, the params its ``params:`` list names,
+A stage's cache key is the sha256 of the project root, the params its ``params:`` list names
+(whole sections where the stage owns one, so that a key added to a section is keyed at once),
 the content of its data deps (files, or the files of a directory that matter) and the source of
 its code deps (paths under ``tasks/``, ``iocane/``, ``models/``, ``attacks/``). It is never a
 hash of a pickled tensor: models and data travel between tasks as paths and hashes, and the
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from iocane.config import Config
+from iocane.config import Config, Section
 from iocane.files import sha256_file
 from iocane.layout import Layout
 from iocane.model_uris import is_model_uri, resolve_model_uri
@@ -44,6 +45,15 @@ DVC_FILE = "dvc.yaml"
 # Deps under these folders are code: they feed the code hash, read from CODE_ROOT. Every other
 # dep is data or an earlier stage's output, read from the project root.
 CODE_DEPS = ("tasks", "iocane", "models", "attacks")
+
+# The params sections no stage reads, and why; every other key of the params tree must be in
+# some stage's ``params:`` (a test holds dvc.yaml to the typed config, and to what each stage
+# reads while it runs). Name a section here only when changing it cannot change any stage's
+# outputs: a cached stage would otherwise return an old result.
+NOT_STAGE_PARAMS = {
+    "sweep": "read by `iocane sweep` alone, which turns each grid point into train and model "
+    "keys that the points' stages read; `iocane run` and `dvc repro` ignore it",
+}
 
 # Files in a stage's directory that are not part of what it produced: per-epoch and partial
 # training checkpoints (the resume state, kept per run key by ``iocane.training``) and the temp
@@ -111,14 +121,21 @@ def stage_spec(stage: str) -> StageSpec:
 
 
 def param_values(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
-    tree = config.to_dict()
+    """The values of dotted params keys; a section's key (``train``) is its whole subtree, so a
+    key added to the section later is in it without anyone listing it."""
     values = {}
     for key in keys:
-        node: Any = tree
+        node: Any = config
         for part in key.split("."):
-            node = node[part]
-        values[key] = node
+            node = getattr(node, part)
+        values[key] = node.to_dict() if isinstance(node, Section) else node
     return values
+
+
+def stage_params(stage: str, config: Config) -> dict[str, Any]:
+    """The params ``stage`` reads, as dvc.yaml declares them: what its cache key, its training
+    checkpoints' run key and the registered evidence hash, so that no list is kept twice."""
+    return param_values(config, stage_spec(stage).params)
 
 
 @functools.cache
@@ -262,7 +279,7 @@ def stage_key(stage: str, config: Config, layout: Layout) -> str:
     payload = {
         "stage": stage,
         "root": str(layout.root.resolve()),
-        "params": param_values(config, spec.params),
+        "params": stage_params(stage, config),
         "inputs": inputs,
         "code": code_version(spec.code),
     }
@@ -279,11 +296,10 @@ def evidence_key(config: Config, layout: Layout) -> str:
     version instead of registering a copy, whether the run's outputs were restored from the
     store or computed again."""
     specs = stage_specs()
-    keys = tuple(dict.fromkeys(key for spec in specs.values() for key in spec.params))
     payload = {
         "root": str(layout.root.resolve()),
         "data": json.loads(layout.prepared_meta.read_text())["fingerprint"],
-        "params": param_values(config, keys),
+        "params": {name: stage_params(name, config) for name in specs},
         "code": {name: code_version(spec.code) for name, spec in specs.items()},
         "weights": {stage: file_hash(layout.model_file(stage)) for stage in ("warmup", "train")},
     }

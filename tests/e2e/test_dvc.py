@@ -148,6 +148,40 @@ def test_changing_eps_reruns_train_and_what_follows_only(dvc_project) -> None:
     assert client.get_model_version("iocane-test", "2").tags["eps"] == "0.05"
 
 
+def _stale_stages(project: Path, env: dict[str, str]) -> set[str]:
+    completed = _dvc(project, env, "status", "--json")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return set(json.loads(completed.stdout or "{}"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "stage"),
+    [
+        ({"warmup": {"optimizer": "adam"}}, "warmup"),
+        ({"train": {"optimizer": "adam", "lr": 0.001}}, "train"),
+        ({"train": {"budget_minutes": 0.2}}, "train"),
+    ],
+    ids=["warmup.optimizer", "train.optimizer", "train.budget_minutes"],
+)
+def test_a_key_a_hand_kept_list_once_missed_makes_its_stage_stale(
+    dvc_project, changes: dict, stage: str
+) -> None:
+    """Issue 29: dvc.yaml listed params key by key and left these out, so `dvc exp run -S
+    train.optimizer=adam` reran nothing. A section declared whole keys every one of its keys."""
+    project, env = dvc_project
+    original = (project / "params.yaml").read_text()
+    before = _stale_stages(project, env)
+    params = yaml.safe_load(original)
+    for section, values in changes.items():
+        params[section].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        # register lists every section but sweep: its MLflow run logs every params key
+        assert _stale_stages(project, env) - before == {stage, "register"}
+    finally:
+        (project / "params.yaml").write_text(original)
+
+
 def test_failed_gate_stops_the_pipeline_and_registers_nothing(dvc_project) -> None:
     project, env = dvc_project
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -522,3 +522,31 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
     assert message in completed.stderr
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reran"),
+    [
+        (("train.optimizer=adam", "train.lr=0.001"), "train"),
+        (("warmup.optimizer=adam",), "warmup"),
+    ],
+    ids=["train.optimizer", "warmup.optimizer"],
+)
+def test_a_changed_optimizer_trains_again_and_registers_a_new_version(
+    project: Path,
+    env: dict[str, str],
+    prefect_api: None,
+    overrides: tuple[str, ...],
+    reran: str,
+) -> None:
+    """Issue 29: with the optimizer missing from the stage's key, this run was `Cached` from the
+    first one and returned version 1, with the first run's weights."""
+    from flows.harden import harden
+
+    before = _live_versions(env)
+    state = _run_flow(harden, project, *overrides)
+    assert state.is_completed(), state.message
+    names = _state_names(state)
+    assert names[reran] == "Completed", names
+    assert names["prepare"] == "Cached"
+    assert state.result()["version"] not in before

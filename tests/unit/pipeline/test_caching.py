@@ -65,16 +65,22 @@ def test_a_params_change_changes_the_keys_of_the_stages_that_read_it(project) ->
     params, layout = project
     before = _keys(params, layout)
     assert before == _keys(params, layout), "keys must be deterministic"
+    # register lists every section but sweep (its MLflow run logs every key)
     eps = _keys(params, layout, "train.eps=0.05")
-    assert {stage for stage in STAGES if eps[stage] != before[stage]} == {"train", "evaluate"}
+    assert {stage for stage in STAGES if eps[stage] != before[stage]} == {
+        "train",
+        "evaluate",
+        "register",
+    }
     threshold = _keys(params, layout, "gate.min_robust_accuracy=0.5")
-    assert {stage for stage in STAGES if threshold[stage] != before[stage]} == {"gate"}
+    assert {stage for stage in STAGES if threshold[stage] != before[stage]} == {"gate", "register"}
     seed = _keys(params, layout, "seed=1")
     assert {stage for stage in STAGES if seed[stage] != before[stage]} == {
         "prepare",
         "warmup",
         "train",
         "evaluate",
+        "register",
     }
 
 
@@ -121,7 +127,8 @@ def test_the_keys_read_each_stages_deps_and_params_from_dvc_yaml(project, code_r
     text = dvc_file.read_text()
     dvc_file.write_text(
         text.replace(
-            "      - gate.require_trusted\n", "      - gate.require_trusted\n      - train.eps\n"
+            "    params:\n      - gate\n    metrics:",
+            "    params:\n      - gate\n      - train.eps\n    metrics:",
         ).replace("      - tasks/gate.py\n", "      - tasks/gate.py\n      - notes/gate.txt\n")
     )
     assert stage_specs()["gate"].params[-1] == "train.eps"
