@@ -12,6 +12,11 @@ On Fashion-MNIST (Debian's ``dataset-fashion-mnist``, ``configs/fashion_mnist.ya
 - **the plain loop** (``benchmarks/plain_loop.py``), in the same run, both loss mixes: pure
   adversarial and the design note's 0.5/0.5, as many whole epochs as the budget allows.
 
+How each iocane point spent its budget (issue 29, item 5): ``budget_spent_training``, the share
+of the budget in its epochs (steps and per-epoch validation, from ``metrics/train.json``), and
+``budget_spent_with_calibration``, with the calibration before them; the rest went to checkpoint
+writes and to what the margin kept in reserve. ``budget_share_least`` gives the smallest of each.
+
 Every model is judged by the same suite (``evaluate.preset: standard``, per-sample worst case)
 on the same test images (``--n-samples``, 1,000; the params' seed picks them): the iocane points
 inside their sweep, the plain loop's state_dicts by ``iocane evaluate --model-file``. Per budget,
@@ -132,6 +137,23 @@ def _sets(overrides: list[str]) -> list[str]:
     return [item for override in overrides for item in ("--set", override)]
 
 
+def budget_spent(training: dict) -> dict:
+    """How a train stage spent its time budget (its ``metrics/train.json``): the share of the
+    budget its epochs took, and with the calibration; empty without a budget."""
+    budget_seconds = (training.get("budget_minutes") or 0) * 60
+    if not budget_seconds or "budget_training_seconds" not in training:
+        return {}
+    epochs = training["budget_training_seconds"]
+    return {
+        "budget_spent_training": round(epochs / budget_seconds, 3),
+        "budget_spent_with_calibration": round(
+            (epochs + training["calibration_seconds"]) / budget_seconds, 3
+        ),
+        "budget_decided_epochs": training["budget_epochs"],
+        "last_epoch_steps": training.get("last_epoch_steps"),
+    }
+
+
 def run_sweep(name: str, *, scratch: Path, env: dict, common: list[str], args) -> list[dict]:
     """One ``iocane sweep`` of configuration `name` over the widths and budgets: its rows, each
     with the configuration's name and its warmup's wall seconds."""
@@ -151,10 +173,12 @@ def run_sweep(name: str, *, scratch: Path, env: dict, common: list[str], args) -
         # Where the evaluation's time went (issue 19 item 7), before the scratch folder goes.
         point = Path(summary["directory"]) / row["point"] / "metrics" / "evaluate.json"
         evaluation = json.loads(point.read_text())
+        training = json.loads(point.with_name("train.json").read_text())
         rows.append(
             {
                 "config": name,
                 **row,
+                **budget_spent(training),
                 "warmup_seconds": round(metrics["seconds"], 1),
                 "evaluate_seconds": evaluation.get("seconds"),
                 "seconds_per_attack": evaluation.get("seconds_per_attack"),
@@ -202,6 +226,7 @@ def _side_by_side(budget: float, points: list[dict], plain: dict, floor: float |
     ranked = rank(here, floor)
     keys = ("config", "point", "width", "epochs", "clean_accuracy", "robust_accuracy")
     keys += ("trust_flags", "train_seconds", "train_cpu_seconds", "warmup_seconds")
+    keys += ("budget_spent_training", "budget_spent_with_calibration")
     best = ranked[0] if ranked and ranked[0]["rank"] == 1 else None
     return {
         "budget_minutes": budget,
@@ -296,6 +321,10 @@ def _report(args, common: list[str], budgets: list[float], points, plain, starte
         ],
         "plain_loop": {f"{budget:g}": figures for budget, figures in plain.items()},
         "points": points,
+        "budget_share_least": {
+            key: min((row[key] for row in points if key in row), default=None)
+            for key in ("budget_spent_training", "budget_spent_with_calibration")
+        },
         "minutes": round((time.time() - started) / 60, 1),
     }
 

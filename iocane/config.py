@@ -198,6 +198,13 @@ class OptimConfig(Section):
     lr_schedule: Literal["cosine", "step", "constant", "onecycle"] = Field(
         description="onecycle: linear 0 -> lr at 2/5 of training -> 0, stepped every batch"
     )
+    # Which epoch checkpoints stay on disk (iocane/training/checkpoints.py). Optional: params
+    # files written before it keep the newest and the best. Not part of the run key: changing
+    # it never discards a run's checkpoints.
+    keep_checkpoints: Literal["newest_and_best", "all"] = Field(
+        default="newest_and_best",
+        description="newest_and_best: the newest (to resume) and the best; all: every epoch",
+    )
 
 
 class WarmupConfig(OptimConfig):

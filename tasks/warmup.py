@@ -11,7 +11,7 @@ from iocane.files import read_json, sha256_file, write_json
 from iocane.layout import Layout
 from iocane.settings import resolve_device
 from iocane.training.base_model import given_baseline, load_base_weights, model_spec_for
-from iocane.training.checkpoints import run_key
+from iocane.training.checkpoints import run_key, run_params
 from iocane.training.hardware import resolve_hardware
 from iocane.training.loop import ModelRef, fit
 from models import build_model
@@ -30,14 +30,9 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
         base = load_base_weights(model, config.model, spec.num_classes, root=layout.root)
     # the digest of the weights it starts from: a file's sha256, or a URI's weights'
     digest = base and (base.get("sha256") or base["state_sha256"])
-    key = run_key(
-        "warmup",
-        config.seed,
-        {**config.to_dict()["model"], "weights": digest},
-        config.to_dict()["warmup"],
-        data.meta["fingerprint"],
-        hardware.describe(),
-    )
+    params = run_params("warmup", config)
+    params["model"] = {**params["model"], "weights": digest}
+    key = run_key("warmup", params, data.meta["fingerprint"], hardware.describe())
     path = layout.model_file("warmup")
     if config.warmup.epochs == 0:
         given_baseline(model=model, spec=spec, data=data, layout=layout, run_key=key, base=base)
@@ -57,6 +52,7 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
         run_key=key,
         device=device,
         hardware=hardware,
+        keep_checkpoints=config.warmup.keep_checkpoints,
     )
     if base is not None:
         metrics = read_json(layout.metrics_file("warmup"))

@@ -209,6 +209,9 @@ def _recipe_lines(config: Config, training: dict | None) -> list[str]:
     """The card's training recipe: the model, the natural warmup, adversarial training."""
     train, warmup, model = config.train, config.warmup, config.model
     budget_epochs = (training or {}).get("budget_epochs")
+    if budget_epochs is not None:  # the plan trained: a budget's plan follows the machine
+        partial = training.get("last_epoch_steps") is not None
+        budget_epochs = max(1, training.get("epochs", budget_epochs) - partial)
     ramp = (
         train.eps_ramp_epochs
         if budget_epochs is None
@@ -240,6 +243,13 @@ def _train_epochs(config: Config, training: dict | None) -> str:
         f"{training['calibrated_epoch_seconds']:.1f} s on the machine that trained it)"
     )
     stopped = training.get("budget_stopped_after_epoch")
+    trained, partial = training.get("epochs", epochs), training.get("last_epoch_steps")
+    if stopped is None and (trained != epochs or partial is not None):
+        last = f", the last of them {partial} steps long" if partial is not None else ""
+        return (
+            f"{decided}; {trained} trained{last}, as the plan followed the machine's pace "
+            "(the lr schedule rebuilt over it)"
+        )
     if stopped is None:
         return decided
     return (

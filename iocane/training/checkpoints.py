@@ -1,11 +1,15 @@
 """The checkpoint files of a training stage, and the run key that says which run wrote them.
 
-``checkpoints/<stage>/`` holds one ``epoch-NNNN.pt`` per complete epoch and, while a run stopped
-by a signal within an epoch waits to resume, ``partial.pt`` (the state at that step plus the
-position in the epoch; the next epoch checkpoint replaces it). Every file is written atomically
-and read with ``weights_only=True``, so a torn or foreign file never runs code. A checkpoint is
-resumed only by the run that wrote it: the same params, data, starting weights and code, which
-its run key hashes (``run_key``).
+``checkpoints/<stage>/`` holds ``epoch-NNNN.pt`` checkpoints of complete epochs and, while a run
+stopped by a signal within an epoch waits to resume, ``partial.pt`` (the state at that step plus
+the position in the epoch; the next epoch checkpoint replaces it). Which epochs stay is
+``<stage>.keep_checkpoints``: ``all``, or (the default) ``newest_and_best``: the newest, which a
+resume needs, and the epochs the selection reads at the end (the best and the selected one,
+``iocane.training.selection.epochs_read``); every other is deleted once the newer checkpoint is
+written whole (``prune_checkpoints``), so a run of hundreds of epochs holds two or three files.
+Every file is written atomically and read with ``weights_only=True``, so a torn or foreign file
+never runs code. A checkpoint is resumed only by the run that wrote it: the same params, data,
+starting weights and code, which its run key hashes (``run_key``).
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import hashlib
 import io
 import json
 import logging
+import re
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
+from iocane.config import Config
 from iocane.files import write_atomic
-from iocane.pipeline.keys import stage_code_version
+from iocane.pipeline.keys import stage_code_version, stage_params
 
 log = logging.getLogger("iocane")
 
@@ -35,6 +42,25 @@ def checkpoint_path(directory: Path, epoch: int) -> Path:
 def kept_checkpoints(directory: Path) -> list[Path]:
     """The epoch checkpoints in the directory, oldest first."""
     return sorted(directory.glob("epoch-*.pt"))
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch an ``epoch-NNNN.pt`` name stands for; None for any other name."""
+    match = re.fullmatch(r"epoch-(\d+)\.pt", path.name)
+    return int(match.group(1)) if match else None
+
+
+def prune_checkpoints(directory: Path, keep: Collection[int]) -> list[Path]:
+    """Delete the epoch checkpoints whose epoch is not in ``keep``; returns those deleted. Call it
+    only after the newest checkpoint is written whole (``save_epoch`` returns once it is): a
+    process killed at any moment leaves a resumable newest checkpoint."""
+    removed = []
+    for path in kept_checkpoints(directory):
+        epoch = checkpoint_epoch(path)
+        if epoch is not None and epoch not in keep:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -98,6 +124,25 @@ def save_partial(directory: Path, checkpoint: dict) -> Path:
 def load_weights(directory: Path, epoch: int) -> dict[str, torch.Tensor]:
     """The model weights of an epoch checkpoint (weights-only loading)."""
     return torch.load(checkpoint_path(directory, epoch), weights_only=True)["model"]
+
+
+# Params that decide which files stay, not what training computes: left out of the run key, so
+# changing them goes on with the run's checkpoints.
+NOT_IN_RUN_KEY = ("keep_checkpoints",)
+
+
+def trained_params(section: dict) -> dict:
+    """A params section as the run key sees it: without the keys of ``NOT_IN_RUN_KEY``."""
+    return {key: value for key, value in section.items() if key not in NOT_IN_RUN_KEY}
+
+
+def run_params(stage: str, config: Config) -> dict:
+    """The params a checkpoint of ``stage`` is keyed on: the ones dvc.yaml declares for the
+    stage (the list its cache key reads too), less ``NOT_IN_RUN_KEY``."""
+    return {
+        key: trained_params(value) if isinstance(value, dict) else value
+        for key, value in stage_params(stage, config).items()
+    }
 
 
 def run_key(stage: str, *parts: object) -> str:

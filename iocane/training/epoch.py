@@ -157,6 +157,20 @@ class EpochProgress:
 
 
 @dataclass(frozen=True)
+class EpochTiming:
+    """What an epoch took: all of it, its validation, and its steps (a time budget's replan
+    reads it; it is not kept in checkpoints, the row's ``seconds`` is)."""
+
+    seconds: float
+    validation_seconds: float
+    steps: int
+
+    @property
+    def step_seconds(self) -> float:
+        return max(self.seconds - self.validation_seconds, 0.0) / max(self.steps, 1)
+
+
+@dataclass(frozen=True)
 class EpochLoop:
     """What every epoch of a run shares, and what its checkpoints say they belong to."""
 
@@ -177,6 +191,10 @@ class EpochLoop:
     # What a step backpropagates through (``step_passes``: DDP-wrapped under DDP). Under DDP it
     # is made after the resume, so the fit loop sets it then.
     passes: nn.Module | None = None
+    # A time budget's partial last epoch (``iocane.training.budget``): its steps; None: whole.
+    last_epoch_steps: int | None = None
+    select: str = "last"  # which epoch becomes the model (``iocane.training.selection``)
+    keep_checkpoints: str = "all"  # which epoch checkpoints stay (``iocane.training.checkpoints``)
 
     @property
     def epochs(self) -> int:
@@ -195,6 +213,12 @@ class EpochLoop:
     def n_batches(self) -> int:
         return batches_per_epoch(len(self.train), self.batch_size, self.ranks)
 
+    def steps_in(self, epoch: int) -> int:
+        """The steps of ``epoch`` (0-based): all its batches, fewer in a partial last epoch."""
+        if self.last_epoch_steps is not None and epoch == self.epochs - 1:
+            return self.last_epoch_steps
+        return self.n_batches
+
     def checkpoint(self, state: TrainState) -> dict:
         """The checkpoint of the state as it is now."""
         keep_free_delta = self.recipe is not None and self.recipe.method == "free"
@@ -203,6 +227,7 @@ class EpochLoop:
         )
         if state.budget is not None:  # a time budget's plan now (``budget.replan``)
             checkpoint["planned_epochs"] = self.epochs
+            checkpoint["planned_last_epoch_steps"] = self.last_epoch_steps
         return checkpoint
 
     def run(self, state: TrainState, epoch: int, progress: EpochProgress) -> EpochProgress:
@@ -213,7 +238,7 @@ class EpochLoop:
         first_nonfinite, eps, stop = progress.first_nonfinite, progress.eps, None
         last_progress, batch, lr = progress.started, progress.batch, progress.lr
         per_batch = steps_per_batch(self.optim)
-        for batch in range(progress.batch, n_batches):
+        for batch in range(progress.batch, self.steps_in(epoch)):
             size = self.batch_size
             global_batch = progress.order[batch * size : (batch + 1) * size]
             index = ranks.shard(global_batch)
@@ -256,7 +281,7 @@ class EpochLoop:
                 self._log_progress(epoch, batch, progress.started)
         return replace(
             progress,
-            batch=batch + 1 if stop else n_batches,
+            batch=batch + 1 if stop else self.steps_in(epoch),
             eps=eps,
             sums=ranks.sum(sums),
             first_nonfinite=ranks.first_step(first_nonfinite),
@@ -266,20 +291,23 @@ class EpochLoop:
 
     def end(
         self, state: TrainState, epoch: int, progress: EpochProgress, counter: PassCount
-    ) -> dict:
+    ) -> tuple[dict, EpochTiming]:
         """The end of a complete epoch: the divergence check, the schedule's step (a per-batch
         schedule has stepped already: the row's lr is its last step's), validation, the epoch's
-        row of the history, and (once) the check that the run is learning at all."""
+        row of the history, and (once) the check that the run is learning at all; with the row,
+        what the epoch took."""
         check_finite(self.stage, epoch, progress.first_nonfinite, state.model, self.directory)
         if steps_per_batch(self.optim):
             lr = progress.lr if progress.lr is not None else state.optimizer.param_groups[0]["lr"]
         else:
             lr = state.optimizer.param_groups[0]["lr"]
             state.scheduler.step()
+        validation_started = time.perf_counter()
         with counter.section("validation"):
             val_figures = evaluate_shards(
                 state.model, self.val, self.val_attack, VALIDATION_BATCH, self.ranks
             )
+        validation_seconds = time.perf_counter() - validation_started
         sums = progress.sums
         trained = sums["n"].item()  # under DDP, a skipped short last batch is not counted
         row = {
@@ -306,11 +334,12 @@ class EpochLoop:
                 lr=self.optim.lr,
                 eps=self.recipe.eps if self.recipe is not None else None,
             )
-        return row
+        timing = EpochTiming(row["seconds"], validation_seconds, self.steps_in(epoch))
+        return row, timing
 
     def _log_progress(self, epoch: int, batch: int, epoch_started: float) -> None:
         elapsed = time.perf_counter() - epoch_started
-        n_batches = self.n_batches
+        n_batches = self.steps_in(epoch)
         remaining = elapsed / (batch + 1) * (n_batches - batch - 1)
         log.info(
             "%s epoch %d/%d  batch %d/%d (%.0f%%)  %.1fs elapsed, about %.0fs left in this epoch",

@@ -35,6 +35,7 @@ from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.training.budget import (
     BudgetDecision,
+    Plan,
     replan,
     settle_budget,
     spent_seconds,
@@ -42,7 +43,9 @@ from iocane.training.budget import (
 )
 from iocane.training.checkpoints import (
     PARTIAL_CHECKPOINT,
+    prune_checkpoints,
     run_key,
+    run_params,
     save_epoch,
     save_partial,
     take_resumable,
@@ -50,6 +53,7 @@ from iocane.training.checkpoints import (
 from iocane.training.epoch import (
     EpochLoop,
     EpochProgress,
+    EpochTiming,
     step_passes,
     write_history,
 )
@@ -57,7 +61,12 @@ from iocane.training.hardware import Hardware, resolve_hardware, subnormals_flus
 from iocane.training.passes import PassCount, counting_passes
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe
-from iocane.training.selection import collapse_record, select_weights, selection
+from iocane.training.selection import (
+    collapse_record,
+    epochs_read,
+    select_weights,
+    selection,
+)
 from iocane.training.state import TrainState, continued_scheduler
 from iocane.training.validation import validation_attack
 from models import ModelSpec
@@ -91,6 +100,7 @@ def fit(
     hardware: Hardware | None = None,
     ranks: Ranks | None = None,
     budget_minutes: float = 0.0,
+    keep_checkpoints: str = "all",
 ) -> dict:
     """Train for ``optim.epochs``, checkpointing every epoch, and write the selected epoch's
     weights as the stage's model (``select``: ``best`` validation PGD accuracy, or ``last``);
@@ -98,7 +108,9 @@ def fit(
     ``NotLearning`` when clean accuracy stays at chance (``chance``). ``hardware``
     (default: float32, eager) says how the steps run; ``ranks`` (default: one process) places
     this process under DDP: it trains on its shard of each global batch, only rank 0 writes.
-    ``budget_minutes`` > 0 trains the epochs that fill that many minutes instead (``budget``)."""
+    ``budget_minutes`` > 0 trains the epochs that fill that many minutes instead (``budget``).
+    ``keep_checkpoints``: ``all`` epoch checkpoints stay, or ``newest_and_best`` (the stages
+    pass ``<stage>.keep_checkpoints``; ``checkpoints``)."""
     started = time.perf_counter()
     ranks = ranks or Ranks()
     hardware = hardware or Hardware(device=device, bf16=False, channels_last=False, compile=False)
@@ -120,6 +132,8 @@ def fit(
         layout=layout,
         spec=spec,
         run_key=run_key,
+        select=select,
+        keep_checkpoints=keep_checkpoints,
     )
     resumed = _take_resumable(epochs)
     epochs, budget = _to_budget(epochs, model, resumed, budget_minutes)
@@ -131,6 +145,7 @@ def fit(
         free_delta_shape=shard,
         device=device,
         batches_per_epoch=epochs.n_batches,
+        last_epoch_steps=epochs.last_epoch_steps,
     )
     _restore(state, epochs, resumed)
     if budget is not None:
@@ -148,9 +163,9 @@ def fit(
             progress = epochs.run(state, epoch, progress)
             if progress.stopped:
                 raise _stopped_within_epoch(epochs, state, epoch, progress)
-            row = epochs.end(state, epoch, progress, passes_made)
+            row, timing = epochs.end(state, epoch, progress, passes_made)
             images_trained += int(progress.sums["n"].item())
-            epochs = _close_epoch(epochs, state, epoch, row)
+            epochs = _close_epoch(epochs, state, epoch, row, timing)
             if state.collapse is not None:
                 break
             epoch += 1
@@ -180,59 +195,70 @@ def _take_resumable(epochs: EpochLoop) -> dict | None:
 def _to_budget(
     epochs: EpochLoop, model: nn.Module, resumed: dict | None, budget_minutes: float
 ) -> tuple[EpochLoop, BudgetDecision | None]:
-    """With a time budget, the epochs (the schedule's length, a longer eps ramp) it plans: those
-    decided, or those a resumed run's checkpoint planned last; settled before the state is made,
-    so the run is the run with those epochs set."""
+    """With a time budget, the epochs (the schedule's length, a longer eps ramp, a partial last
+    epoch) it plans: those decided, or those a resumed run's checkpoint planned last; settled
+    before the state is made, so the run is the run with that plan set."""
     if budget_minutes <= 0:
         return epochs, None
     budget = settle_budget(budget_minutes, epochs, model, resumed)
-    planned = budget.epochs
+    plan = budget.plan
     if resumed is not None:
-        # A checkpoint written before plans were kept: the plan its history makes.
-        planned = resumed.get("planned_epochs") or replan(budget, planned, resumed["history"])
-    return _planned(epochs, planned), budget
+        if resumed.get("planned_epochs"):
+            plan = Plan(resumed["planned_epochs"], resumed.get("planned_last_epoch_steps"))
+        else:  # a checkpoint written before plans were kept: the plan its history makes
+            plan = replan(budget, plan, resumed["history"])
+    return _planned(epochs, plan), budget
 
 
-def _planned(epochs: EpochLoop, planned: int) -> EpochLoop:
-    optim, recipe = with_epochs(planned, epochs.optim, epochs.recipe)
-    return replace(epochs, optim=optim, recipe=recipe)
+def _planned(epochs: EpochLoop, plan: Plan) -> EpochLoop:
+    optim, recipe = with_epochs(plan.epochs, epochs.optim, epochs.recipe, plan.last_epoch_steps)
+    return replace(epochs, optim=optim, recipe=recipe, last_epoch_steps=plan.last_epoch_steps)
 
 
-def _follow_budget(epochs: EpochLoop, state: TrainState) -> EpochLoop:
-    """With a budget, after an epoch: when fewer epochs as long as this one fit in what is left
-    than the plan has (the machine runs slower than calibrated), the plan shrinks to them (every
-    rank to the smallest: each times its own epochs) and the lr schedule is rebuilt over it from
-    here, so the last epoch trained still ends the schedule; none left stops training."""
+def _follow_budget(epochs: EpochLoop, state: TrainState, timing: EpochTiming) -> EpochLoop:
+    """With a budget, after an epoch: when the plan no longer fits in what is left at this
+    epoch's pace (the machine runs slower than calibrated), or more fits even after the margin
+    (it runs faster), the plan becomes what fits (every rank the shortest: each times its own
+    epochs) and the lr schedule is rebuilt over it from here, so the last step trained still
+    ends the schedule; nothing left stops training."""
     if state.budget is None or state.collapse is not None:
         return epochs
     decision = BudgetDecision.from_dict(state.budget)
-    planned = epochs.ranks.smallest(replan(decision, epochs.epochs, state.history), epochs.device)
-    if planned == epochs.epochs:
+    current = Plan(epochs.epochs, epochs.last_epoch_steps)
+    plan = replan(decision, current, state.history, timing)
+    n_batches = epochs.n_batches
+    plan = Plan.from_steps(epochs.ranks.smallest(plan.steps(n_batches), epochs.device), n_batches)
+    if plan == current:
         return epochs
-    shorter = _planned(epochs, planned)
-    if planned > state.epoch:  # epochs left to train: the schedule over the shorter plan
+    planned = _planned(epochs, plan)
+    if plan.epochs > state.epoch:  # epochs left to train: the schedule over the new plan
         state.scheduler = continued_scheduler(
             state.optimizer,
-            shorter.optim,
-            batches_per_epoch=epochs.n_batches,
+            planned.optim,
+            batches_per_epoch=n_batches,
             epochs_done=state.epoch,
+            last_epoch_steps=plan.last_epoch_steps,
         )
-    next_step = (
-        f"stopping after epoch {state.epoch}"
-        if planned <= state.epoch
-        else f"{planned} epochs instead of {epochs.epochs}, the lr schedule shortened to them"
-    )
-    log.warning(
+    steps, now = current.steps(n_batches), plan.steps(n_batches)
+    if plan.epochs <= state.epoch:
+        next_step = f"stopping after epoch {state.epoch}"
+    else:
+        rebuilt = "lengthened" if now > steps else "shortened"
+        next_step = f"{plan.describe()} instead of {current.describe()}, the lr schedule {rebuilt}"
+    # Slower is a warning (the budget was at risk); faster only news.
+    log.log(
+        logging.INFO if now > steps else logging.WARNING,
         "%s: budget %g min: %s: %.0fs spent and the last epoch took %.1fs (calibrated at "
-        "%.1fs): this machine ran slower than calibrated",
+        "%.1fs): this machine ran %s than calibrated",
         epochs.stage,
         decision.budget_minutes,
         next_step,
         spent_seconds(decision, state.history),
         state.history[-1]["seconds"],
         decision.epoch_seconds,
+        "faster" if now > steps else "slower",
     )
-    return shorter
+    return planned
 
 
 def _restore(state: TrainState, epochs: EpochLoop, resumed: dict | None) -> None:
@@ -279,13 +305,15 @@ def _stopped_within_epoch(
     return Interrupted(
         progress.stopped,
         f"{epochs.stage}: stopped by {progress.stopped} in epoch {epoch + 1} after step "
-        f"{progress.batch} of {epochs.n_batches}, saved to "
+        f"{progress.batch} of {epochs.steps_in(epoch)}, saved to "
         f"{epochs.directory / PARTIAL_CHECKPOINT}; "
         "run the same command again to resume from there",
     )
 
 
-def _close_epoch(epochs: EpochLoop, state: TrainState, epoch: int, row: dict) -> EpochLoop:
+def _close_epoch(
+    epochs: EpochLoop, state: TrainState, epoch: int, row: dict, timing: EpochTiming
+) -> EpochLoop:
     """The end of a complete epoch: its row in the history, the collapse check, a time budget's
     new plan, its checkpoint and history file (rank 0), its log line; then a stop asked for
     during it stops the run. Returns the epochs as planned now."""
@@ -294,9 +322,12 @@ def _close_epoch(epochs: EpochLoop, state: TrainState, epoch: int, row: dict) ->
     if epochs.recipe is not None:
         state.collapse = collapse_record(stage, state.history)
     state.epoch = epoch + 1
-    epochs = _follow_budget(epochs, state)
+    epochs = _follow_budget(epochs, state, timing)
     if epochs.ranks.writes:
         save_epoch(epochs.directory, epochs.checkpoint(state))
+        if epochs.keep_checkpoints != "all":  # only once the newest is written whole
+            keep = epochs_read(state.history, epochs.select, state.collapse)
+            prune_checkpoints(epochs.directory, keep)
         write_history(epochs.layout.history_file(stage), state.history)
     _log_epoch(stage, epochs.epochs, row)
     stop = epochs.ranks.agreed_stop(epochs.device)
@@ -383,6 +414,9 @@ def _finish(
         # Fewer epochs than decided, and no collapse: the budget ran out first.
         cut = state.epoch < final["budget_epochs"] and state.collapse is None
         final["budget_stopped_after_epoch"] = state.epoch if cut else None
+        # The plan trained (it follows the machine), and the budget's seconds its epochs used.
+        final["last_epoch_steps"] = epochs.last_epoch_steps
+        final["budget_training_seconds"] = sum(row["seconds"] for row in state.history)
     if ranks.writes:
         write_json(epochs.layout.metrics_file(epochs.stage), final)
     return final
@@ -408,8 +442,7 @@ def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch
         seed=config.seed + 1,
         run_key=run_key(
             "train",
-            config.seed,
-            config.to_dict()["train"],
+            run_params("train", config),
             data.meta["fingerprint"],
             sha256_file(warmup_file),
             hardware.describe(),
@@ -419,4 +452,5 @@ def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch
         hardware=hardware,
         ranks=ranks,
         budget_minutes=train.budget_minutes,
+        keep_checkpoints=train.keep_checkpoints,
     )

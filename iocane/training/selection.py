@@ -79,6 +79,15 @@ def selection(history: list[dict], select: str, collapse: dict | None) -> dict:
     }
 
 
+def epochs_read(history: list[dict], select: str, collapse: dict | None) -> set[int]:
+    """The epochs whose checkpoints ``select_weights`` reads if the run ends now: the selected,
+    the best and the last. Retention keeps these (and only these, by default): the best so far
+    only ever moves to the newest epoch, and after a collapse the epochs before it were the
+    newest or the best when the collapse's epoch was written, so nothing read later is gone."""
+    chosen = selection(history, select, collapse)
+    return {chosen["selected_epoch"], chosen["best_epoch"], chosen["last_epoch"]}
+
+
 def select_weights(
     *,
     stage: str,

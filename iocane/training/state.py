@@ -59,20 +59,29 @@ def steps_per_batch(optim: OptimConfig) -> bool:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, optim: OptimConfig, *, batches_per_epoch: int = 1
+    optimizer: torch.optim.Optimizer,
+    optim: OptimConfig,
+    *,
+    batches_per_epoch: int = 1,
+    last_epoch_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch. ``step`` divides by 10 at 50% and 75% of training (Madry, Rice).
     ``onecycle`` is stepped once per batch (``batches_per_epoch`` of them an epoch): Wong et
     al. 2020's cyclic schedule, the lr of the k-th step of n (1-based) is ``lr * tri(k / n)``,
     ``tri`` rising linearly from 0 to 1 at 2/5 and falling back to 0 at 1 (so the last step
-    runs at lr 0, as in their code)."""
+    runs at lr 0, as in their code). A time budget's partial last epoch
+    (``last_epoch_steps``) is one epoch to the per-epoch schedules and its steps to ``onecycle``:
+    either way the schedule ends with its last step."""
     if optim.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
     if optim.lr_schedule == "step":
         milestones = [math.ceil(optim.epochs * 0.5), math.ceil(optim.epochs * 0.75)]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     if optim.lr_schedule == "onecycle":
-        total = max(1, optim.epochs * batches_per_epoch)
+        total = optim.epochs * batches_per_epoch
+        if last_epoch_steps is not None:
+            total -= batches_per_epoch - last_epoch_steps
+        total = max(1, total)
 
         # A plain function: LambdaLR keeps it out of its state_dict (checkpoints hold no code).
         def one_cycle(step: int) -> float:
@@ -91,14 +100,17 @@ def continued_scheduler(
     *,
     batches_per_epoch: int,
     epochs_done: int,
+    last_epoch_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """``optim``'s schedule (a new length: a time budget shortened the plan) as it stands after
-    ``epochs_done`` epochs: made afresh from the initial lr and stepped there, so the optimiser's
-    lr is the new schedule's for the next epoch."""
+    """``optim``'s schedule (a new length: a time budget changed the plan) as it stands after
+    ``epochs_done`` whole epochs: made afresh from the initial lr and stepped there, so the
+    optimiser's lr is the new schedule's for the next epoch."""
     for group in optimizer.param_groups:
         # The recursive forms (cosine, step) go on from the current lr: start them from the first.
         group["lr"] = group.get("initial_lr", group["lr"])
-    scheduler = make_scheduler(optimizer, optim, batches_per_epoch=batches_per_epoch)
+    scheduler = make_scheduler(
+        optimizer, optim, batches_per_epoch=batches_per_epoch, last_epoch_steps=last_epoch_steps
+    )
     per_epoch = batches_per_epoch if steps_per_batch(optim) else 1
     for _ in range(epochs_done * per_epoch):
         scheduler.step()
@@ -131,14 +143,22 @@ class TrainState:
         free_delta_shape: tuple[int, ...],
         device: torch.device,
         batches_per_epoch: int = 1,
+        last_epoch_steps: int | None = None,
     ) -> TrainState:
         """A run's state before its first step (no random state is drawn here);
-        ``batches_per_epoch`` sizes a per-batch schedule (``onecycle``)."""
+        ``batches_per_epoch`` and a partial last epoch's ``last_epoch_steps`` size a per-batch
+        schedule (``onecycle``)."""
         optimizer = make_optimizer(model, optim)
+        scheduler = make_scheduler(
+            optimizer,
+            optim,
+            batches_per_epoch=batches_per_epoch,
+            last_epoch_steps=last_epoch_steps,
+        )
         return cls(
             model=model,
             optimizer=optimizer,
-            scheduler=make_scheduler(optimizer, optim, batches_per_epoch=batches_per_epoch),
+            scheduler=scheduler,
             shuffle=torch.Generator().manual_seed(seed),
             free_delta=torch.zeros(free_delta_shape, device=device),
             device=device,
