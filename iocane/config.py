@@ -13,6 +13,7 @@ not import torch: bad params exit before it loads.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -24,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -102,6 +104,12 @@ class DataConfig(Section):
     on_bad_image: Literal["fail", "skip"] = Field(
         description="folder: an unreadable or truncated image fails prepare, or is skipped"
     )
+    # Optional: params files written before it resize, as torchvision's Resize does.
+    on_small_image: Literal["resize", "fail"] = Field(
+        "resize",
+        description="folder: an image smaller than image_size is scaled up (counted and "
+        "logged, as torchvision's Resize does) or fails prepare",
+    )
 
     @model_validator(mode="after")
     def _files_to_read(self) -> Self:
@@ -118,6 +126,7 @@ class DataConfig(Section):
             ("image_size", self.image_size, 0),
             ("channels", self.channels, 0),
             ("on_bad_image", self.on_bad_image, "fail"),
+            ("on_small_image", self.on_small_image, "resize"),
         ):
             _check(value == default, key, f"applies to dataset folder only (keep {default})")
         return self
@@ -314,18 +323,77 @@ class EvaluateConfig(Section):
 
 
 class GateConfig(Section):
-    min_clean_accuracy: float = Field(ge=0, le=1)
+    """The promotion gate (iocane/robustness/gate.py). Absolute floors suit a known dataset; on
+    the user's own data the natural model sets the scale, so the floors can be null and the
+    thresholds relative to it (max_clean_drop, min_robust_gain: configs/own_model.yaml)."""
+
+    min_clean_accuracy: float | None = Field(
+        ge=0, le=1, description="null = no absolute floor: max_clean_drop versus the natural model"
+    )
     max_clean_drop: float = Field(
         ge=0, le=1, description="versus the natural warmup model, in accuracy points (0.05 = 5%)"
     )
-    min_robust_accuracy: float = Field(ge=0, le=1)
+    min_robust_accuracy: float | None = Field(
+        ge=0, le=1, description="worst-case robust accuracy; null = no absolute floor"
+    )
+    # Optional: params files written before it have no relative robust threshold.
+    min_robust_gain: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="worst-case robust accuracy above the natural model's, at least this; "
+        "null = not checked",
+    )
     require_trusted: bool = Field(
         description="an evaluation that raised trust flags fails the gate"
     )
 
+    @model_validator(mode="after")
+    def _robustness_required(self) -> Self:
+        _check(
+            self.min_robust_accuracy is not None or self.min_robust_gain is not None,
+            "min_robust_accuracy",
+            "null needs gate.min_robust_gain: a gate must require some robustness",
+        )
+        return self
+
+
+# A registered name MLflow takes: letters, digits, '.', '_' and '-' (what else a folder's name
+# holds becomes '-').
+_UNNAMEABLE = re.compile(r"[^a-z0-9._-]+")
+
+
+def registered_name(data: Any) -> str:
+    """The name ``registry.model_name: null`` stands for: ``iocane-<dataset>`` for a built-in
+    dataset (``iocane-digits``, ``iocane-fashion-mnist``), ``iocane-<folder name>`` for the
+    user's folder (``data.root: data/images`` -> ``iocane-images``), never another data's."""
+    dataset = str(data.get("dataset", "")) if isinstance(data, dict) else ""
+    if dataset != "folder":
+        return f"iocane-{dataset.replace('_', '-')}"
+    root = Path(str(data.get("root") or "."))
+    folder = root.name if root.name not in ("", ".", "..") else root.resolve().name
+    return f"iocane-{_UNNAMEABLE.sub('-', folder.lower()).strip('-.') or 'folder'}"
+
+
+def _fill_registered_name(document: Any) -> Any:
+    """``document`` with a null ``registry.model_name`` replaced by :func:`registered_name`, so
+    that every reader of the loaded tree sees a name; malformed input is left to validation."""
+    registry = document.get("registry") if isinstance(document, dict) else None
+    if not isinstance(registry, dict) or registry.get("model_name", "") is not None:
+        return document
+    name = registered_name(document.get("data"))
+    return {**document, "registry": {**registry, "model_name": name}}
+
 
 class RegistryConfig(Section):
-    model_name: Text
+    # Null in params.yaml, filled by Config from the data before validation (the schema says so).
+    model_name: Annotated[
+        Text,
+        WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "null"}]}),
+    ] = Field(
+        description="the registered model (and MLflow experiment); null = iocane-<dataset>, "
+        "or iocane-<folder name> for data.dataset folder"
+    )
     max_clean_regression: float = Field(
         ge=0, le=1, description="how much clean accuracy a new champion may give up"
     )
@@ -382,7 +450,7 @@ class Config(Section):
     def _defaults_by_start(cls, document: Any, handler: ValidatorFunctionWrapHandler) -> Config:
         """A null train.lr takes the default for where training starts; a number given anywhere
         wins (iocane/start_defaults.py)."""
-        document, notes = fill_by_start(document)
+        document, notes = fill_by_start(_fill_registered_name(document))
         config = handler(document)
         config._start_defaults = notes
         return config

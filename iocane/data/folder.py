@@ -7,10 +7,14 @@ optionally ``val/``) subfolders, each of those is such a class layout and they a
 Files are discovered with torchvision's ``ImageFolder`` helpers (``find_classes`` and its list
 of image extensions) and decoded with Pillow in two passes: the first reads only the headers
 (mode and size, cheap) to decide the channel count and check the sizes, the second decodes each
-image, converts it to ``L`` or ``RGB``, scales its shorter side to ``data.image_size`` (Pillow
-bilinear, antialiased; skipped when it already has that side) and crops the centre square (the
-crop box starts at ``(side - image_size) // 2``). Images come back uint8 (N, C, S, S) like the
-torchvision sets, so the rest of ``prepare`` treats them alike.
+image, converts it to ``L`` or ``RGB``, and makes it ``data.image_size`` square with torchvision's
+own ``Resize(image_size)`` and ``CenterCrop(image_size)`` on the PIL image (the shorter side
+scaled, Pillow bilinear and antialiased, the longer side truncated; the crop box at
+``round((side - image_size) / 2)``): a user's pipeline built from those transforms sees the same
+pixels, so iocane's clean accuracy of the user's model is the user's own figure. An image smaller
+than ``data.image_size`` is scaled up the same way (``data.on_small_image: resize``, counted and
+logged) or refused (``fail``). Images come back uint8 (N, C, S, S) like the torchvision sets, so
+the rest of ``prepare`` treats them alike.
 
 Every problem with the folder is a ``DataError`` naming the path involved.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+from torchvision.transforms.functional import center_crop, resize
 
 from iocane.data.raw import RawDataset
 from iocane.errors import DataError
@@ -46,11 +51,13 @@ PROGRESS_SECONDS = 5.0  # at most one progress line this often on long reads
 
 @dataclass(frozen=True)
 class FolderOptions:
-    """How to read the images (``data.image_size``, ``data.channels``, ``data.on_bad_image``)."""
+    """How to read the images (``data.image_size``, ``data.channels``, ``data.on_bad_image``,
+    ``data.on_small_image``)."""
 
     image_size: int = 0  # 0 = keep (all images must share one square size)
     channels: int = 0  # 0 = infer: 1 when every image is grayscale, else 3
     on_bad_image: str = "fail"  # or "skip"
+    on_small_image: str = "resize"  # or "fail"
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,16 @@ def load_image_folder(root: Path, options: FolderOptions) -> RawDataset:
     if not every:
         raise DataError(f"folder: no readable image under {root}")
     channels = options.channels or (1 if all(h.mode in GRAYSCALE_MODES for h in every) else 3)
-    side = _output_side(every, options.image_size)
+    side = _output_side(every, options)
+    resized_up = sum(min(header.size) < side for header in every)
+    if resized_up:
+        log.info(
+            "folder: scaled up %d image(s) smaller than data.image_size %d "
+            "(data.on_small_image: resize), first %s",
+            resized_up,
+            side,
+            next(header.path for header in every if min(header.size) < side),
+        )
     arrays = {
         split: _decode(found, channels=channels, side=side, options=options, bad=bad)
         for split, found in headers.items()
@@ -150,6 +166,7 @@ def load_image_folder(root: Path, options: FolderOptions) -> RawDataset:
         val_images=arrays["val"][0] if "val" in arrays else None,
         val_labels=arrays["val"][1] if "val" in arrays else None,
         skipped_images=len(bad),
+        resized_up_images=resized_up,
     )
 
 
@@ -183,8 +200,9 @@ def _read_headers(
     return headers
 
 
-def _output_side(headers: list[_Header], image_size: int) -> int:
+def _output_side(headers: list[_Header], options: FolderOptions) -> int:
     """The side of the square images ``prepare`` writes; DataError when it cannot be had."""
+    image_size = options.image_size
     if image_size == 0:
         sizes = {h.size for h in headers}
         first = headers[0]
@@ -202,10 +220,10 @@ def _output_side(headers: list[_Header], image_size: int) -> int:
             )
         return width
     small = next((h for h in headers if min(h.size) < image_size), None)
-    if small is not None:
+    if small is not None and options.on_small_image == "fail":
         raise DataError(
             f"folder: image {small.path} is {_wxh(small.size)}, smaller than "
-            f"data.image_size {image_size}"
+            f"data.image_size {image_size} (data.on_small_image: fail; resize scales it up)"
         )
     return image_size
 
@@ -239,16 +257,11 @@ def _decode(
 
 
 def _pixels(path: Path, *, channels: int, side: int) -> np.ndarray:
-    """One image as uint8 (C, side, side): converted, shorter side scaled, centre cropped."""
+    """One image as uint8 (C, side, side): converted, then torchvision's ``Resize(side)`` and
+    ``CenterCrop(side)`` on the PIL image (the functions those transforms call, so the pixels
+    are the user's torchvision pipeline's, up or down; a no-op at the size already)."""
     with Image.open(path) as opened:
         image = opened.convert("L" if channels == 1 else "RGB")  # decodes the whole file
-    width, height = image.size
-    if min(width, height) != side:
-        scale = side / min(width, height)
-        size = (max(side, round(width * scale)), max(side, round(height * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR)
-        width, height = image.size
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
+    image = center_crop(resize(image, [side]), [side, side])
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)

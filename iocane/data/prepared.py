@@ -275,12 +275,15 @@ def _load_and_split(config: Config) -> tuple[dict[str, np.ndarray], dict]:
             image_size=config.data.image_size,
             channels=config.data.channels,
             on_bad_image=config.data.on_bad_image,
+            on_small_image=config.data.on_small_image,
         ),
     )
     arrays = _split_or_explain(raw, config)
     about = {"num_classes": raw.num_classes, "class_names": list(raw.class_names)}
     if raw.skipped_images is not None:  # the folder dataset: how many files it could not read
         about["skipped_images"] = raw.skipped_images
+    if raw.resized_up_images is not None:  # and how many it scaled up to data.image_size
+        about["resized_up_images"] = raw.resized_up_images
     return arrays, about
 
 
@@ -310,8 +313,9 @@ def prepare_data(config: Config, layout: Layout) -> PreparedRef:
         "counts": {split: len(arrays[f"{split}_labels"]) for split in SPLITS},
         "files": files,  # each array file's sha256, so that a changed one can be named
     }
-    if "skipped_images" in about:
-        meta["skipped_images"] = about["skipped_images"]
+    for count in ("skipped_images", "resized_up_images"):  # the folder dataset's counts
+        if count in about:
+            meta[count] = about[count]
     write_json(layout.prepared_meta, meta)
     log.info(
         "prepared %s: train %d, val %d, test %d images; fingerprint %s",

@@ -56,10 +56,12 @@ class RawDataset:
     test_labels: np.ndarray | None
     num_classes: int
     class_names: tuple[str, ...]
-    # Only the folder dataset has these: its own val/ split, and how many files it skipped.
+    # Only the folder dataset has these: its own val/ split, how many files it skipped, and how
+    # many it scaled up to data.image_size (data.on_small_image: resize).
     val_images: np.ndarray | None = None
     val_labels: np.ndarray | None = None
     skipped_images: int | None = None
+    resized_up_images: int | None = None
 
     @classmethod
     def from_splits(

@@ -238,9 +238,12 @@ def summary_csv(rows: list[dict]) -> str:
 
 
 def min_clean_accuracy(config: Config) -> float:
-    """The ranking's clean floor: ``sweep.min_clean_accuracy``, else the gate's."""
+    """The ranking's clean floor: ``sweep.min_clean_accuracy``, else the gate's (0 when the
+    gate has no absolute floor either)."""
     floor = config.sweep.min_clean_accuracy
-    return config.gate.min_clean_accuracy if floor is None else floor
+    if floor is None:
+        floor = config.gate.min_clean_accuracy
+    return 0.0 if floor is None else floor
 
 
 def _seconds(row: dict) -> float:

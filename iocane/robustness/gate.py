@@ -25,29 +25,34 @@ class GateCheck:
 
 
 def check_gate(gate: GateConfig, evaluation: dict) -> dict:
-    """Judge an evaluation (the ``metrics/evaluate.json`` document) against the thresholds."""
+    """Judge an evaluation (the ``metrics/evaluate.json`` document) against the thresholds.
+
+    A null absolute floor (``min_clean_accuracy``, ``min_robust_accuracy``) is no check at all;
+    the relative ones compare with the natural model (iocane's warmup, or the user's own
+    ``model.weights``): ``clean_drop`` always, ``robust_gain`` when ``min_robust_gain`` is set."""
     clean = evaluation["clean_accuracy"]
     robust = evaluation["robust_accuracy"]
-    drop = evaluation["natural"]["clean_accuracy"] - clean
+    natural = evaluation["natural"]
+    drop = natural["clean_accuracy"] - clean
     flags = evaluation.get("flags", [])
-    checks = [
-        GateCheck(
-            "clean_accuracy", clean, gate.min_clean_accuracy, clean >= gate.min_clean_accuracy, ">="
-        ),
-        GateCheck("clean_drop", drop, gate.max_clean_drop, drop <= gate.max_clean_drop, "<="),
-        GateCheck(
-            "robust_accuracy",
-            robust,
-            gate.min_robust_accuracy,
-            robust >= gate.min_robust_accuracy,
-            ">=",
-        ),
-    ]
+    checks = []
+    if gate.min_clean_accuracy is not None:
+        checks.append(_at_least("clean_accuracy", clean, gate.min_clean_accuracy))
+    checks.append(
+        GateCheck("clean_drop", drop, gate.max_clean_drop, drop <= gate.max_clean_drop, "<=")
+    )
+    if gate.min_robust_accuracy is not None:
+        checks.append(_at_least("robust_accuracy", robust, gate.min_robust_accuracy))
+    if gate.min_robust_gain is not None:
+        checks.append(
+            _at_least("robust_gain", robust - natural["robust_accuracy"], gate.min_robust_gain)
+        )
     if gate.require_trusted:
         checks.append(GateCheck("trust_flags", len(flags), 0, not flags, "<="))
     failed = [check for check in checks if not check.passed]
     reasons = [
         f"{check.name} = {check.value:.4f}, required {check.rule} {check.threshold:.4f}"
+        + _versus(check.name, evaluation)
         for check in failed
     ]
     if gate.require_trusted and flags:
@@ -60,6 +65,19 @@ def check_gate(gate: GateConfig, evaluation: dict) -> dict:
         "robust_accuracy": robust,
         "clean_drop": drop,
     }
+
+
+def _versus(name: str, evaluation: dict) -> str:
+    """A relative check's reason names the two figures it compared."""
+    figure = {"clean_drop": "clean_accuracy", "robust_gain": "robust_accuracy"}.get(name)
+    if figure is None:
+        return ""
+    natural, this = evaluation["natural"][figure], evaluation[figure]
+    return f" ({figure}: natural model {natural:.4f}, this model {this:.4f})"
+
+
+def _at_least(name: str, value: float, threshold: float) -> GateCheck:
+    return GateCheck(name, value, threshold, value >= threshold, ">=")
 
 
 def summary(check: dict) -> str:

@@ -22,9 +22,11 @@ def test_project_params_load_with_real_types() -> None:
 def test_the_shipped_dataset_params_files_load() -> None:
     files = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
     assert files, "configs/ holds the per-dataset params files"
+    datasets = {"own_model": "folder"}  # the user's own model and folder (README)
     for path in files:
         config = load_config(path)
-        assert config.data.dataset == path.stem, f"{path.name} is for {config.data.dataset}"
+        expected = datasets.get(path.stem, path.stem)
+        assert config.data.dataset == expected, f"{path.name} is for {config.data.dataset}"
     fashion = load_config(PROJECT_ROOT / "configs" / "fashion_mnist.yaml")
     # The configuration benchmarks/budget.py measured best at ten minutes (issue 19).
     assert (fashion.model.name, fashion.model.width) == ("compact_cnn", 8)
@@ -127,3 +129,21 @@ def test_bad_override_syntax(params_document: dict) -> None:
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ((), "iocane-digits"),
+        (("data.dataset=fashion_mnist", "data.root=/x"), "iocane-fashion-mnist"),
+        (("data.dataset=folder", "data.root=data/images"), "iocane-images"),
+        (("data.dataset=folder", "data.root=/srv/My Photos (2026)/"), "iocane-my-photos-2026"),
+        (("data.dataset=folder", "data.root=data/images", "registry.model_name=mine"), "mine"),
+    ],
+)
+def test_registered_name_follows_the_data(overrides: tuple[str, ...], name: str) -> None:
+    """params.yaml's ``registry.model_name: null`` names the data the version was trained on,
+    never another dataset's; a name given anywhere wins."""
+    config = load_config(PROJECT_ROOT / "params.yaml", list(overrides))
+    assert config.registry.model_name == name
+    assert config.to_dict()["registry"]["model_name"] == name

@@ -84,6 +84,46 @@ def test_resize_and_centre_crop(tmp_path: Path) -> None:
     assert (resized[:, :3] == 0).all() and (resized[:, 5:] == 200).all()
 
 
+def test_every_size_matches_torchvision_resize_and_centre_crop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Smaller images are scaled up, larger ones down, odd margins cropped, each exactly as the
+    user's own ``Resize(side)`` + ``CenterCrop(side)`` pipeline gives them; the smaller ones are
+    counted and logged."""
+    from torchvision import transforms
+
+    root = tmp_path / "sizes"
+    sizes = [(28, 28), (36, 36), (20, 29), (41, 33), (32, 32), (13, 50)]  # (width, height)
+    for index, size in enumerate(sizes):
+        write_image(root / ("a" if index % 2 else "b") / f"{index}.png", pattern(index, 1, size, 3))
+    write_image(root / "a" / "photo.jpg", pattern(3, 2, (27, 40), 3))  # a lossy file too
+    with caplog.at_level("INFO", logger="iocane"):
+        raw = load_image_folder(root, FolderOptions(image_size=32))
+    users = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32)])
+    files = sorted((root / "a").iterdir()) + sorted((root / "b").iterdir())
+    expected = [np.asarray(users(Image.open(path).convert("RGB"))) for path in files]
+    assert raw.train_images.shape == (7, 3, 32, 32)
+    for ours, theirs in zip(raw.train_images, expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs.transpose(2, 0, 1))
+    assert raw.resized_up_images == 4  # 28x28, 20x29, 13x50, 27x40: a shorter side under 32
+    assert "folder: scaled up 4 image(s) smaller than data.image_size 32" in caplog.text
+
+
+def test_small_images_fail_when_asked_and_are_counted_in_meta(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "pets", per_class=20, size=(24, 24))
+    write_image(root / "cat" / "big.png", pattern(0, 0, (40, 40), 3))
+    layout = Layout(tmp_path)
+    prepare_data(_config(tmp_path, root, "data.image_size=32"), layout)
+    meta = load_prepared(layout).meta
+    assert meta["resized_up_images"] == 40 and meta["image_size"] == 32
+    with pytest.raises(DataError, match=r"000\.png is 24x24, smaller than data\.image_size 32"):
+        prepare_data(
+            _config(tmp_path, root, "data.image_size=32", "data.on_small_image=fail"), layout
+        )
+    with pytest.raises(ConfigError, match=r"data\.on_small_image.*folder only"):
+        load_config(write_tiny_params(tmp_path / "p.yaml"), ["data.on_small_image=fail"])
+
+
 def test_split_folders(tmp_path: Path) -> None:
     root = tmp_path / "split"
     write_folder(root / "train", per_class=10)
@@ -161,8 +201,8 @@ def test_sizes_that_cannot_be_kept(tmp_path: Path) -> None:
         load_image_folder(root, FolderOptions())
     assert str(odd) in str(info.value)
     with pytest.raises(DataError, match=r"smaller than data\.image_size 14") as info:
-        load_image_folder(root, FolderOptions(image_size=14))
-    assert str(odd) in str(info.value)
+        load_image_folder(root, FolderOptions(image_size=14, on_small_image="fail"))
+    assert str(odd) in str(info.value) and "on_small_image" in str(info.value)
     wide = write_folder(tmp_path / "wide", size=(12, 8))
     with pytest.raises(DataError, match="not square"):
         load_image_folder(wide, FolderOptions())
@@ -208,4 +248,4 @@ def test_digits_prepare_is_unchanged_by_the_folder_keys(tmp_path: Path) -> None:
     assert meta["fingerprint"] == (
         "25c2bc283992910e090263c76916d8efc944f9f56b4e9aa69233999494940b86"
     )
-    assert "skipped_images" not in meta
+    assert "skipped_images" not in meta and "resized_up_images" not in meta

@@ -51,3 +51,63 @@ def test_flags_tolerated_when_trust_not_required() -> None:
         require_trusted=False,
     )
     assert check_gate(lenient, evaluation(flags=["something"]))["passed"]
+
+
+# The user's own data (configs/own_model.yaml): no absolute floors, thresholds relative to the
+# natural model (the user's model.weights).
+RELATIVE = GateConfig(
+    min_clean_accuracy=None,
+    max_clean_drop=0.1,
+    min_robust_accuracy=None,
+    min_robust_gain=0.1,
+    require_trusted=True,
+)
+
+
+def relative(clean: float, robust: float, natural_clean: float, natural_robust: float) -> dict:
+    document = evaluation(clean=clean, robust=robust, natural=natural_clean)
+    document["natural"]["robust_accuracy"] = natural_robust
+    return document
+
+
+def test_relative_gate_passes_a_faithful_hardening_at_any_scale() -> None:
+    # The README's measured ResNet-18 (0.833 / 0.074 -> 0.766 / 0.350), and a much weaker
+    # user's model hardened as faithfully: neither absolute floor of the digits gate applies.
+    for figures in ((0.766, 0.350, 0.833, 0.074), (0.41, 0.22, 0.45, 0.03)):
+        verdict = check_gate(RELATIVE, relative(*figures))
+        assert verdict["passed"], verdict["reasons"]
+        assert [c["name"] for c in verdict["checks"]] == [
+            "clean_drop",
+            "robust_gain",
+            "trust_flags",
+        ]
+    assert not check_gate(GATE, relative(0.766, 0.350, 0.833, 0.074))["passed"]
+
+
+@pytest.mark.parametrize(
+    ("figures", "failing", "reason"),
+    [
+        # Wrecked: robust, but most of the clean accuracy gone.
+        ((0.30, 0.28, 0.833, 0.074), "clean_drop", "natural model 0.8330, this model 0.3000"),
+        # Not hardened: clean kept, robustness barely moved.
+        ((0.83, 0.10, 0.833, 0.074), "robust_gain", "natural model 0.0740, this model 0.1000"),
+    ],
+)
+def test_relative_gate_fails_a_wrecked_or_unhardened_model(
+    figures: tuple, failing: str, reason: str
+) -> None:
+    verdict = check_gate(RELATIVE, relative(*figures))
+    assert not verdict["passed"]
+    assert [c["name"] for c in verdict["checks"] if not c["passed"]] == [failing]
+    (written,) = verdict["reasons"]
+    assert written.startswith(f"{failing} = ") and reason in written
+
+
+def test_a_gate_must_require_some_robustness() -> None:
+    with pytest.raises(ValueError, match="min_robust_gain"):
+        GateConfig(
+            min_clean_accuracy=None,
+            max_clean_drop=0.1,
+            min_robust_accuracy=None,
+            require_trusted=True,
+        )
