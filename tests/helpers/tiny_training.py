@@ -26,6 +26,17 @@ def digits_split(n_train: int = 128, n_val: int = 64) -> PreparedData:
     )
 
 
+def digits_held_out(n_train: int = 240, n_held_out: int = 60) -> PreparedData:
+    """The first ``n_train`` digits to train on and the next ``n_held_out`` as both the
+    validation and the test split (the budget and retention tests' data)."""
+    digits = load_digits()
+    total = n_train + n_held_out
+    images = torch.tensor(digits.images[:total] / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(digits.target[:total])
+    held_out = Split(images[n_train:], labels[n_train:])
+    return PreparedData(Split(images[:n_train], labels[:n_train]), held_out, held_out, meta={})
+
+
 def constant_lr(epochs: int, batch_size: int = 32) -> OptimConfig:
     """SGD at lr 0.05 with momentum, no weight decay, no schedule: the loop tests' optimiser."""
     return OptimConfig(

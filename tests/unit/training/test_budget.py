@@ -19,13 +19,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from sklearn.datasets import load_digits
 
 import iocane.training.budget as budget
 import iocane.training.epoch as epoch_module
 from attacks import PGD
 from iocane.config import OptimConfig
-from iocane.data.prepared import PreparedData, Split
 from iocane.layout import Layout
 from iocane.training.budget import (
     BudgetDecision,
@@ -42,6 +40,7 @@ from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.state import continued_scheduler, make_scheduler
 from models import ModelSpec, build_model
+from tests.helpers.tiny_training import digits_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 # 20 epochs as configured: a budget replaces them (and the cosine schedule's length).
@@ -66,14 +65,6 @@ def _recipe(method: str) -> AdversarialRecipe:
     )
 
 
-def _data() -> PreparedData:
-    digits = load_digits()
-    images = torch.tensor(digits.images[:300] / 16.0, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target[:300])
-    held_out = Split(images[240:], labels[240:])
-    return PreparedData(Split(images[:240], labels[:240]), held_out, held_out, meta={})
-
-
 def _fit(
     root: Path,
     *,
@@ -87,7 +78,7 @@ def _fit(
         stage="train",
         model=build_model(SPEC),
         spec=SPEC,
-        data=_data(),
+        data=digits_held_out(),
         optim=optim,
         recipe=recipe,
         val_attack=PGD(eps=0.1, steps=2, seed=1),

@@ -9,18 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 import iocane.training.loop as loop_module
 from attacks import PGD
 from iocane.config import OptimConfig
-from iocane.data.prepared import PreparedData, Split
 from iocane.layout import Layout
 from iocane.training.checkpoints import trained_params
 from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.selection import epochs_read
 from models import ModelSpec, build_model
+from tests.helpers.tiny_training import digits_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
 # Validation PGD accuracy peaks at epoch 5 of 6 here (checked below): the best is not the newest.
@@ -33,21 +32,13 @@ RECIPE = AdversarialRecipe(
 )  # fmt: skip
 
 
-def _data() -> PreparedData:
-    digits = load_digits()
-    images = torch.tensor(digits.images[:300] / 16.0, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target[:300])
-    held_out = Split(images[240:], labels[240:])
-    return PreparedData(Split(images[:240], labels[:240]), held_out, held_out, meta={})
-
-
 def _fit(root: Path, keep: str) -> dict:
     torch.manual_seed(0)
     return fit(
         stage="train",
         model=build_model(SPEC),
         spec=SPEC,
-        data=_data(),
+        data=digits_held_out(),
         optim=OPTIM,
         recipe=RECIPE,
         val_attack=PGD(eps=0.1, steps=2, seed=1),
