@@ -261,7 +261,7 @@ def _split_classes_differ(root: Path) -> tuple[Path, tuple[str, ...]]:
 def _images_smaller_than_the_size(root: Path) -> tuple[Path, tuple[str, ...]]:
     write_folder(root, size=(16, 16))
     write_image(root / "dog" / "tiny.png", np.zeros((8, 8, 3), np.uint8))
-    return root, (str(root / "dog" / "tiny.png"), "data.image_size 12")
+    return root, (str(root / "dog" / "tiny.png"), "data.image_size 12", "data.on_small_image")
 
 
 FOLDERS = {
@@ -276,7 +276,14 @@ def test_image_folder_that_cannot_be_prepared(project: Path, make) -> None:
     root, named = make(project / "images")
     write_tiny_params(
         project / "params.yaml",
-        data={"dataset": "folder", "root": str(root), "limit_train": 0, "image_size": 12},
+        # fail: a smaller image is refused, not scaled up as by default
+        data={
+            "dataset": "folder",
+            "root": str(root),
+            "limit_train": 0,
+            "image_size": 12,
+            "on_small_image": "fail",
+        },
     )
     _assert_refused(_command(project, "iocane.stages", "prepare"), project, *named)
     assert not Layout(project).prepared_dir.exists()
