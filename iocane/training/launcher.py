@@ -205,11 +205,16 @@ def rank_main(argv: list[str] | None = None) -> int:
     # The other ranks compute what rank 0 computes: their lines would be copies.
     setup_console_logging(logging.INFO if ranks.writes else logging.ERROR)
     layout = Layout(Path.cwd())
-    _pid_file(layout, ranks.rank).write_text(str(os.getpid()))
     result = {"rank": ranks.rank, "error": None, "kind": None, "signal": None}
     code = 0
     try:
-        with stop_on_signals():
+        # A stop request before training is a request too, honoured after the first step, when
+        # every rank stops at once: a rank that left on it before the rendezvous would leave the
+        # others waiting in init_process_group, where no Python handler runs (seen on a loaded
+        # machine: rank 0 gone, rank 1 waiting for gloo's 30-minute timeout). The pid file is
+        # written once the handler is in place: the launcher signals a rank directly only then.
+        with stop_on_signals(), safe_stop_section():
+            _pid_file(layout, ranks.rank).write_text(str(os.getpid()))
             config = _load_params(Path(args.params))
             # Imported once the handlers are in place, so that a stop request during the slow
             # imports of the engine is a safe stop too (this is no circle: the loop never
