@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 
 from iocane.config import OptimConfig
 from iocane.data.prepared import PreparedData, Split
-from models import ModelSpec
+from models import ModelSpec, build_model
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 
@@ -46,4 +49,30 @@ def constant_lr(epochs: int, batch_size: int = 32) -> OptimConfig:
         momentum=0.9,
         weight_decay=0.0,
         lr_schedule="constant",
+    )
+
+
+def fit_held_out(
+    root: Path, spec: ModelSpec, optim: OptimConfig, recipe: Any, **options: Any
+) -> dict:
+    """``fit`` of the ``train`` stage on ``digits_held_out`` from a fixed seed, validated by a
+    two-step PGD: the budget and retention tests' run (``options`` are fit's other arguments)."""
+    from attacks import PGD
+    from iocane.layout import Layout
+    from iocane.training.loop import fit
+
+    torch.manual_seed(0)
+    return fit(
+        stage="train",
+        model=build_model(spec),
+        spec=spec,
+        data=digits_held_out(),
+        optim=optim,
+        recipe=recipe,
+        val_attack=PGD(eps=0.1, steps=2, seed=1),
+        layout=Layout(root),
+        seed=5,
+        run_key="key",
+        device=torch.device("cpu"),
+        **options,
     )

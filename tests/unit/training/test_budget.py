@@ -22,7 +22,6 @@ import torch.multiprocessing as mp
 
 import iocane.training.budget as budget
 import iocane.training.epoch as epoch_module
-from attacks import PGD
 from iocane.config import OptimConfig
 from iocane.layout import Layout
 from iocane.training.budget import (
@@ -35,12 +34,11 @@ from iocane.training.budget import (
     with_epochs,
 )
 from iocane.training.epoch import EpochTiming
-from iocane.training.loop import fit
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.state import continued_scheduler, make_scheduler
-from models import ModelSpec, build_model
-from tests.helpers.tiny_training import digits_held_out
+from models import ModelSpec
+from tests.helpers.tiny_training import fit_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 # 20 epochs as configured: a budget replaces them (and the cosine schedule's length).
@@ -73,22 +71,7 @@ def _fit(
     budget_minutes: float = 0.0,
     ranks: Ranks | None = None,
 ) -> dict:
-    torch.manual_seed(0)
-    return fit(
-        stage="train",
-        model=build_model(SPEC),
-        spec=SPEC,
-        data=digits_held_out(),
-        optim=optim,
-        recipe=recipe,
-        val_attack=PGD(eps=0.1, steps=2, seed=1),
-        layout=Layout(root),
-        seed=5,
-        run_key="key",
-        device=torch.device("cpu"),
-        ranks=ranks,
-        budget_minutes=budget_minutes,
-    )
+    return fit_held_out(root, SPEC, optim, recipe, ranks=ranks, budget_minutes=budget_minutes)
 
 
 def _fake_clock(monkeypatch: pytest.MonkeyPatch, tick: float = 0.5) -> None:

@@ -11,15 +11,13 @@ import pytest
 import torch
 
 import iocane.training.loop as loop_module
-from attacks import PGD
 from iocane.config import OptimConfig
 from iocane.layout import Layout
 from iocane.training.checkpoints import trained_params
-from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.selection import epochs_read
-from models import ModelSpec, build_model
-from tests.helpers.tiny_training import digits_held_out
+from models import ModelSpec
+from tests.helpers.tiny_training import fit_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
 # Validation PGD accuracy peaks at epoch 5 of 6 here (checked below): the best is not the newest.
@@ -33,22 +31,7 @@ RECIPE = AdversarialRecipe(
 
 
 def _fit(root: Path, keep: str) -> dict:
-    torch.manual_seed(0)
-    return fit(
-        stage="train",
-        model=build_model(SPEC),
-        spec=SPEC,
-        data=digits_held_out(),
-        optim=OPTIM,
-        recipe=RECIPE,
-        val_attack=PGD(eps=0.1, steps=2, seed=1),
-        layout=Layout(root),
-        seed=5,
-        run_key="key",
-        device=torch.device("cpu"),
-        select="best",
-        keep_checkpoints=keep,
-    )
+    return fit_held_out(root, SPEC, OPTIM, RECIPE, select="best", keep_checkpoints=keep)
 
 
 def _epoch_files(root: Path) -> list[str]:
