@@ -41,10 +41,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attacks import PGD
-from iocane.config import Config, load_config, replace
+from iocane.base.config import Config, load_config, replace
+from iocane.base.layout import Layout
+from iocane.base.settings import resolve_device
 from iocane.data.prepared import PreparedData, Split, load_prepared, prepare_data
-from iocane.layout import Layout
-from iocane.settings import resolve_device
 from iocane.training.hardware import resolve_hardware
 from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe

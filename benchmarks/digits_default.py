@@ -34,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.budget import _run, _sets, scratch_environment  # noqa: E402
-from iocane.errors import GATE_FAILED  # noqa: E402
+from iocane.base.errors import GATE_FAILED  # noqa: E402
 from iocane.pipeline.sweep import rank  # noqa: E402
 
 PARAMS = PROJECT_ROOT / "params.yaml"

@@ -45,7 +45,7 @@ def main() -> None:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
         from flows.harden import harden
-        from iocane.logs import setup_console_logging
+        from iocane.base.logs import setup_console_logging
 
         setup_console_logging()
         runs = []

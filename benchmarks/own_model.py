@@ -46,12 +46,12 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.files import read_json
+from iocane.base.logs import setup_console_logging
 from iocane.data.folder import FolderOptions
 from iocane.data.raw import RawDataset
 from iocane.data.sources import load_raw_dataset
-from iocane.files import read_json
-from iocane.logs import setup_console_logging
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"

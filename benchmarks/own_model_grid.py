@@ -1,7 +1,8 @@
-"""The grid behind the defaults for a start from ``model.weights`` (``iocane/start_defaults.py``):
-train.lr x train.eps_ramp_epochs, each cell hardening the same natural model on the same prepared
-data, in one process. Run through ``benchmarks/own_model.py --grid``, which makes the data and
-the natural model first; ``best_cell`` is the rule that chose the defaults.
+"""The grid behind the defaults for a start from ``model.weights``
+(``iocane/base/start_defaults.py``): train.lr x train.eps_ramp_epochs,
+each cell hardening the same natural model on the same prepared data, in one process.
+Run through ``benchmarks/own_model.py --grid``, which makes the data and the natural model
+first; ``best_cell`` is the rule that chose the defaults.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
 from iocane.data.prepared import prepare_data
-from iocane.layout import Layout
 
 GRID_LR = (0.05, 0.01, 0.002)  # 0.05: the train.lr for training from scratch
 GRID_RAMP = (0, 2)  # 2: params.yaml's train.eps_ramp_epochs

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.files import read_json
+from iocane.base.layout import Layout
+from iocane.base.logs import setup_console_logging
 from iocane.data.prepared import prepare_data
-from iocane.files import read_json
-from iocane.layout import Layout
-from iocane.logs import setup_console_logging
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.train import run_train

@@ -39,13 +39,13 @@ from pathlib import Path
 import torch
 
 from attacks import PGD
-from iocane.config import Config, OptimConfig, load_config
+from iocane.base.config import Config, OptimConfig, load_config
+from iocane.base.layout import Layout
+from iocane.base.logs import setup_console_logging
+from iocane.base.settings import resolve_device
 from iocane.data.prepared import Split, load_prepared, prepare_data
-from iocane.layout import Layout
-from iocane.logs import setup_console_logging
 from iocane.modelio import load_model
 from iocane.robustness.suite import evaluate_robustness
-from iocane.settings import resolve_device
 from iocane.training.hardware import resolve_hardware
 from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe

@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
 from iocane.data.prepared import prepare_data
-from iocane.layout import Layout
 from tasks.warmup import run_warmup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from pyautoattack import AutoAttack
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
+from iocane.base.logs import setup_console_logging
 from iocane.data.prepared import load_prepared, prepare_data
-from iocane.layout import Layout
-from iocane.logs import setup_console_logging
 from iocane.modelio import load_model
 from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import subnormals_flushed

@@ -15,9 +15,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from iocane.config import Config, load_config
-from iocane.layout import Layout
-from iocane.locks import project_lock
+from iocane.base.config import Config, load_config
+from iocane.base.layout import Layout
+from iocane.base.locks import project_lock
 from iocane.registry.attempts import attempt_run
 from tasks.prefect_tasks import (
     champion_data_task,

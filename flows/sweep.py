@@ -22,10 +22,10 @@ from mlflow import MlflowClient
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
-from iocane.config import Config, load_config
-from iocane.files import write_text
-from iocane.layout import Layout
-from iocane.locks import project_lock
+from iocane.base.config import Config, load_config
+from iocane.base.files import write_text
+from iocane.base.layout import Layout
+from iocane.base.locks import project_lock
 from iocane.pipeline.sweep import (
     grid,
     mark_pareto,

@@ -1,5 +1,5 @@
 """MLflow model URIs: what ``models:/NAME@ALIAS``, ``models:/NAME/N`` and ``runs:/RUN_ID/PATH``
-name in the project's tracking store (``iocane.settings.tracking_uri``).
+name in the project's tracking store (``iocane.base.settings.tracking_uri``).
 
 In the base layer so that everything that reads a model URI resolves it the same way: the
 warmup (``model.weights``), the warmup's stage cache key (``iocane.pipeline.keys``) and
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iocane.errors import ModelUriError
-from iocane.settings import tracking_uri
+from iocane.base.errors import ModelUriError
+from iocane.base.settings import tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

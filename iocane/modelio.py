@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.errors import ModelFileError
-from iocane.files import write_atomic
+from iocane.base.errors import ModelFileError
+from iocane.base.files import write_atomic
 from models import ModelSpec, build_model
 
 

@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from iocane.config import Config, load_config
-from iocane.errors import GATE_FAILED, exit_code_for, report_error
-from iocane.interrupts import stop_on_signals
-from iocane.layout import Layout
-from iocane.locks import project_lock
-from iocane.logs import setup_console_logging
-from iocane.orphans import die_with_parent
+from iocane.base.config import Config, load_config
+from iocane.base.errors import GATE_FAILED, exit_code_for, report_error
+from iocane.base.interrupts import stop_on_signals
+from iocane.base.layout import Layout
+from iocane.base.locks import project_lock
+from iocane.base.logs import setup_console_logging
+from iocane.base.orphans import die_with_parent
 
 # Each stage is ``tasks.<stage>.run_<stage>``, imported when that stage runs: a stage process loads
 # what its stage needs (the train stage has no use for MLflow, the gate none for torch).

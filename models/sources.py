@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.errors import ModelSourceError
+from iocane.base.errors import ModelSourceError
 
 
 def is_external(name: str) -> bool:

@@ -8,13 +8,13 @@ the same function.
 
 from __future__ import annotations
 
-from iocane.config import Config
+from iocane.base.config import Config
+from iocane.base.layout import Layout
+from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared
-from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.reports.evaluation import evaluate_and_report
 from iocane.robustness.suite import evaluate_robustness
-from iocane.settings import resolve_device
 
 __all__ = ["evaluate_robustness", "run_evaluate"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from iocane.config import Config
-from iocane.files import read_json, write_json
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.files import read_json, write_json
+from iocane.base.layout import Layout
 from iocane.robustness.gate import check_gate, summary
 
 log = logging.getLogger(__name__)

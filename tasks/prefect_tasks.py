@@ -22,8 +22,8 @@ from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
-from iocane.config import Config
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.layout import Layout
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.retries import RETRY_OPTIONS, retry_if_transient
 from iocane.pipeline.store import outputs_current, restore_run, save_run, stored_result

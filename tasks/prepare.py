@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from iocane.config import Config
+from iocane.base.config import Config
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedRef, prepare_data
-from iocane.layout import Layout
 
 
 def run_prepare(config: Config, layout: Layout) -> PreparedRef:

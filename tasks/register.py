@@ -3,8 +3,8 @@ alias the promotion rules give it."""
 
 from __future__ import annotations
 
-from iocane.config import Config
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.layout import Layout
 from iocane.registry.registration import Registration, register_version
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Param
 
-from iocane.config import Config
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.layout import Layout
 from iocane.pipeline.sweep import Point, link_directory, point_run
 from iocane.registry.tracking import SKIPPED_TAG, evaluation_metrics, finite_metrics, flatten
 from tasks.evaluate import run_evaluate

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from iocane.config import Config
-from iocane.files import sha256_file
-from iocane.layout import Layout
-from iocane.settings import resolve_device
+from iocane.base.config import Config
+from iocane.base.files import sha256_file
+from iocane.base.layout import Layout
+from iocane.base.settings import resolve_device
 from iocane.training.launcher import launch
 from iocane.training.loop import ModelRef, train_in_process
 from iocane.training.ranks import Ranks
 
-log = logging.getLogger("iocane")  # the console handler's logger (iocane.logs)
+log = logging.getLogger("iocane")  # the console handler's logger (iocane.base.logs)
 
 
 def run_train(config: Config, layout: Layout) -> ModelRef:

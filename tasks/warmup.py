@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from iocane.config import Config
+from iocane.base.config import Config
+from iocane.base.files import read_json, sha256_file, write_json
+from iocane.base.layout import Layout
+from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared
-from iocane.files import read_json, sha256_file, write_json
-from iocane.layout import Layout
-from iocane.settings import resolve_device
 from iocane.training.base_model import given_baseline, load_base_weights, model_spec_for
 from iocane.training.checkpoints import run_key, run_params
 from iocane.training.hardware import resolve_hardware

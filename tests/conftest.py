@@ -91,9 +91,9 @@ def _no_environment_leaks(request: pytest.FixtureRequest):
 def _temporary_prefect_servers_die_with_the_tests() -> None:
     """A temporary Prefect server a test starts in this process (``prefect_test_harness``, a
     flow run in process) dies with it, even when xdist ends a worker with ``os._exit``
-    (``iocane.orphans``). Only where Prefect is already imported: unit runs stay fast."""
+    (``iocane.base.orphans``). Only where Prefect is already imported: unit runs stay fast."""
     if "prefect" in sys.modules:
-        from iocane.orphans import temporary_prefect_servers_die_with_us
+        from iocane.base.orphans import temporary_prefect_servers_die_with_us
 
         temporary_prefect_servers_die_with_us()
 

@@ -2,8 +2,9 @@
 
 ``iocane.cli.cli_reference_markdown()`` walks the typer application and renders every command's
 usage, help, options and examples, so the page is the code's own description and cannot drift
-from it. This hook adds the exit-code table, from the constants in ``iocane.errors``, which other
-pages link to (``reference/cli.md#exit-codes``). An import error fails the build with its message.
+from it. This hook adds the exit-code table, from the constants in ``iocane.base.errors``, which
+other pages link to (``reference/cli.md#exit-codes``). An import error fails the build
+with its message.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _import_cli(project_root: Path):
     if str(project_root) not in sys.path:
         sys.path.insert(0, str(project_root))
     try:
-        import iocane.errors as errors
+        import iocane.base.errors as errors
         from iocane.cli import cli_reference_markdown
     except Exception as error:  # any import failure: the page cannot be generated
         raise PluginError(f"cli_reference: cannot import iocane.cli: {error!r}") from error
@@ -31,7 +32,7 @@ def _import_cli(project_root: Path):
 
 
 def exit_codes_markdown(errors) -> str:
-    """The exit-code table, from the constants in ``iocane.errors``."""
+    """The exit-code table, from the constants in ``iocane.base.errors``."""
     rows = [
         (0, "success: the gate passed, or the command did what it was asked"),
         (errors.GATE_FAILED, "the gate failed, or a promotion or rollback was refused"),

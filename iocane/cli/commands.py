@@ -1,6 +1,6 @@
 """The commands of ``iocane`` (typer), and ``main``, which runs them and returns the exit code.
 
-Every error is one line on stderr (``iocane.errors.report_error``), typer's own usage errors
+Every error is one line on stderr (``iocane.base.errors.report_error``), typer's own usage errors
 included. Heavy modules (torch, Prefect, MLflow) are imported inside the commands, after the
 params are validated, so bad params fail in well under a second.
 """
@@ -17,6 +17,10 @@ from typing import Annotated
 
 import typer
 
+from iocane.base.config import load_config
+from iocane.base.errors import BAD_INPUT, GATE_FAILED, exit_code_for, report_error
+from iocane.base.interrupts import stop_on_signals
+from iocane.base.logs import quiet_explained_tracebacks, setup_console_logging
 from iocane.cli.options import (
     BaselineFile,
     BaselineUri,
@@ -27,10 +31,6 @@ from iocane.cli.options import (
     Params,
     ReportDir,
 )
-from iocane.config import load_config
-from iocane.errors import BAD_INPUT, GATE_FAILED, exit_code_for, report_error
-from iocane.interrupts import stop_on_signals
-from iocane.logs import quiet_explained_tracebacks, setup_console_logging
 
 app = typer.Typer(
     name="iocane",
@@ -375,7 +375,7 @@ def schema() -> int:
 
     For editors that complete and check params.yaml, e.g. the YAML language server with the
     comment '# yaml-language-server: $schema=params.schema.json' at the top of the file."""
-    from iocane.config_schema import params_json_schema
+    from iocane.base.config_schema import params_json_schema
 
     print(json.dumps(params_json_schema(), indent=2))
     return 0

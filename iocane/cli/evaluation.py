@@ -16,10 +16,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from iocane.config import Config
-from iocane.errors import ModelFileError
-from iocane.files import confined, read_json
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.errors import ModelFileError
+from iocane.base.files import confined, read_json
+from iocane.base.layout import Layout
 from iocane.model_uris import resolve_model_uri
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.store import outputs_current, restore_run, save_run

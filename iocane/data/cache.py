@@ -22,8 +22,8 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from iocane.errors import DataError
-from iocane.settings import settings
+from iocane.base.errors import DataError
+from iocane.base.settings import settings
 
 # Where flat-layout IDX files are decompressed; one subfolder per source directory.
 CACHE_ENV_VAR = "IOCANE_DATA_CACHE"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iocane.base.errors import DataError
 from iocane.data.raw import (
     DIGIT_NAMES,
     NUM_CLASSES,
@@ -16,7 +17,6 @@ from iocane.data.raw import (
     require_files,
     validate_split,
 )
-from iocane.errors import DataError
 
 
 def load_cifar10(root: Path, download: bool) -> RawDataset:

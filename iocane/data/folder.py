@@ -31,8 +31,8 @@ from PIL import Image, ImageFile
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 from torchvision.transforms.functional import center_crop, resize
 
+from iocane.base.errors import DataError
 from iocane.data.raw import RawDataset
-from iocane.errors import DataError
 
 log = logging.getLogger("iocane")
 

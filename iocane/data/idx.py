@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from iocane.base.errors import DataError
 from iocane.data.cache import fill_cache
 from iocane.data.raw import READ_ERRORS, RawDataset, validate_split
-from iocane.errors import DataError
 
 # The IDX file names torchvision's MNIST and FashionMNIST read (without .gz), by split.
 IDX_FILES: dict[str, tuple[str, str]] = {

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iocane.config import Config, DataConfig, ModelConfig
+from iocane.base.config import Config, DataConfig, ModelConfig
+from iocane.base.errors import DataError
+from iocane.base.files import read_json, write_json
+from iocane.base.layout import Layout
 from iocane.data.folder import FolderOptions
 from iocane.data.raw import RawDataset
 from iocane.data.sources import load_raw_dataset
 from iocane.data.storage import file_fingerprints, map_arrays, write_arrays
-from iocane.errors import DataError
-from iocane.files import read_json, write_json
-from iocane.layout import Layout
 from models import ModelSpec
 
 log = logging.getLogger("iocane")

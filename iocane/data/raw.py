@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iocane.errors import DataError
+from iocane.base.errors import DataError
 
 # (C, H, W) each dataset must have: the model architectures are built for these sizes, so a
 # file with other dimensions is an error here rather than a shape mismatch deep in training.

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from iocane.base.errors import DataError
 from iocane.data.cache import cache_base
 from iocane.data.cifar_svhn import load_cifar10, load_svhn
 from iocane.data.folder import FolderOptions, discover, load_image_folder
 from iocane.data.idx import IDX_NAMES, load_mnist_like
 from iocane.data.raw import DIGIT_NAMES, NUM_CLASSES, RawDataset, validate_split
-from iocane.errors import DataError
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder")
 

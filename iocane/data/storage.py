@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from iocane.errors import DataError
-from iocane.files import write_atomic
+from iocane.base.errors import DataError
+from iocane.base.files import write_atomic
 
 CHUNK_BYTES = 16 << 20  # read this much at a time when hashing a file
 

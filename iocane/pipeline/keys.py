@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from iocane.config import Config, Section
-from iocane.files import sha256_file
-from iocane.layout import Layout
+from iocane.base.config import Config, Section
+from iocane.base.files import sha256_file
+from iocane.base.layout import Layout
 from iocane.model_uris import is_model_uri, resolve_model_uri
 
 # Where the packages iocane's stages import live (the repository root in a checkout).

@@ -7,7 +7,7 @@ When a stage completes, each of its outputs (the files of its ``outs``, ``metric
 stage's small JSON result. When a key comes back while the files on disk are another run's,
 the record's files are put back. Files enter and leave the store as hard links where the file
 system allows (iocane writes by rename, so a link never sees a later write; see
-``iocane.files.write_atomic``), as copies where it does not. Every stored file is checked
+``iocane.base.files.write_atomic``), as copies where it does not. Every stored file is checked
 against its hash before anything is restored: a missing or corrupt entry restores nothing and
 the stage runs again. The store only grows, as DVC's cache does; deleting ``.iocane/cache``
 is always safe and costs only recomputation.
@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from iocane.files import confined, read_json, sha256_file, write_json
-from iocane.layout import Layout
+from iocane.base.files import confined, read_json, sha256_file, write_json
+from iocane.base.layout import Layout
 from iocane.pipeline.keys import content_hashes, files_of, stage_spec
 
 log = logging.getLogger("iocane")

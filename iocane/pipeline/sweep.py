@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iocane.config import Config, ConfigError, SweepConfig, replace
+from iocane.base.config import Config, ConfigError, SweepConfig, replace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

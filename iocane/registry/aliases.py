@@ -8,7 +8,7 @@ why as tags on the version, and the stack of champions as a tag on the registere
 rollback restores the one before.
 
 Every decision (``assign_alias``, ``promote``, ``rollback``) reads, decides and writes inside
-``decision_guard``: the file lock (``iocane.locks``) orders the runs of one machine, and for a
+``decision_guard``: the file lock (``iocane.base.locks``) orders the runs of one machine, and for a
 registry several machines share, the registry lease (``iocane.registry.lease``, where the
 interleavings are argued) orders the machines. So two deciders never interleave, wherever they
 run: neither can read a champion the other is about to replace, and the ``champion_stack`` tag,
@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from iocane.locks import exclusive_lock, registry_lock_path
+from iocane.base.locks import exclusive_lock, registry_lock_path
+from iocane.base.settings import settings
 from iocane.registry.lease import Lease, registry_lease, shared_registry
 from iocane.registry.promotion import (
     CHALLENGER,
@@ -38,7 +39,6 @@ from iocane.registry.promotion import (
     eligibility_problem,
     promotion_refusal,
 )
-from iocane.settings import settings
 
 # Registered-model tag: the versions that held `champion`, oldest first (a rollback pops it).
 CHAMPION_STACK = "champion_stack"

@@ -16,16 +16,16 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from iocane.config import Config, ConfigError
+from iocane.base.config import Config, ConfigError
+from iocane.base.files import confined, write_text
+from iocane.base.layout import Layout
+from iocane.base.settings import resolve_device
 from iocane.data.prepared import PreparedData, load_prepared
-from iocane.files import confined, write_text
-from iocane.layout import Layout
 from iocane.model_uris import ResolvedUri, client_for, registered_version, resolve_model_uri
 from iocane.registry.reevaluation import log_back, reevaluate
 from iocane.registry.tracking import git_commit
 from iocane.reports.evaluation import evaluate_and_report
 from iocane.reports.model_card import render_evaluation_card
-from iocane.settings import resolve_device
 from iocane.training.external_model import LoadedModel, load_from_file, load_from_uri
 
 # How the report, the figures and the card name the two models of such an evaluation.

@@ -25,10 +25,10 @@ from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
 from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM
 
-from iocane.config import Config
-from iocane.files import read_json
-from iocane.interrupts import Interrupted
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.files import read_json
+from iocane.base.interrupts import Interrupted
+from iocane.base.layout import Layout
 from iocane.registry.tracking import flatten, run_name, server_must_answer, tracking_uri
 
 log = logging.getLogger("iocane")

@@ -10,7 +10,7 @@ two deciders on two machines interleave like this (A registers v1, the less robu
                                       B decides: v2 is champion, moves it, stack [2]
     A decides: v1 is champion, moves it (v2's win is lost), stack [1] or [2, 1]
 
-The file lock (``iocane.locks``) forbids this on one machine only. Two candidates were weighed:
+The file lock (``iocane.base.locks``) forbids this on one machine only. Two candidates were weighed:
 
 - an optimistic check (decide, write, re-list, redo when something changed) converges only when
   the decision is a function of the set of versions. iocane's is not: a new version is compared

@@ -16,8 +16,8 @@ import logging
 import os
 from pathlib import Path
 
-from iocane.errors import TrackingLoginError
-from iocane.settings import tracking_uri
+from iocane.base.errors import TrackingLoginError
+from iocane.base.settings import tracking_uri
 
 log = logging.getLogger("iocane")
 

@@ -18,15 +18,15 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from iocane.config import Config, replace
+from iocane.base.config import Config, replace
+from iocane.base.files import confined
+from iocane.base.layout import Layout
+from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared
-from iocane.files import confined
-from iocane.layout import Layout
 from iocane.model_uris import registered_version
 from iocane.modelio import load_model
 from iocane.registry.tracking import tracking_uri
 from iocane.reports.evaluation import evaluate_and_report
-from iocane.settings import resolve_device
 
 log = logging.getLogger("iocane")
 

@@ -29,10 +29,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from iocane.config import Config
+from iocane.base.config import Config
+from iocane.base.files import read_json, write_json, write_text
+from iocane.base.layout import Layout
 from iocane.data.prepared import dvc_directory_hash, load_prepared
-from iocane.files import read_json, write_json, write_text
-from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.pipeline import keys
 from iocane.registry.aliases import DECISION_TAG, assign_alias, decision_finished

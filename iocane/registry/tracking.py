@@ -20,12 +20,12 @@ from pathlib import Path
 
 import mlflow
 
-from iocane.config import Config
-from iocane.errors import RegistryUnreachable
-from iocane.layout import Layout
+from iocane.base.config import Config
+from iocane.base.errors import RegistryUnreachable
+from iocane.base.layout import Layout
+from iocane.base.settings import tracking_uri as tracking_uri  # its callers import it from here
 from iocane.pipeline.retries import is_transient
 from iocane.reports.costs import cost_summary
-from iocane.settings import tracking_uri as tracking_uri  # its callers import it from here
 
 log = logging.getLogger("iocane")
 

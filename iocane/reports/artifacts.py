@@ -20,9 +20,9 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from iocane.files import read_json
-from iocane.layout import Layout
-from iocane.settings import settings
+from iocane.base.files import read_json
+from iocane.base.layout import Layout
+from iocane.base.settings import settings
 
 
 class RegisteredVersion(Protocol):

@@ -12,8 +12,8 @@ module's hooks.
 
 from __future__ import annotations
 
-from iocane.files import read_json
-from iocane.layout import Layout
+from iocane.base.files import read_json
+from iocane.base.layout import Layout
 
 
 def _per_image(metrics: dict, key: str) -> float | None:

@@ -14,10 +14,10 @@ import time
 
 from torch import nn
 
-from iocane.config import Config
+from iocane.base.config import Config
+from iocane.base.files import write_json, write_text
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData
-from iocane.files import write_json, write_text
-from iocane.layout import Layout
 from iocane.reports.figures import plot_alignment, plot_curves, plot_examples
 from iocane.reports.report import render_report
 from iocane.robustness.evaluation import evaluate_models, metrics_from

@@ -3,7 +3,7 @@ clean and attacked examples, and the perceptual-alignment figure.
 
 ``iocane.robustness`` computes what they show; this module only draws it. Figures use
 ``matplotlib.figure.Figure``, not pyplot: no global backend, so drawing works headless and in
-threads. Each file is written atomically (``iocane.files.write_atomic``): a reader never sees a
+threads. Each file is written atomically (``iocane.base.files.write_atomic``): a reader never sees a
 half-written PNG.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from iocane.files import write_atomic
+from iocane.base.files import write_atomic
 from iocane.robustness.alignment import LARGE_EPS_FACTOR, Alignment
 from iocane.robustness.evaluation import Examples
 

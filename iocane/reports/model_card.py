@@ -7,7 +7,7 @@ Cards for Model Reporting", adapted to adversarial robustness).
 
 from __future__ import annotations
 
-from iocane.config import Config, OptimConfig
+from iocane.base.config import Config, OptimConfig
 from iocane.reports.report import guarantee
 from iocane.robustness.evaluation import cw_text
 

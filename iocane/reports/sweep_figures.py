@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iocane.files import write_atomic
+from iocane.base.files import write_atomic
 
 
 def _budget_label(budget: float | None) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 from attacks import PGD
 from attacks.cw import CarliniWagnerL2
 from attacks.suites import CURVE_BUDGETS
-from iocane.config import Config
+from iocane.base.config import Config
 from iocane.data.prepared import PreparedData
 from iocane.robustness.alignment import Alignment, perceptual_alignment
 from iocane.robustness.checks import cw_curve_flags, half_accuracy_eps

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from iocane.config import GateConfig
+from iocane.base.config import GateConfig
 
 log = logging.getLogger("iocane")
 

@@ -21,7 +21,8 @@ from torch import nn
 
 from attacks import Attack, threat_model
 from attacks.suites import AttackHookError, adaptive_attack, build_suite
-from iocane.config import Config, ConfigError
+from iocane.base.config import Config, ConfigError
+from iocane.base.settings import resolve_device
 from iocane.robustness.checks import (
     adaptive_attacks_for,
     bound_violation,
@@ -30,7 +31,6 @@ from iocane.robustness.checks import (
     cross_check_flags,
     model_checks,
 )
-from iocane.settings import resolve_device
 from iocane.training.hardware import subnormals_flushed
 
 log = logging.getLogger("iocane")

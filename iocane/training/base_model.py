@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.config import ConfigError, ModelConfig
+from iocane.base.config import ConfigError, ModelConfig
+from iocane.base.errors import ModelSourceError
+from iocane.base.files import sha256_file, write_json
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData
-from iocane.errors import ModelSourceError
-from iocane.files import sha256_file, write_json
-from iocane.layout import Layout
 from iocane.model_uris import is_model_uri
 from iocane.modelio import save_model
 from iocane.training.epoch import write_history

@@ -57,7 +57,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
 from iocane.training.epoch import VALIDATION_BATCH, EpochLoop, EpochTiming, step_passes
 from iocane.training.recipes import AdversarialRecipe, train_step
 from iocane.training.state import make_optimizer

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from iocane.errors import NotLearning
+from iocane.base.errors import NotLearning
 
 MIN_STEPS = 50
 Z = 3.0

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from iocane.config import Config
-from iocane.files import write_atomic
+from iocane.base.config import Config
+from iocane.base.files import write_atomic
 from iocane.pipeline.keys import stage_code_version, stage_params
 
 log = logging.getLogger("iocane")

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from attacks import Attack
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
+from iocane.base.errors import TrainingDiverged
+from iocane.base.files import write_atomic
+from iocane.base.layout import Layout
 from iocane.data.prepared import Split
-from iocane.errors import TrainingDiverged
-from iocane.files import write_atomic
-from iocane.layout import Layout
 from iocane.training.chance import check_learning, judged_epoch
 from iocane.training.checkpoints import kept_checkpoints
 from iocane.training.hardware import Hardware

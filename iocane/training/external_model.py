@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.config import ConfigError, ModelConfig
+from iocane.base.config import ConfigError, ModelConfig
+from iocane.base.errors import ModelFileError, ModelUriError
+from iocane.base.files import sha256_file
 from iocane.data.prepared import PreparedData
-from iocane.errors import ModelFileError, ModelUriError
-from iocane.files import sha256_file
 from iocane.model_uris import ResolvedUri, resolve_model_uri
 from iocane.modelio import load_model
 from iocane.training.base_model import (

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from iocane.config import RuntimeConfig
+from iocane.base.config import RuntimeConfig
 
 
 @dataclass(frozen=True)

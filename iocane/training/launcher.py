@@ -40,20 +40,20 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from iocane.config import Config, config_from_dict, load_config
-from iocane.errors import (
+from iocane.base.config import Config, config_from_dict, load_config
+from iocane.base.errors import (
     EXPLAINED_ERRORS,
     NotLearning,
     TrainingDiverged,
     exit_code_for,
     report_error,
 )
-from iocane.files import write_json
-from iocane.interrupts import Interrupted, safe_stop_section, stop_on_signals, stop_requested
-from iocane.layout import Layout
-from iocane.logs import setup_console_logging
-from iocane.orphans import die_with_parent
-from iocane.settings import settings
+from iocane.base.files import write_json
+from iocane.base.interrupts import Interrupted, safe_stop_section, stop_on_signals, stop_requested
+from iocane.base.layout import Layout
+from iocane.base.logs import setup_console_logging
+from iocane.base.orphans import die_with_parent
+from iocane.base.settings import settings
 from iocane.training.hardware import flush_subnormals_in_this_process
 from iocane.training.ranks import DistributedTrainingFailed, rank_device, ranks_from_environment
 
@@ -126,7 +126,7 @@ def launch(config: Config, layout: Layout) -> None:
     log.info("train: %d data-parallel processes: %s", nproc, " ".join(command[1:]))
     process = subprocess.Popen(
         # torchrun dies with this process (and the ranks with torchrun, see rank_main)
-        [sys.executable, "-m", "iocane.orphans", str(os.getpid()), *command],
+        [sys.executable, "-m", "iocane.base.orphans", str(os.getpid()), *command],
         cwd=layout.root,
         env=env,
         start_new_session=True,  # a Ctrl-C reaches this process only, which forwards it once

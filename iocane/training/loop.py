@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from attacks import Attack
-from iocane.config import Config, OptimConfig
+from iocane.base.config import Config, OptimConfig
+from iocane.base.files import sha256_file, write_json
+from iocane.base.interrupts import Interrupted, safe_stop_section
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, load_prepared
-from iocane.files import sha256_file, write_json
-from iocane.interrupts import Interrupted, safe_stop_section
-from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.training.budget import (
     BudgetDecision,

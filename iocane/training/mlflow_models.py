@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.errors import ModelUriError
+from iocane.base.errors import ModelUriError
+from iocane.base.settings import tracking_uri
 from iocane.model_uris import ResolvedUri, resolve_model_uri
 from iocane.modelio import load_model
-from iocane.settings import tracking_uri
 
 # Where a version iocane registered keeps its own model file, in its run's artifacts.
 IOCANE_MODEL_ARTIFACT = "weights/model.pt"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from iocane.interrupts import stop_requested
-from iocane.settings import settings
+from iocane.base.interrupts import stop_requested
+from iocane.base.settings import settings
 
 
 class DistributedTrainingFailed(RuntimeError):

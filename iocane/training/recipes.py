@@ -41,7 +41,7 @@ from torch import nn
 
 from attacks import NFGSM, PGD, Attack
 from attacks.threat import make_generator, threat_model
-from iocane.config import TrainConfig
+from iocane.base.config import TrainConfig
 
 METHODS = ("pgd", "trades", "fgsm", "fgsm_rs", "nfgsm", "free", "alp", "multi")
 # A context for the forward passes of a training step (bf16 autocast, or nothing).

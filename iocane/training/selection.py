@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from iocane.modelio import save_model
 from iocane.training.checkpoints import load_weights
 from models import ModelSpec

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
 from models import ModelSpec
 
 CHECKPOINT_FORMAT = 1

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks import PGD, Attack
-from iocane.config import Config
+from iocane.base.config import Config
 from iocane.data.prepared import Split
 from iocane.training.ranks import Ranks
 

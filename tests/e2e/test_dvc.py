@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from tests.helpers.image_folder import pattern, write_folder, write_image
 from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params

@@ -23,10 +23,10 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 from torch import nn
 
+from iocane.base.config import load_config
+from iocane.base.errors import BAD_INPUT
+from iocane.base.layout import Layout
 from iocane.cli import main
-from iocane.config import load_config
-from iocane.errors import BAD_INPUT
-from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.pipeline.keys import stage_key
 from iocane.stages import main as stage_main

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from tests.helpers.image_folder import write_folder, write_image
 from tests.helpers.pipeline_params import run_iocane, write_tiny_params
 

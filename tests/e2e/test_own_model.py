@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from iocane.files import sha256_file
+from iocane.base.files import sha256_file
 from tests.helpers import user_models
 from tests.helpers.pipeline_params import run_iocane, write_tiny_params
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from iocane.config import load_config
-from iocane.layout import Layout
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
 from iocane.registry.aliases import champion_stack
 from iocane.stages import stage_function
 from tests.helpers.pipeline_params import write_tiny_params

@@ -153,8 +153,8 @@ def test_weights_and_pt2_model_load_through_the_server(
     import torch
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    from iocane.base.layout import Layout
     from iocane.data.prepared import load_prepared
-    from iocane.layout import Layout
     from iocane.modelio import load_model
 
     version = client.get_model_version_by_alias(NAME, "champion")

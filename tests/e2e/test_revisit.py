@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.schemas.objects import State
 
-from iocane.files import sha256_file
+from iocane.base.files import sha256_file
 from tests.helpers.pipeline_params import write_tiny_params
 
 CACHED_STAGES = ("prepare", "warmup", "train", "evaluate", "gate")

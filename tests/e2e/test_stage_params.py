@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iocane.config import load_config
-from iocane.layout import Layout
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
 from iocane.pipeline.keys import NOT_STAGE_PARAMS, stage_specs
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate

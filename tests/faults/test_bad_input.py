@@ -19,10 +19,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.errors import BAD_INPUT
+from iocane.base.layout import Layout
 from iocane.data.prepared import prepare_data
-from iocane.errors import BAD_INPUT
-from iocane.layout import Layout
 from iocane.modelio import save_model
 from models import ModelSpec, build_model
 from tests.helpers.dataset_files import make_idx_data, write_idx

@@ -19,7 +19,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from tests.helpers.pipeline_params import write_tiny_params
 
 pytestmark = [pytest.mark.fault]

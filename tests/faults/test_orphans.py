@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from tests.helpers.pipeline_params import write_tiny_params
 
 pytestmark = [pytest.mark.fault]

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, write_tiny_params
 from tests.helpers.servers import harden_runs_of, stop_process_group
 

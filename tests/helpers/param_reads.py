@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from iocane.config import Config, Section
+from iocane.base.config import Config, Section
 
 
 def section_paths() -> dict[type, str]:

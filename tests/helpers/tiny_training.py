@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from sklearn.datasets import load_digits
 
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
 from iocane.data.prepared import PreparedData, Split
 from models import ModelSpec, build_model
 
@@ -58,7 +58,7 @@ def fit_held_out(
     """``fit`` of the ``train`` stage on ``digits_held_out`` from a fixed seed, validated by a
     two-step PGD: the budget and retention tests' run (``options`` are fit's other arguments)."""
     from attacks import PGD
-    from iocane.layout import Layout
+    from iocane.base.layout import Layout
     from iocane.training.loop import fit
 
     torch.manual_seed(0)

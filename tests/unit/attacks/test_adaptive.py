@@ -15,7 +15,7 @@ from torch import nn
 from attacks import PGD
 from attacks.adaptive import BPDA, EOTPGD, find_shattering
 from attacks.suites import AttackHookError, build_suite
-from iocane.config import ConfigError, config_from_dict
+from iocane.base.config import ConfigError, config_from_dict
 from iocane.robustness.suite import evaluate_robustness, suite_from_config
 
 WEIGHTS = torch.tensor([1.0, -1.0, 1.0, -1.0])  # a linear two-class score on 2x2 images

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iocane.config import ConfigError, config_from_dict, load_config
+from iocane.base.config import ConfigError, config_from_dict, load_config
 from tests.helpers.paths import PROJECT_ROOT
 
 

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iocane.config import Config, ConfigError, load_config
+from iocane.base.config import Config, ConfigError, load_config
 from tests.helpers.paths import PROJECT_ROOT
 
 VALID = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())

@@ -8,7 +8,7 @@ import sys
 import pydantic
 import pytest
 
-from iocane.config import ConfigError, config_from_dict, replace
+from iocane.base.config import ConfigError, config_from_dict, replace
 
 
 def test_the_tree_is_frozen(params_document: dict) -> None:
@@ -37,7 +37,7 @@ def test_to_dict_is_the_document(params_document: dict) -> None:
 
 def test_the_config_loads_without_torch() -> None:
     """Bad params must exit before torch is imported (a second, not ten)."""
-    code = "import sys, iocane.config, iocane.errors; print('torch' in sys.modules)"
+    code = "import sys, iocane.base.config, iocane.base.errors; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

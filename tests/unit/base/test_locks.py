@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from iocane.locks import exclusive_lock, project_lock, registry_lock_path
+from iocane.base.locks import exclusive_lock, project_lock, registry_lock_path
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from iocane.locks import project_lock
+from iocane.base.locks import project_lock
 path = Path(sys.argv[1])
 with project_lock(path, "iocane run"):
     Path(sys.argv[2]).touch()

@@ -1,4 +1,4 @@
-"""``iocane.orphans``: a wrapped command dies with the process that started it, and Prefect's
+"""``iocane.base.orphans``: a wrapped command dies with the process that started it, and Prefect's
 temporary server is started through the wrapper with Prefect's own command."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from prefect.server.api.server import SubprocessASGIServer
 
-from iocane import orphans
+from iocane.base import orphans
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="parent-death signals are Linux's"
@@ -43,7 +43,7 @@ def test_a_wrapped_command_dies_when_its_parent_is_sigkilled() -> None:
             textwrap.dedent(
                 """
                 import subprocess, sys, time
-                from iocane.orphans import dying_with_this_process
+                from iocane.base.orphans import dying_with_this_process
                 child = subprocess.Popen(dying_with_this_process(["/bin/sleep", "600"]))
                 print(child.pid, flush=True)
                 time.sleep(600)
@@ -99,4 +99,4 @@ def test_off_the_main_thread_the_server_starts_unwrapped(monkeypatch: pytest.Mon
     thread.start()
     thread.join()
     ((args, _),) = found
-    assert "iocane.orphans" not in args and args[1:3] == ["-m", "uvicorn"]
+    assert "iocane.base.orphans" not in args and args[1:3] == ["-m", "uvicorn"]

@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 import yaml
 
-from iocane.config_schema import SCHEMA_FILES, params_json_schema, params_schema_text
+from iocane.base.config_schema import SCHEMA_FILES, params_json_schema, params_schema_text
 from tests.helpers.paths import PROJECT_ROOT
 
 
@@ -16,7 +16,7 @@ def test_the_committed_schema_is_the_generated_one(name: str, overlay: bool) -> 
     assert committed == params_schema_text(overlay), (
         f"{name} is stale: regenerate it with "
         "python -c 'from pathlib import Path; "
-        "from iocane.config_schema import write_params_schemas; "
+        "from iocane.base.config_schema import write_params_schemas; "
         "write_params_schemas(Path.cwd())'"
     )
 

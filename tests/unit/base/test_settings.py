@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from iocane import settings as settings_module
-from iocane.settings import Settings, resolve_device, settings
+from iocane.base import settings as settings_module
+from iocane.base.settings import Settings, resolve_device, settings
 
 
 def test_variables_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:

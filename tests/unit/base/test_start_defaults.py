@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iocane.config import ConfigError, load_config
-from iocane.config_schema import params_json_schema
-from iocane.layout import Layout
+from iocane.base.config import ConfigError, load_config
+from iocane.base.config_schema import params_json_schema
+from iocane.base.layout import Layout
 from tests.helpers.paths import PROJECT_ROOT
 
 PARAMS = PROJECT_ROOT / "params.yaml"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from iocane.files import NonFiniteValue, non_finite_paths, write_json
+from iocane.base.files import NonFiniteValue, non_finite_paths, write_json
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-import iocane.config_schema
+import iocane.base.config_schema
+from iocane.base.errors import BAD_INPUT
 from iocane.cli import app, cli_reference_markdown, main
-from iocane.errors import BAD_INPUT
 from iocane.registry.review import champion_vs_challenger, version_rows
 from tests.helpers.paths import PROJECT_ROOT
 from tests.unit.registry.test_promotion import NAME, create_version, register
@@ -152,7 +152,7 @@ def test_review_of_an_empty_registry(
 def test_schema_prints_the_params_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == iocane.config_schema.params_json_schema()
+    assert printed == iocane.base.config_schema.params_json_schema()
     assert "train" in printed.get("properties", {})
 
 
@@ -161,7 +161,7 @@ def test_schema_prints_what_params_json_schema_returns(
 ) -> None:
     """The command alone, against a stand-in for the config's schema function."""
     schema = {"type": "object", "properties": {"train": {"type": "object"}}}
-    monkeypatch.setattr(iocane.config_schema, "params_json_schema", lambda: schema)
+    monkeypatch.setattr(iocane.base.config_schema, "params_json_schema", lambda: schema)
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == schema
 

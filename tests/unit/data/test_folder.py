@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from iocane.config import Config, ConfigError, load_config
+from iocane.base.config import Config, ConfigError, load_config
+from iocane.base.errors import DataError
+from iocane.base.layout import Layout
 from iocane.data.folder import FolderOptions, load_image_folder
 from iocane.data.prepared import load_prepared, prepare_data
 from iocane.data.sources import check_data_source
-from iocane.errors import DataError
-from iocane.layout import Layout
 from models import build_model
 from tests.helpers.image_folder import pattern, truncate, write_folder, write_image
 from tests.helpers.paths import PROJECT_ROOT

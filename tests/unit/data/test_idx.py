@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torchvision
 
+from iocane.base.errors import DataError
 from iocane.data.sources import load_raw_dataset
-from iocane.errors import DataError
 from tests.helpers.dataset_files import (
     IDX_NAMES,
     assert_matches_idx,

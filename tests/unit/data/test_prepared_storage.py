@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from iocane.config import Config, load_config
+from iocane.base.config import Config, load_config
+from iocane.base.errors import DataError
+from iocane.base.layout import PREPARED_ARRAYS, Layout
 from iocane.data import prepared, storage
 from iocane.data.prepared import Split, load_prepared, prepare_data, split_dataset, unit_float
 from iocane.data.raw import RawDataset
 from iocane.data.sources import load_raw_dataset
 from iocane.data.storage import file_fingerprints, fingerprint_arrays
-from iocane.errors import DataError
-from iocane.layout import PREPARED_ARRAYS, Layout
 from tests.helpers.paths import PROJECT_ROOT
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iocane.base.errors import DataError
 from iocane.data.sources import DATASET_NAMES, check_data_source, load_raw_dataset
-from iocane.errors import DataError
 
 
 def test_unknown_dataset_lists_the_names() -> None:

@@ -13,8 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
-from iocane.config import ConfigError, replace
-from iocane.errors import ModelSourceError
+from iocane.base.config import ConfigError, replace
+from iocane.base.errors import ModelSourceError
 from iocane.modelio import load_model, save_model
 from models import ModelSpec, build_model
 from tests.helpers.pipeline_params import write_tiny_params
@@ -115,7 +115,7 @@ def test_own_architectures_unchanged_in_form() -> None:
 
 
 def test_config_accepts_the_source_forms(tmp_path: Path) -> None:
-    from iocane.config import load_config
+    from iocane.base.config import load_config
 
     config = load_config(write_tiny_params(tmp_path / "params.yaml"))
     for name in ("torchvision:resnet18", "timm:vit_tiny_patch16_224", "my.models:build"):

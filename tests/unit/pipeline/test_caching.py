@@ -13,9 +13,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos import databricks_pb2
 
 import iocane.pipeline.keys as caching
-from iocane.config import ConfigError, load_config
+from iocane.base.config import ConfigError, load_config
+from iocane.base.layout import Layout
 from iocane.data.sources import DataError
-from iocane.layout import Layout
 from iocane.pipeline.keys import evidence_key, stage_code_version, stage_key, stage_specs
 from iocane.pipeline.retries import is_transient
 from tests.helpers.paths import PROJECT_ROOT

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from iocane.config import Config, ConfigError, config_from_dict
-from iocane.layout import Layout
+from iocane.base.config import Config, ConfigError, config_from_dict
+from iocane.base.layout import Layout
 from iocane.pipeline.keys import NOT_STAGE_PARAMS, evidence_key, stage_key, stage_specs
 from tests.helpers.param_reads import leaf_keys
 from tests.helpers.pipeline_params import write_tiny_params

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from iocane.config import load_config
-from iocane.files import write_json
-from iocane.layout import Layout
+from iocane.base.config import load_config
+from iocane.base.files import write_json
+from iocane.base.layout import Layout
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.store import outputs_current, restore_run, save_run, stored_result
 from tests.helpers.pipeline_params import write_tiny_params

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from iocane.config import load_config
+from iocane.base.config import load_config
 from iocane.pipeline.sweep import (
     SUMMARY_COLUMNS,
     grid,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from iocane.errors import GATE_FAILED
+from iocane.base.errors import GATE_FAILED
 from iocane.registry.aliases import PromotionRefused, assign_alias, promote, rollback
 from iocane.registry.promotion import CHAMPION
 from tests.helpers.paths import PROJECT_ROOT

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iocane.errors import BAD_INPUT, TrackingLoginError, exit_code_for
+from iocane.base.errors import BAD_INPUT, TrackingLoginError, exit_code_for
 from iocane.registry.login import PROBE, check_tracking_login
 from tests.helpers.servers import free_port
 

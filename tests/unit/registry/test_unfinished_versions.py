@@ -17,9 +17,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from iocane.config import load_config
-from iocane.errors import EXPLAINED_ERRORS, OTHER_ERROR, RegistryUnreachable, exit_code_for
-from iocane.layout import Layout
+from iocane.base.config import load_config
+from iocane.base.errors import EXPLAINED_ERRORS, OTHER_ERROR, RegistryUnreachable, exit_code_for
+from iocane.base.layout import Layout
 from iocane.pipeline.retries import is_transient
 from iocane.registry.aliases import DECISION_TAG, assign_alias, champion_stack, decision_finished
 from iocane.registry.attempts import attempt_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from iocane.layout import Layout
+from iocane.base.layout import Layout
 from iocane.reports.artifacts import (
     inline_images,
     metrics_table,

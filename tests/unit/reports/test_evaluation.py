@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.files import read_json
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.files import read_json
-from iocane.layout import Layout
 from iocane.reports.evaluation import evaluate_and_report
 from iocane.robustness.suite import suite_from_config
 from models import ModelSpec, build_model

@@ -8,9 +8,9 @@ import json
 import torch
 from torch import nn
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.layout import Layout
 from iocane.reports.evaluation import evaluate_and_report
 from tests.helpers.finite import non_finite_tokens, text_files
 from tests.helpers.paths import PROJECT_ROOT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iocane.config import load_config
+from iocane.base.config import load_config
 from iocane.reports.model_card import (
     DESCRIPTION_LIMIT,
     as_description,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iocane.config import GateConfig
+from iocane.base.config import GateConfig
 from iocane.robustness.gate import check_gate
 
 GATE = GateConfig(

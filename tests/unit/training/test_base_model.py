@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from iocane.config import ConfigError, load_config
+from iocane.base.config import ConfigError, load_config
+from iocane.base.errors import ModelSourceError
+from iocane.base.files import read_json, sha256_file
+from iocane.base.layout import Layout
 from iocane.data.prepared import load_prepared, prepare_data
-from iocane.errors import ModelSourceError
-from iocane.files import read_json, sha256_file
-from iocane.layout import Layout
 from iocane.modelio import load_model
 from iocane.training.base_model import model_spec_for, read_state_dict
 from models import build_model

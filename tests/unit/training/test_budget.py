@@ -22,8 +22,8 @@ import torch.multiprocessing as mp
 
 import iocane.training.budget as budget
 import iocane.training.epoch as epoch_module
-from iocane.config import OptimConfig
-from iocane.layout import Layout
+from iocane.base.config import OptimConfig
+from iocane.base.layout import Layout
 from iocane.training.budget import (
     BudgetDecision,
     EpochCost,
@@ -443,7 +443,7 @@ def test_ddp_ranks_agree_on_the_slowest_ranks_decision(tmp_path: Path) -> None:
 
 
 def test_the_model_card_says_the_epochs_filled_the_budget(params_document: dict) -> None:
-    from iocane.config import config_from_dict
+    from iocane.base.config import config_from_dict
     from iocane.reports.model_card import _recipe_lines
 
     config = config_from_dict(params_document)  # 20 epochs, eps ramped over 2

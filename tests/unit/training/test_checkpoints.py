@@ -12,10 +12,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
+from iocane.base.interrupts import Interrupted
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.interrupts import Interrupted
-from iocane.layout import Layout
 from iocane.modelio import ModelFileError, load_model, save_model
 from iocane.training.checkpoints import PARTIAL_CHECKPOINT
 from iocane.training.loop import fit

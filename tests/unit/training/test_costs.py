@@ -10,10 +10,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
+from iocane.base.files import write_json
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.files import write_json
-from iocane.layout import Layout
 from iocane.reports.costs import cost_summary
 from iocane.training.loop import fit
 from iocane.training.passes import counting_passes

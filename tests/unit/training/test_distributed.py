@@ -19,9 +19,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.datasets import load_digits
 
-from iocane.config import load_config
+from iocane.base.config import load_config
+from iocane.base.layout import Layout
 from iocane.data.prepared import prepare_data
-from iocane.layout import Layout
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import AdversarialRecipe, TrainingPasses, train_step
 from models import ModelSpec, build_model

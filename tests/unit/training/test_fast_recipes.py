@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import iocane.training.epoch
 from attacks import NFGSM, PGD
 from attacks.threat import make_generator
-from iocane.config import OptimConfig, TrainConfig, config_from_dict
-from iocane.layout import Layout
+from iocane.base.config import OptimConfig, TrainConfig, config_from_dict
+from iocane.base.layout import Layout
 from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.state import make_scheduler

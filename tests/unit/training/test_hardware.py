@@ -15,8 +15,8 @@ from torch.overrides import TorchFunctionMode
 
 from attacks import PGD
 from attacks.threat import make_generator, threat_model
-from iocane.config import RuntimeConfig
-from iocane.layout import Layout
+from iocane.base.config import RuntimeConfig
+from iocane.base.layout import Layout
 from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import Hardware, resolve_hardware
 from iocane.training.loop import fit

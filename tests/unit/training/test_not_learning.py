@@ -14,10 +14,10 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from iocane.config import OptimConfig, load_config
+from iocane.base.config import OptimConfig, load_config
+from iocane.base.errors import OTHER_ERROR, NotLearning
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split, prepare_data
-from iocane.errors import OTHER_ERROR, NotLearning
-from iocane.layout import Layout
 from iocane.training.chance import (
     MIN_STEPS,
     at_chance,
@@ -187,7 +187,7 @@ def test_the_warmup_stage_command_exits_1_with_one_line(tmp_path: Path) -> None:
 
 def test_under_ddp_the_launcher_raises_the_ranks_not_learning(tmp_path: Path) -> None:
     """Every rank sees the same summed figures and stops; the stage reports rank 0's line."""
-    from iocane.files import write_json
+    from iocane.base.files import write_json
     from iocane.training.launcher import _failure, _result_file
 
     layout = Layout(tmp_path)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from iocane.config import ConfigError, OptimConfig, config_from_dict
-from iocane.layout import Layout
+from iocane.base.config import ConfigError, OptimConfig, config_from_dict
+from iocane.base.layout import Layout
 from iocane.reports.model_card import optimizer_description
 from iocane.training.loop import fit
 from iocane.training.state import make_optimizer, make_scheduler

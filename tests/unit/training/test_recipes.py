@@ -16,9 +16,9 @@ import iocane.training.epoch
 import iocane.training.validation
 from attacks import PGD
 from attacks.threat import make_generator
-from iocane.config import OptimConfig
-from iocane.errors import TrainingDiverged
-from iocane.layout import Layout
+from iocane.base.config import OptimConfig
+from iocane.base.errors import TrainingDiverged
+from iocane.base.layout import Layout
 from iocane.modelio import load_model
 from iocane.training.loop import fit
 from iocane.training.recipes import (

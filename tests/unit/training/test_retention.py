@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import iocane.training.loop as loop_module
-from iocane.config import OptimConfig
-from iocane.layout import Layout
+from iocane.base.config import OptimConfig
+from iocane.base.layout import Layout
 from iocane.training.checkpoints import trained_params
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.selection import epochs_read

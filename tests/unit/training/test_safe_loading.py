@@ -15,9 +15,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.layout import Layout
 from iocane.modelio import ModelFileError, load_model, save_model
 from iocane.training.checkpoints import take_resumable
 from iocane.training.loop import fit

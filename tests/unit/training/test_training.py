@@ -60,7 +60,7 @@ def test_training_loss_gradient_reaches_parameters_only_through_loss(trained_dig
 
 
 def test_schedulers(params_document: dict) -> None:
-    from iocane.config import config_from_dict
+    from iocane.base.config import config_from_dict
 
     config = config_from_dict(params_document)
     for schedule, final_ratio in (("cosine", 0.0), ("step", 0.01), ("constant", 1.0)):

@@ -13,9 +13,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from attacks import PGD
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
+from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.layout import Layout
 from iocane.training.loop import fit
 from iocane.training.recipes import AdversarialRecipe
 from iocane.training.validation import evaluate_split

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import iocane.training
-from iocane.config import OptimConfig
+from iocane.base.config import OptimConfig
 from iocane.pipeline.keys import stage_spec
 from iocane.training import checkpoints
 from iocane.training.checkpoints import run_key

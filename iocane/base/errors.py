@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 import traceback
 
-from iocane.config import ConfigError
-from iocane.files import OutsideProject
-from iocane.interrupts import Interrupted
+from iocane.base.config import ConfigError
+from iocane.base.files import OutsideProject
+from iocane.base.interrupts import Interrupted
 
 GATE_FAILED = 3
 BAD_INPUT = 2

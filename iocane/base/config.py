@@ -6,9 +6,9 @@ the offending key (``train.eps``) so a user can fix the file without reading cod
 
 The tree is pydantic v2 models: strict types (a string is not a number, ``yes`` is not a bool),
 ``extra="forbid"``, frozen, ranges as ``Field`` bounds, one model validator per rule between
-keys. ``iocane.config_errors`` turns pydantic's errors into the one-line messages that name the
-key; ``iocane.overlays`` reads params files (``extends``, ``--set`` overrides). This module must
-not import torch: bad params exit before it loads.
+keys. ``iocane.base.config_errors`` turns pydantic's errors into the one-line messages that name
+the key; ``iocane.base.overlays`` reads params files (``extends``, ``--set`` overrides). This
+module must not import torch: bad params exit before it loads.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pydantic import (
     model_validator,
 )
 
-from iocane.config_errors import ConfigError, Rule, describe, explain
-from iocane.overlays import apply_override, origin, read_params
-from iocane.start_defaults import by_start_description, fill_by_start, nullable_number
+from iocane.base.config_errors import ConfigError, Rule, describe, explain
+from iocane.base.overlays import apply_override, origin, read_params
+from iocane.base.start_defaults import by_start_description, fill_by_start, nullable_number
 
 __all__ = [
     "Config",
@@ -228,7 +228,7 @@ class TrainConfig(OptimConfig):
     """Adversarial training, continuing from the warmup weights (iocane/training/recipes.py)."""
 
     method: Method
-    # null in params.yaml: filled by where training starts (iocane/start_defaults.py)
+    # null in params.yaml: filled by where training starts (iocane/base/start_defaults.py)
     lr: nullable_number(float) = Field(gt=0, description=by_start_description("lr"))  # type: ignore[valid-type]
     norm: Literal["Linf", "L2"]
     eps: float = Field(gt=0, description="perturbation budget in [0,1] pixel units")
@@ -449,7 +449,7 @@ class Config(Section):
     @classmethod
     def _defaults_by_start(cls, document: Any, handler: ValidatorFunctionWrapHandler) -> Config:
         """A null train.lr takes the default for where training starts; a number given anywhere
-        wins (iocane/start_defaults.py)."""
+        wins (iocane/base/start_defaults.py)."""
         document, notes = fill_by_start(_fill_registered_name(document))
         config = handler(document)
         config._start_defaults = notes

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from iocane.settings import settings
+from iocane.base.settings import settings
 
 log = logging.getLogger("iocane")
 

@@ -1,6 +1,7 @@
 """Processes iocane starts die with it, however it ends (SIGKILL included).
 
-``python -m iocane.orphans PARENT_PID COMMAND...`` runs COMMAND so that it dies with PARENT_PID.
+``python -m iocane.base.orphans PARENT_PID COMMAND...`` runs COMMAND so that it dies with
+PARENT_PID.
 A process tree left training after its launcher was SIGKILLed would keep writing checkpoints
 while the rerun reads them. On Linux the kernel can deliver a signal to a process when its
 parent dies (``prctl(PR_SET_PDEATHSIG)``); the setting survives ``exec``, so this module sets it
@@ -43,11 +44,11 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 
 def dying_with_this_process(command: list[str]) -> list[str]:
     """``command`` run through this module, so that it dies with the calling process."""
-    return [sys.executable, "-m", "iocane.orphans", str(os.getpid()), *command]
+    return [sys.executable, "-m", "iocane.base.orphans", str(os.getpid()), *command]
 
 
 def temporary_prefect_servers_die_with_us() -> None:
-    """Start Prefect's temporary servers through ``python -m iocane.orphans`` from now on.
+    """Start Prefect's temporary servers through ``python -m iocane.base.orphans`` from now on.
 
     Without ``PREFECT_API_URL`` Prefect starts a temporary API server (``SubprocessASGIServer``:
     ``python -m uvicorn ... prefect.server.api.server:create_app``) for the first client it

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from iocane.config import Config
+from iocane.base.config import Config
 
 
 def params_json_schema(overlay: bool = False) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 natural warmup); from the user's ``model.weights`` (an already trained model, whose clean accuracy
 a large step wrecks) it is the value measured best by ``benchmarks/own_model.py --grid`` (README,
 "Harden your own model"). A number written anywhere (params.yaml, an overlay, ``--set``) always
-wins: only a null is filled, before the tree is validated (``iocane.config.Config``).
+wins: only a null is filled, before the tree is validated (``iocane.base.config.Config``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import WithJsonSchema
 
-from iocane.config_errors import Rule
+from iocane.base.config_errors import Rule
 
 # key -> start -> value. The grid also measured train.eps_ramp_epochs: its default, 2, is the
 # best from weights too, so it stays a plain number in params.yaml.

@@ -79,7 +79,7 @@ class Layout:
 
     @property
     def run_lock(self) -> Path:
-        """Held by the run working in this project (see ``iocane.locks.project_lock``)."""
+        """Held by the run working in this project (see ``iocane.base.locks.project_lock``)."""
         return self.root / ".iocane" / "run.lock"
 
     @property

@@ -8,7 +8,7 @@ A params file under configs/ holds only what differs from params.yaml::
 
 The files are merged deepest first (a mapping merges key by key, anything else, lists
 included, is replaced: the overlay wins), and the merged document is validated as a whole
-(``iocane.config``). DVC's ``dvc exp run`` reads params.yaml alone, which therefore stays
+(``iocane.base.config``). DVC's ``dvc exp run`` reads params.yaml alone, which therefore stays
 complete; overlays are for ``iocane run --params``.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from iocane.config_errors import ConfigError
+from iocane.base.config_errors import ConfigError
 
 EXTENDS = "extends"
 

@@ -20,11 +20,11 @@ def setup_console_logging(level: int = logging.INFO) -> None:
 
 class _NoTracebackForExplainedErrors(logging.Filter):
     """Prefect logs a failed task or flow with its traceback. For an error whose message says
-    everything (bad input, divergence, a stop by signal: ``iocane.errors.EXPLAINED_ERRORS``)
+    everything (bad input, divergence, a stop by signal: ``iocane.base.errors.EXPLAINED_ERRORS``)
     the console shows the message alone, as the CLI does."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from iocane.errors import EXPLAINED_ERRORS
+        from iocane.base.errors import EXPLAINED_ERRORS
 
         if record.exc_info and isinstance(record.exc_info[1], EXPLAINED_ERRORS):
             record.exc_info, record.exc_text = None, None
