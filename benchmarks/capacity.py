@@ -46,7 +46,7 @@ from iocane.base.config import Config, load_config, replace
 from iocane.base.layout import Layout
 from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared, prepare_data
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from iocane.robustness.suite import _evaluation_subset, evaluate_robustness
 from tasks.train import run_train
 from tasks.warmup import run_warmup

@@ -32,7 +32,7 @@ def run_grid(project: Path, base: list[str]) -> dict:
     same GRID_EVAL_SAMPLES test images for each cell and once for the natural model."""
     from iocane import evaluate_robustness
     from iocane.data.prepared import load_prepared
-    from iocane.modelio import load_model
+    from iocane.model_files import load_model
     from iocane.robustness.suite import evaluation_subset
     from tasks.train import run_train
     from tasks.warmup import run_warmup

@@ -37,7 +37,7 @@ from iocane.base.config import load_config
 from iocane.base.layout import Layout
 from iocane.base.logs import setup_console_logging
 from iocane.data.prepared import load_prepared, prepare_data
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import subnormals_flushed
 from tasks.train import run_train

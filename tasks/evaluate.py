@@ -12,7 +12,7 @@ from iocane.base.config import Config
 from iocane.base.layout import Layout
 from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from iocane.reports.evaluation import evaluate_and_report
 from iocane.robustness.suite import evaluate_robustness
 

@@ -10,8 +10,9 @@ from iocane.base.files import read_json, sha256_file, write_json
 from iocane.base.layout import Layout
 from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared
-from iocane.training.base_model import given_baseline, load_base_weights, model_spec_for
+from iocane.model_files import load_base_weights, model_spec_for
 from iocane.training.checkpoints import run_key, run_params
+from iocane.training.given_baseline import given_baseline
 from iocane.training.hardware import resolve_hardware
 from iocane.training.loop import ModelRef, fit
 from models import build_model
@@ -22,7 +23,7 @@ def run_warmup(config: Config, layout: Layout) -> ModelRef:
     device = resolve_device()
     hardware = resolve_hardware(device, config.runtime)
     data = load_prepared(layout)
-    spec = model_spec_for(config.model, data)
+    spec = model_spec_for(config.model, data.model_spec(config.model))
     torch.manual_seed(config.seed)
     model = build_model(spec).to(device)
     base = None

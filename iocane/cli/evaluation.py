@@ -1,5 +1,5 @@
 """What ``iocane evaluate`` does once its params are valid: the params' prepared data, then the
-evaluation of the model a URI or a file names (``iocane.registry.any_model``).
+evaluation of the model a URI or a file names (``iocane.registry.evaluate_any``).
 
 The data is the params' (``--params``, ``--set data.*``): when ``data/prepared`` holds the prepare
 stage's outputs for them (or the stage store holds them from an earlier run) it is used as it is;
@@ -20,12 +20,11 @@ from iocane.base.config import Config
 from iocane.base.errors import ModelFileError
 from iocane.base.files import confined, read_json
 from iocane.base.layout import Layout
-from iocane.model_uris import resolve_model_uri
+from iocane.model_files import check_pytorch_model, resolve_model_uri
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.store import outputs_current, restore_run, save_run
-from iocane.registry.any_model import Evaluated, evaluate_any
+from iocane.registry.evaluate_any import Evaluated, evaluate_any
 from iocane.registry.login import check_tracking_login
-from iocane.training.mlflow_models import check_pytorch_model
 from tasks.prepare import run_prepare
 
 log = logging.getLogger("iocane")

@@ -30,7 +30,7 @@ import yaml
 from iocane.base.config import Config, Section
 from iocane.base.files import sha256_file
 from iocane.base.layout import Layout
-from iocane.model_uris import is_model_uri, resolve_model_uri
+from iocane.model_files import is_model_uri, resolve_model_uri
 
 # Where the packages iocane's stages import live (the repository root in a checkout).
 CODE_ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
@@ -23,9 +22,12 @@ from iocane.base.files import confined
 from iocane.base.layout import Layout
 from iocane.base.settings import resolve_device
 from iocane.data.prepared import load_prepared
-from iocane.model_uris import registered_version
-from iocane.modelio import load_model
-from iocane.registry.tracking import tracking_uri
+from iocane.model_files import (
+    NATURAL_MODEL_ARTIFACT,
+    load_model,
+    registered_version,
+    version_model_file,
+)
 from iocane.reports.evaluation import evaluate_and_report
 
 log = logging.getLogger("iocane")
@@ -58,18 +60,11 @@ def reevaluate(
             "--out" if out is not None else "the report directory",
         )
     )
-    uri = tracking_uri(root)
-
-    def weights(artifact: str) -> Path:
-        return Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=version.run_id, artifact_path=artifact, tracking_uri=uri
-            )
-        )
-
     device = resolve_device()
-    hardened, _ = load_model(weights("weights/model.pt"), device)
-    natural, _ = load_model(weights("weights/natural/model.pt"), device)
+    hardened, _ = load_model(version_model_file(version.run_id, root), device)
+    natural, _ = load_model(
+        version_model_file(version.run_id, root, NATURAL_MODEL_ARTIFACT), device
+    )
     data = load_prepared(Layout(root))
     if version.tags.get("data_fingerprint") != data.meta["fingerprint"]:
         log.warning(

@@ -33,7 +33,7 @@ from iocane.base.config import Config
 from iocane.base.files import read_json, write_json, write_text
 from iocane.base.layout import Layout
 from iocane.data.prepared import dvc_directory_hash, load_prepared
-from iocane.modelio import load_model
+from iocane.model_files import describe_lineage, load_model
 from iocane.pipeline import keys
 from iocane.registry.aliases import DECISION_TAG, assign_alias, decision_finished
 from iocane.registry.logged_model import log_servable_model
@@ -47,7 +47,6 @@ from iocane.registry.tracking import (
 )
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
-from iocane.training.base_model import describe_lineage
 
 log = logging.getLogger("iocane")
 

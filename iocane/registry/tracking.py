@@ -24,6 +24,7 @@ from iocane.base.config import Config
 from iocane.base.errors import RegistryUnreachable
 from iocane.base.layout import Layout
 from iocane.base.settings import tracking_uri as tracking_uri  # its callers import it from here
+from iocane.model_files import log_version_model_files
 from iocane.pipeline.retries import is_transient
 from iocane.reports.costs import cost_summary
 
@@ -148,10 +149,9 @@ def log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: 
         mlflow.log_artifact(str(path), "plots")
     mlflow.log_artifact(str(layout.report_file), "reports")
     mlflow.log_artifact(str(layout.prepared_meta), "data")
-    mlflow.log_artifact(str(layout.model_file("train")), "weights")
     # The natural baseline too: `iocane evaluate` re-runs the comparison and the transfer
     # attack from it.
-    mlflow.log_artifact(str(layout.model_file("warmup")), "weights/natural")
+    log_version_model_files(layout.model_file("train"), layout.model_file("warmup"))
 
 
 def unreachable_message(uri: str, error: BaseException, when: str, then: str) -> str:

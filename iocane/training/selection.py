@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from iocane.base.layout import Layout
-from iocane.modelio import save_model
+from iocane.model_files import save_model
 from iocane.training.checkpoints import load_weights
 from models import ModelSpec
 

@@ -27,10 +27,9 @@ from iocane.base.config import load_config
 from iocane.base.errors import BAD_INPUT
 from iocane.base.layout import Layout
 from iocane.cli import main
-from iocane.modelio import load_model
+from iocane.model_files import load_model, state_digest
 from iocane.pipeline.keys import stage_key
 from iocane.stages import main as stage_main
-from iocane.training.mlflow_models import state_digest
 from tests.helpers import user_models
 from tests.helpers.pipeline_params import write_tiny_params
 

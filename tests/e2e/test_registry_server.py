@@ -155,7 +155,7 @@ def test_weights_and_pt2_model_load_through_the_server(
 
     from iocane.base.layout import Layout
     from iocane.data.prepared import load_prepared
-    from iocane.modelio import load_model
+    from iocane.model_files import load_model
 
     version = client.get_model_version_by_alias(NAME, "champion")
     weights = mlflow.artifacts.download_artifacts(

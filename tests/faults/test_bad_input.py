@@ -23,7 +23,7 @@ from iocane.base.config import load_config
 from iocane.base.errors import BAD_INPUT
 from iocane.base.layout import Layout
 from iocane.data.prepared import prepare_data
-from iocane.modelio import save_model
+from iocane.model_files import save_model
 from models import ModelSpec, build_model
 from tests.helpers.dataset_files import make_idx_data, write_idx
 from tests.helpers.image_folder import truncate, write_folder, write_image
@@ -353,6 +353,22 @@ def test_a_natural_model_of_another_architecture(project: Path) -> None:
     result = _command(project, "iocane.stages", "train")
     _assert_refused(result, project, str(path), "does not fit architecture small_cnn")
     assert not layout.model_file("train").exists()
+
+
+def test_weights_in_a_truncated_safetensors_file(project: Path) -> None:
+    """A ``.safetensors`` cut short (an interrupted copy): exit 2 naming the key and the file."""
+    from safetensors.torch import save_file
+
+    spec = ModelSpec("small_cnn", 1, 8, 10, (0.5,), (0.5,))
+    state = build_model(spec).get_submodule("net").state_dict()
+    weights = project / "w.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in state.items()}, weights)
+    weights.write_bytes(weights.read_bytes()[:-64])
+    write_tiny_params(project / "params.yaml", model={"weights": "w.safetensors"})
+    layout = _prepared(project)
+    result = _command(project, "iocane.stages", "warmup")
+    _assert_refused(result, project, "model.weights", "w.safetensors", "file that loads")
+    assert not layout.model_file("warmup").exists()
 
 
 class _Payload:

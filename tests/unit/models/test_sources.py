@@ -15,7 +15,7 @@ from torch import nn
 
 from iocane.base.config import ConfigError, replace
 from iocane.base.errors import ModelSourceError
-from iocane.modelio import load_model, save_model
+from iocane.model_files import load_model, save_model
 from models import ModelSpec, build_model
 from tests.helpers.pipeline_params import write_tiny_params
 

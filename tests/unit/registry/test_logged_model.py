@@ -1,4 +1,5 @@
-"""The hardened model as MLflow logs it (``iocane.registry.logged_model``): a pt2 program with the
+"""The hardened model as MLflow logs it (``iocane.registry.logged_model``, which saves it with
+``iocane.model_files.log_servable``): a pt2 program with the
 ``python_function`` flavour (what ``mlflow models serve`` needs), a tensor signature, and real
 images as its input example. ``tests/e2e/test_flow.py`` serves a registered champion."""
 
@@ -13,12 +14,8 @@ import pytest
 import torch
 
 from iocane.data.prepared import PreparedData, Split
-from iocane.registry.logged_model import (
-    EXAMPLE_IMAGES,
-    example_images,
-    log_servable_model,
-    model_signature,
-)
+from iocane.model_files import model_signature
+from iocane.registry.logged_model import EXAMPLE_IMAGES, example_images, log_servable_model
 from models import ModelSpec, build_model
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)

@@ -16,9 +16,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from iocane.base.config import OptimConfig
+from iocane.base.errors import ModelFileError
 from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.modelio import ModelFileError, load_model, save_model
+from iocane.model_files import load_model, save_model
 from iocane.training.checkpoints import take_resumable
 from iocane.training.loop import fit
 from models import ModelSpec, build_model

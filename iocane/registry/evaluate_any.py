@@ -1,6 +1,7 @@
 """``iocane evaluate`` on any model: a version iocane registered (``iocane.registry.reevaluation``,
 as always), any other MLflow PyTorch model (``models:/...``, ``runs:/...``), or a file (a
-state_dict, a ``torch.export`` ``.pt2``, an iocane model file).
+state_dict, a ``.safetensors``, a ``torch.export`` ``.pt2``, an iocane model file), each loaded by
+``iocane.model_files.open_model``.
 
 A model iocane did not train has no natural model: it is evaluated alone (the report has no
 natural column and the suite no transfer attack) unless a baseline is given (``--baseline-uri`` /
@@ -12,7 +13,6 @@ them logged back to its run (and a registered version its tags), a file nothing 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +21,18 @@ from iocane.base.files import confined, write_text
 from iocane.base.layout import Layout
 from iocane.base.settings import resolve_device
 from iocane.data.prepared import PreparedData, load_prepared
-from iocane.model_uris import ResolvedUri, client_for, registered_version, resolve_model_uri
+from iocane.model_files import (
+    LoadedModel,
+    ResolvedUri,
+    client_for,
+    open_model,
+    registered_version,
+    resolve_model_uri,
+)
 from iocane.registry.reevaluation import log_back, reevaluate
 from iocane.registry.tracking import git_commit
 from iocane.reports.evaluation import evaluate_and_report
 from iocane.reports.model_card import render_evaluation_card
-from iocane.training.external_model import LoadedModel, load_from_file, load_from_uri
 
 # How the report, the figures and the card name the two models of such an evaluation.
 LABELS = {"hardened": "evaluated", "natural": "baseline"}
@@ -108,13 +114,12 @@ def _report_name(resolved: ResolvedUri | None, model_file: Path | None) -> str:
 def _load(
     config: Config, root: Path, data: PreparedData, *, uri: str | None, file: Path | None
 ) -> LoadedModel:
-    device = resolve_device()
-    if uri is not None:
-        return load_from_uri(uri, root, device, data=data, config=config.model)
-    assert file is not None
-    path = file if Path(file).is_absolute() else root / file
-    loaded = load_from_file(Path(path), device, data=data, config=config.model)
-    return dataclasses.replace(loaded, source=str(file))  # the path as the user gave it
+    source = uri if uri is not None else file
+    assert source is not None
+    data_spec = data.model_spec(config.model)
+    return open_model(
+        source, root=root, device=resolve_device(), data_spec=data_spec, config=config.model
+    )
 
 
 def _provenance(

@@ -1,10 +1,10 @@
 """MLflow model URIs: what ``models:/NAME@ALIAS``, ``models:/NAME/N`` and ``runs:/RUN_ID/PATH``
 name in the project's tracking store (``iocane.base.settings.tracking_uri``).
 
-In the base layer so that everything that reads a model URI resolves it the same way: the
-warmup (``model.weights``), the warmup's stage cache key (``iocane.pipeline.keys``) and
-``iocane evaluate``. A URI that names nothing is a ``ModelUriError`` (exit 2) naming the URI.
-MLflow is imported inside the functions: bad params must fail before it loads.
+Everything that reads a model URI resolves it here, the same way: the warmup (``model.weights``),
+the warmup's stage cache key (``iocane.pipeline.keys``), ``iocane evaluate`` and the registry. A
+URI that names nothing is a ``ModelUriError`` (exit 2) naming the URI. Neither MLflow nor torch is
+imported at module level: bad params must fail before they load, and the cache key needs neither.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Saving and loading model weights safely.
+"""iocane's own model file: the architecture spec and a state_dict, nothing else.
 
-A model file holds the architecture spec and a state_dict, nothing else, and is read with
-``torch.load(weights_only=True)``: a file that smuggles pickled code is refused, not executed.
+It is read with ``torch.load(weights_only=True)``: a file that smuggles pickled code is refused,
+not executed. The spec says how to rebuild the network (``models.build_model``), so the file alone
+is the whole model: what the stages pass on, and what a version keeps in its run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from models import ModelSpec, build_model
 
 
 def save_model(path: Path, model: nn.Module, spec: ModelSpec) -> None:
+    """Write ``model``'s weights (on the CPU) with its ``spec``, atomically: a stop midway leaves
+    the old file or none, never a half-written one."""
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     payload = {"spec": spec.to_dict(), "state_dict": state}
 
@@ -57,3 +60,13 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
             f"model file {path} does not fit architecture {spec.name}: {error}"
         ) from None
     return model.to(device).eval(), spec
+
+
+def is_iocane_file(path: Path) -> bool:
+    """Whether ``path`` is an iocane model file (a spec beside the state_dict); a file that does
+    not load says nothing here (the loader that reads it names what is wrong)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # read_state_dict or load_model names what is wrong with it
+        return False
+    return isinstance(payload, dict) and {"spec", "state_dict"} <= set(payload)

@@ -14,8 +14,7 @@ from iocane.base.errors import ModelSourceError
 from iocane.base.files import read_json, sha256_file
 from iocane.base.layout import Layout
 from iocane.data.prepared import load_prepared, prepare_data
-from iocane.modelio import load_model
-from iocane.training.base_model import model_spec_for, read_state_dict
+from iocane.model_files import load_model, model_spec_for, read_state_dict
 from models import build_model
 from tasks.warmup import run_warmup
 from tests.helpers.pipeline_params import write_tiny_params
@@ -100,9 +99,9 @@ def test_reset_head_replaces_the_last_linear_layer(prepared: Path, tmp_path: Pat
 def test_mean_with_the_wrong_channel_count_is_named(prepared: Path, tmp_path: Path) -> None:
     config, layout = _project(prepared, tmp_path, "model.mean=[0.5, 0.5, 0.5]")
     with pytest.raises(ConfigError, match=r"model\.mean: 3 value"):
-        model_spec_for(config.model, load_prepared(layout))
+        model_spec_for(config.model, load_prepared(layout).model_spec(config.model))
     config, layout = _project(prepared, tmp_path, "model.mean=[0.25]", "model.std=[0.5]")
-    spec = model_spec_for(config.model, load_prepared(layout))
+    spec = model_spec_for(config.model, load_prepared(layout).model_spec(config.model))
     assert (spec.mean, spec.std) == ((0.25,), (0.5,))
 
 

@@ -2,8 +2,8 @@
 model (``mlflow.pytorch.load_model``, on the CPU), or, for a version iocane registered, its own
 model file (``weights/model.pt`` in its run, which holds the architecture spec).
 
-``iocane.training.base_model`` reads a URI's weights here for ``model.weights``;
-``iocane.training.external_model`` loads the whole model for ``iocane evaluate``.
+The warmup reads a URI's weights here for ``model.weights`` (``iocane.model_files.start``);
+``iocane evaluate`` loads the whole model (``iocane.model_files.given``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from torch import nn
 
 from iocane.base.errors import ModelUriError
 from iocane.base.settings import tracking_uri
-from iocane.model_uris import ResolvedUri, resolve_model_uri
-from iocane.modelio import load_model
+from iocane.model_files.iocane_file import load_model
+from iocane.model_files.uris import ResolvedUri, resolve_model_uri
 
-# Where a version iocane registered keeps its own model file, in its run's artifacts.
+# Where a version iocane registered keeps its own model files, in its run's artifacts: the
+# hardened model, and the natural baseline that `iocane evaluate` compares it with and runs the
+# transfer attack from.
 IOCANE_MODEL_ARTIFACT = "weights/model.pt"
+NATURAL_MODEL_ARTIFACT = "weights/natural/model.pt"
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -66,17 +69,33 @@ def _project_store(root: Path) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def iocane_model_file(resolved: ResolvedUri, root: Path) -> Path:
-    """The local copy of an iocane version's own model file (``IOCANE_MODEL_ARTIFACT``)."""
+def log_version_model_files(hardened: Path, natural: Path) -> None:
+    """Log the two iocane model files into the active run, where ``version_model_file`` finds
+    them (``IOCANE_MODEL_ARTIFACT``, ``NATURAL_MODEL_ARTIFACT``); each must be named
+    ``model.pt``, as the stages write them."""
+    import mlflow
+
+    for path, artifact in ((hardened, IOCANE_MODEL_ARTIFACT), (natural, NATURAL_MODEL_ARTIFACT)):
+        folder, _, name = artifact.rpartition("/")
+        assert path.name == name, f"{path} is logged as {artifact}"
+        mlflow.log_artifact(str(path), folder)
+
+
+def version_model_file(run_id: str, root: Path, artifact: str = IOCANE_MODEL_ARTIFACT) -> Path:
+    """The local copy of one of an iocane version's model files (its run's ``artifact``)."""
     import mlflow
 
     return Path(
         mlflow.artifacts.download_artifacts(
-            run_id=resolved.run_id,
-            artifact_path=IOCANE_MODEL_ARTIFACT,
-            tracking_uri=tracking_uri(root),
+            run_id=run_id, artifact_path=artifact, tracking_uri=tracking_uri(root)
         )
     )
+
+
+def iocane_model_file(resolved: ResolvedUri, root: Path) -> Path:
+    """The local copy of an iocane version's own model file (``IOCANE_MODEL_ARTIFACT``)."""
+    assert resolved.run_id is not None  # is_iocane_version: a version with its run
+    return version_model_file(resolved.run_id, root)
 
 
 def check_pytorch_model(resolved: ResolvedUri, root: Path) -> None:

@@ -1,13 +1,12 @@
-"""A model from outside iocane, loaded in one place for ``iocane evaluate`` (the warmup's
-``model.weights`` reads a file's or a URI's weights with the same functions:
-``iocane.training.base_model`` and ``iocane.training.mlflow_models``, which this module builds on).
+"""A whole model to evaluate, from any source ``iocane evaluate`` takes (``--model-file``,
+``--model-uri`` and the baselines), loaded in one place: ``open_model``.
 
 - An MLflow model URI of any PyTorch-flavour model (``models:/NAME@ALIAS``, ``models:/NAME/N``,
   ``runs:/RUN_ID/PATH``), from the project's tracking store, loaded with
   ``mlflow.pytorch.load_model`` on the CPU and then moved to the run-time device. A version that
   iocane registered is read from its own model file instead (``weights/model.pt``), which holds
   its architecture spec.
-- A file: an iocane model file (``iocane.modelio``), a state_dict ``.pt`` / ``.pth`` /
+- A file: an iocane model file (``iocane_file``), a state_dict ``.pt`` / ``.pth`` /
   ``.safetensors`` for the network ``model.name`` builds with the data's spec, or a
   ``torch.export`` program ``.pt2`` (``torch.export.load(...).module()``).
 
@@ -15,11 +14,15 @@ Input convention: iocane attacks images in [0, 1]. A model from an MLflow URI or
 used as it is, so it must take [0, 1] images itself; when ``model.mean`` / ``model.std`` are set,
 iocane's ``Normalize`` is put in front of it. A state_dict is loaded into iocane's own wrapped
 network, whose normalisation comes from ``model.mean`` / ``model.std`` or the data.
+
+The data enters as its spec (``PreparedData.model_spec``: channels, image size, classes), so this
+area sits below the data area in the layers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +33,12 @@ from torch import nn
 from iocane.base.config import ConfigError, ModelConfig
 from iocane.base.errors import ModelFileError, ModelUriError
 from iocane.base.files import sha256_file
-from iocane.data.prepared import PreparedData
-from iocane.model_uris import ResolvedUri, resolve_model_uri
-from iocane.modelio import load_model
-from iocane.training.base_model import (
-    load_network_state,
-    model_spec_for,
-    network_part,
-    read_state_dict,
-)
-from iocane.training.mlflow_models import iocane_model_file, mlflow_pytorch
-from models import build_model
+from iocane.model_files.iocane_file import is_iocane_file, load_model
+from iocane.model_files.mlflow_store import iocane_model_file, mlflow_pytorch
+from iocane.model_files.start import model_spec_for
+from iocane.model_files.state_dicts import load_network_state, network_part, read_state_dict
+from iocane.model_files.uris import ResolvedUri, is_model_uri, resolve_model_uri
+from models import ModelSpec, build_model
 from models.normalize import Normalize
 
 log = logging.getLogger("iocane")
@@ -101,18 +99,19 @@ def _normalize(config: ModelConfig | None, channels: int) -> Normalize | None:
 
 
 def _as_given(
-    network: nn.Module, config: ModelConfig | None, data: PreparedData, device: torch.device
+    network: nn.Module, config: ModelConfig | None, data_spec: ModelSpec, device: torch.device | str
 ) -> nn.Module:
-    model = AsGiven(network, _normalize(config, data.meta["in_channels"]))
+    model = AsGiven(network, _normalize(config, data_spec.in_channels))
     return model.to(device).eval()
 
 
-def _check_fits(model: nn.Module, data: PreparedData, source: str, error: type) -> None:
+def _check_fits(model: nn.Module, data_spec: ModelSpec, source: str, error: type) -> None:
     """A model used as given must take a batch of any size of the data's images and return one
     logit per class: a mismatch is named here, not deep inside an attack."""
-    shape = (data.meta["in_channels"], data.meta["image_size"], data.meta["image_size"])
+    size = data_spec.image_size
+    shape = (data_spec.in_channels, size, size)
     device = next(model.parameters(), torch.empty(0)).device
-    classes = data.meta["num_classes"]
+    classes = data_spec.num_classes
     generator = torch.Generator().manual_seed(0)  # the global random state is left as it was
     for batch in (2, 3):
         try:
@@ -132,9 +131,9 @@ def _check_fits(model: nn.Module, data: PreparedData, source: str, error: type) 
 def load_from_uri(
     uri: str,
     root: Path,
-    device: torch.device,
+    device: torch.device | str,
     *,
-    data: PreparedData,
+    data_spec: ModelSpec,
     config: ModelConfig | None = None,
 ) -> LoadedModel:
     """The model at ``uri``: an iocane version from its own model file (its spec says how to
@@ -143,16 +142,16 @@ def load_from_uri(
     if resolved.is_iocane_version:
         model, _ = load_model(iocane_model_file(resolved, root), device)
         return LoadedModel(model, uri, "iocane-version", resolved.lineage(), resolved)
-    model = _as_given(mlflow_pytorch(resolved, root), config, data, device)
-    _check_fits(model, data, uri, ModelUriError)
+    model = _as_given(mlflow_pytorch(resolved, root), config, data_spec, device)
+    _check_fits(model, data_spec, uri, ModelUriError)
     return LoadedModel(model, uri, "mlflow", resolved.lineage(), resolved)
 
 
 def load_from_file(
-    path: Path, device: torch.device, *, data: PreparedData, config: ModelConfig
+    path: Path, device: torch.device | str, *, data_spec: ModelSpec, config: ModelConfig
 ) -> LoadedModel:
     """The model in a file: ``.pt2`` as it is, an iocane model file by its spec, a state_dict
-    into the network ``model.name`` builds for ``data``."""
+    into the network ``model.name`` builds for the data's spec."""
     if not path.is_file():
         raise ModelFileError(f"model file {path} is missing")
     lineage = {"path": str(path), "sha256": sha256_file(path)}
@@ -165,13 +164,13 @@ def load_from_file(
                 f"model file {path} is not a torch.export program that loads "
                 f"({type(error).__name__}: {first})"
             ) from None
-        model = _as_given(network, config, data, device)
-        _check_fits(model, data, str(path), ModelFileError)
+        model = _as_given(network, config, data_spec, device)
+        _check_fits(model, data_spec, str(path), ModelFileError)
         return LoadedModel(model, str(path), "pt2", lineage)
-    if _is_iocane(path):
+    if is_iocane_file(path):
         model, _ = load_model(path, device)
         return LoadedModel(model, str(path), "iocane-file", lineage)
-    spec = model_spec_for(config, data)
+    spec = model_spec_for(config, data_spec)
     model = build_model(spec)  # every weight is then the file's: strict, as model.weights is
     load_network_state(
         model.get_submodule("net"),
@@ -183,10 +182,19 @@ def load_from_file(
     return LoadedModel(model.to(device).eval(), str(path), "state_dict", lineage)
 
 
-def _is_iocane(path: Path) -> bool:
-    """Whether a ``.pt`` file is an iocane model file (a spec beside the state_dict)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # read_state_dict or load_model names what is wrong with it
-        return False
-    return isinstance(payload, dict) and {"spec", "state_dict"} <= set(payload)
+def open_model(
+    source: str | Path,
+    *,
+    root: Path,
+    device: torch.device | str,
+    data_spec: ModelSpec,
+    config: ModelConfig,
+) -> LoadedModel:
+    """The model ``source`` names, whatever kind: a model URI, or a file (relative to the project
+    directory ``root``) that is a ``.pt2``, an iocane model file or a state_dict (``.pt``,
+    ``.pth``, ``.safetensors``). ``source`` stays as the user gave it in the result."""
+    if is_model_uri(str(source)):
+        return load_from_uri(str(source), root, device, data_spec=data_spec, config=config)
+    path = Path(source) if Path(source).is_absolute() else root / source
+    loaded = load_from_file(path, device, data_spec=data_spec, config=config)
+    return dataclasses.replace(loaded, source=str(source))  # the path as the user gave it
