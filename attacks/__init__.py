@@ -17,6 +17,7 @@ from attacks.fgsm import FGSM
 from attacks.nfgsm import NFGSM
 from attacks.pgd import PGD
 from attacks.threat import THREAT_MODELS, threat_model
+from attacks.trades import TradesAttack
 
 
 class Attack(Protocol):
@@ -29,4 +30,4 @@ class Attack(Protocol):
     ) -> torch.Tensor: ...
 
 
-__all__ = ["FGSM", "NFGSM", "PGD", "THREAT_MODELS", "Attack", "threat_model"]
+__all__ = ["FGSM", "NFGSM", "PGD", "THREAT_MODELS", "Attack", "TradesAttack", "threat_model"]

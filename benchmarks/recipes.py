@@ -44,11 +44,11 @@ from iocane.base.layout import Layout
 from iocane.base.logs import setup_console_logging
 from iocane.base.settings import resolve_device
 from iocane.data.prepared import Split, load_prepared, prepare_data
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import resolve_hardware
 from iocane.training.loop import fit
-from iocane.training.recipes import AdversarialRecipe
+from iocane.training.recipes import Recipe
 from iocane.training.validation import evaluate_split
 from models import ModelSpec, build_model
 
@@ -76,18 +76,17 @@ VALIDATION_IMAGES = 500
 CALIBRATION_BATCHES = 6
 
 
-def recipe_for(config: Config, name: str) -> AdversarialRecipe | None:
+def recipe_for(config: Config, name: str) -> Recipe | None:
     """The recipe a ``--recipes`` entry names (its ``+schedule`` part aside)."""
     method = name.partition("+")[0]
     if method == "natural":
         return None
-    recipe = AdversarialRecipe.from_config(config.train)
+    train = config.train
     if method.startswith("pgd") and method[3:].isdigit():  # few-step PGD: pgd3, pgd4, pgd5
         steps = int(method[3:])
-        return dataclasses.replace(
-            recipe, method="pgd", steps=steps, step_size=2.5 * recipe.eps / steps
-        )
-    return dataclasses.replace(recipe, method=method)
+        update = {"method": "pgd", "steps": steps, "step_size": 2.5 * train.eps / steps}
+        return Recipe.from_config(train.model_copy(update=update))
+    return Recipe.from_config(train.model_copy(update={"method": method}))
 
 
 def schedule_for(config: Config, name: str) -> str:

@@ -59,7 +59,7 @@ from torch import nn
 
 from iocane.base.config import OptimConfig
 from iocane.training.epoch import VALIDATION_BATCH, EpochLoop, EpochTiming, step_passes
-from iocane.training.recipes import AdversarialRecipe, train_step
+from iocane.training.recipes import Recipe, train_step
 from iocane.training.state import make_optimizer
 from iocane.training.validation import evaluate_shards
 
@@ -165,9 +165,9 @@ class BudgetDecision:
 def with_epochs(
     epochs: int,
     optim: OptimConfig,
-    recipe: AdversarialRecipe | None,
+    recipe: Recipe | None,
     last_epoch_steps: int | None = None,
-) -> tuple[OptimConfig, AdversarialRecipe | None]:
+) -> tuple[OptimConfig, Recipe | None]:
     """``optim`` with ``epochs`` (the lr schedule's length) and ``recipe`` with an eps ramp no
     longer than the whole epochs among them (a partial last epoch, of ``last_epoch_steps``,
     trains at the full eps): training for a budget's epochs is training with ``train.epochs``

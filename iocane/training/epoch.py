@@ -35,7 +35,7 @@ from iocane.training.checkpoints import kept_checkpoints
 from iocane.training.hardware import Hardware
 from iocane.training.passes import PassCount
 from iocane.training.ranks import Ranks
-from iocane.training.recipes import AdversarialRecipe, TrainingPasses, train_step
+from iocane.training.recipes import BatchStats, Recipe, TrainingPasses, train_step
 from iocane.training.state import TrainState, steps_per_batch
 from iocane.training.validation import evaluate_shards
 from models import ModelSpec
@@ -44,7 +44,11 @@ log = logging.getLogger("iocane")
 
 PROGRESS_SECONDS = 30.0  # within a long epoch, a progress line at most this often
 VALIDATION_BATCH = 512
-SUMS = ("n", "cl", "cc", "al", "ac")  # images, clean loss and correct, adversarial loss and correct
+# The epoch's running sums: the images trained, the clean cross-entropy summed over them and the
+# images classified right, the same for their adversarial examples.
+SUMS = ("images", "clean_loss_total", "clean_correct", "adv_loss_total", "adv_correct")
+# The sums' names in a partial checkpoint written before they were named (``EpochProgress.resume``).
+OLD_SUM_NAMES = dict(zip(("n", "cl", "cc", "al", "ac"), SUMS, strict=True))
 
 # The columns of plots/<stage>.csv, one row per epoch.
 HISTORY_COLUMNS = (
@@ -77,6 +81,16 @@ def batches_per_epoch(n_images: int, batch_size: int, ranks: Ranks) -> int:
     if not ranks.distributed:
         return math.ceil(n_images / batch_size)
     return n_images // batch_size + (n_images % batch_size >= 2 * ranks.world_size)
+
+
+def add_batch(sums: dict[str, torch.Tensor], images: int, stats: BatchStats) -> None:
+    """A batch's figures added to the epoch's running sums (``SUMS``), on the device."""
+    sums["images"] += images
+    sums["clean_loss_total"] += stats.clean_loss
+    sums["clean_correct"] += stats.clean_correct
+    if stats.adv_loss is not None:
+        sums["adv_loss_total"] += stats.adv_loss
+        sums["adv_correct"] += stats.adv_correct
 
 
 def step_passes(training_model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
@@ -137,7 +151,10 @@ class EpochProgress:
             order=position["order"].to(device),
             batch=position["batch"],
             eps=position["eps"],
-            sums={key: value.to(device) for key, value in position["sums"].items()},
+            sums={
+                OLD_SUM_NAMES.get(key, key): value.to(device)
+                for key, value in position["sums"].items()
+            },
             first_nonfinite=position["first_nonfinite"].to(device),
             started=time.perf_counter(),
             lr=position.get("lr"),
@@ -179,7 +196,7 @@ class EpochLoop:
     train: Split  # on the device
     val: Split
     val_attack: Attack | None
-    recipe: AdversarialRecipe | None
+    recipe: Recipe | None
     seed: int
     hardware: Hardware
     ranks: Ranks
@@ -221,7 +238,7 @@ class EpochLoop:
 
     def checkpoint(self, state: TrainState) -> dict:
         """The checkpoint of the state as it is now."""
-        keep_free_delta = self.recipe is not None and self.recipe.method == "free"
+        keep_free_delta = self.recipe is not None and self.recipe.carries_perturbation
         checkpoint = state.to_checkpoint(
             stage=self.stage, run_key=self.run_key, spec=self.spec, keep_free_delta=keep_free_delta
         )
@@ -267,12 +284,7 @@ class EpochLoop:
                 state.scheduler.step()
             nonfinite = ~torch.isfinite(stats.objective) & (first_nonfinite < 0)
             first_nonfinite = torch.where(nonfinite, batch, first_nonfinite)
-            sums["n"] += len(labels)
-            sums["cl"] += stats.clean_loss
-            sums["cc"] += stats.clean_correct
-            if stats.adv_loss is not None:
-                sums["al"] += stats.adv_loss
-                sums["ac"] += stats.adv_correct
+            add_batch(sums, len(labels), stats)
             stop = ranks.agreed_stop(self.device)
             if stop:
                 break
@@ -309,19 +321,19 @@ class EpochLoop:
             )
         validation_seconds = time.perf_counter() - validation_started
         sums = progress.sums
-        trained = sums["n"].item()  # under DDP, a skipped short last batch is not counted
+        trained = sums["images"].item()  # under DDP, a skipped short last batch is not counted
         row = {
             "epoch": epoch + 1,
             "lr": lr,
             "eps": progress.eps,
-            "train_clean_loss": sums["cl"].item() / trained,
-            "train_clean_accuracy": sums["cc"].item() / trained,
+            "train_clean_loss": sums["clean_loss_total"].item() / trained,
+            "train_clean_accuracy": sums["clean_correct"].item() / trained,
             **{f"val_{key}": value for key, value in val_figures.items()},
             "seconds": time.perf_counter() - progress.started,
         }
         if self.recipe is not None:
-            row["train_adv_loss"] = sums["al"].item() / trained
-            row["train_adv_accuracy"] = sums["ac"].item() / trained
+            row["train_adv_loss"] = sums["adv_loss_total"].item() / trained
+            row["train_adv_accuracy"] = sums["adv_correct"].item() / trained
         if epoch == judged_epoch(self.n_batches, self.epochs):  # before it is checkpointed
             check_learning(
                 stage=self.stage,

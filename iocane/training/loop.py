@@ -2,9 +2,9 @@
 
 The ``warmup`` stage trains on clean images only (adversarial examples against an untrained
 model are noise: a curriculum) and is the natural baseline the gate compares against. The
-``train`` stage continues from its weights with PGD adversarial training (Madry et al. 2018):
-a loss mix ``(1 - adv_weight) * CE(clean) + adv_weight * CE(adversarial)`` and an optional
-linear eps ramp. Every epoch ends in a checkpoint holding model, optimiser, scheduler, epoch
+``train`` stage continues from its weights with adversarial training by the recipe
+``train.method`` names (``recipes``; PGD, Madry et al. 2018, by default) and an optional linear
+eps ramp. Every epoch ends in a checkpoint holding model, optimiser, scheduler, epoch
 and RNG states, written atomically, so a run can resume where it stopped.
 
 Batch norm: the attack runs with the model in eval mode, so crafting adversarial examples never
@@ -28,11 +28,11 @@ from torch import nn
 
 from attacks import Attack
 from iocane.base.config import Config, OptimConfig
-from iocane.base.files import sha256_file, write_json
+from iocane.base.files import sha256_file
 from iocane.base.interrupts import Interrupted, safe_stop_section
 from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, load_prepared
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from iocane.training.budget import (
     BudgetDecision,
     Plan,
@@ -42,13 +42,10 @@ from iocane.training.budget import (
     with_epochs,
 )
 from iocane.training.checkpoints import (
-    PARTIAL_CHECKPOINT,
     prune_checkpoints,
     run_key,
     run_params,
     save_epoch,
-    save_partial,
-    take_resumable,
 )
 from iocane.training.epoch import (
     EpochLoop,
@@ -57,15 +54,19 @@ from iocane.training.epoch import (
     step_passes,
     write_history,
 )
+from iocane.training.finish import finish_run
 from iocane.training.hardware import Hardware, resolve_hardware, subnormals_flushed
-from iocane.training.passes import PassCount, counting_passes
+from iocane.training.passes import counting_passes
 from iocane.training.ranks import Ranks
-from iocane.training.recipes import AdversarialRecipe
+from iocane.training.recipes import Recipe
+from iocane.training.resume import (
+    restore_state,
+    stopped_within_epoch,
+    take_resumable_checkpoint,
+)
 from iocane.training.selection import (
     collapse_record,
     epochs_read,
-    select_weights,
-    selection,
 )
 from iocane.training.state import TrainState, continued_scheduler
 from iocane.training.validation import validation_attack
@@ -90,7 +91,7 @@ def fit(
     spec: ModelSpec,
     data: PreparedData,
     optim: OptimConfig,
-    recipe: AdversarialRecipe | None,
+    recipe: Recipe | None,
     val_attack: Attack | None,
     layout: Layout,
     seed: int,
@@ -109,14 +110,12 @@ def fit(
     (default: float32, eager) says how the steps run; ``ranks`` (default: one process) places
     this process under DDP: it trains on its shard of each global batch, only rank 0 writes.
     ``budget_minutes`` > 0 trains the epochs that fill that many minutes instead (``budget``).
-    ``keep_checkpoints``: ``all`` epoch checkpoints stay, or ``newest_and_best`` (the stages
-    pass ``<stage>.keep_checkpoints``; ``checkpoints``)."""
+    ``keep_checkpoints`` (``checkpoints``): ``all`` epochs stay, or ``newest_and_best``."""
     started = time.perf_counter()
     ranks = ranks or Ranks()
     hardware = hardware or Hardware(device=device, bf16=False, channels_last=False, compile=False)
     hardware.place_model(model)
     training_model = hardware.training_model(model)
-    layout.checkpoint_dir(stage).mkdir(parents=True, exist_ok=True)
     epochs = EpochLoop(
         stage=stage,
         optim=optim,
@@ -135,21 +134,7 @@ def fit(
         select=select,
         keep_checkpoints=keep_checkpoints,
     )
-    resumed = _take_resumable(epochs)
-    epochs, budget = _to_budget(epochs, model, resumed, budget_minutes)
-    shard = (math.ceil(optim.batch_size / ranks.world_size), *epochs.train.image_shape)
-    state = TrainState.start(
-        model,
-        epochs.optim,
-        seed=seed,
-        free_delta_shape=shard,
-        device=device,
-        batches_per_epoch=epochs.n_batches,
-        last_epoch_steps=epochs.last_epoch_steps,
-    )
-    _restore(state, epochs, resumed)
-    if budget is not None:
-        state.budget = budget.to_dict()
+    epochs, state, resumed = _start_state(epochs, model, budget_minutes)
     # After the resume: under DDP, making the passes hands rank 0's weights to every rank.
     epochs = replace(epochs, passes=step_passes(training_model, ranks, device))
     position = resumed.get("position") if resumed is not None else None
@@ -162,14 +147,14 @@ def fit(
             position = None
             progress = epochs.run(state, epoch, progress)
             if progress.stopped:
-                raise _stopped_within_epoch(epochs, state, epoch, progress)
+                raise stopped_within_epoch(epochs, state, epoch, progress)
             row, timing = epochs.end(state, epoch, progress, passes_made)
-            images_trained += int(progress.sums["n"].item())
+            images_trained += int(progress.sums["images"].item())
             epochs = _close_epoch(epochs, state, epoch, row, timing)
             if state.collapse is not None:
                 break
             epoch += 1
-    return _finish(
+    return finish_run(
         epochs,
         state,
         select=select,
@@ -180,16 +165,29 @@ def fit(
     )
 
 
-def _take_resumable(epochs: EpochLoop) -> dict | None:
-    """The newest checkpoint of this run, if there is one (its ``position`` says where in an
-    epoch a signal stopped it, its ``budget`` what a time budget decided)."""
-    directory, run_key, ranks = epochs.directory, epochs.run_key, epochs.ranks
-    # Rank 0 tidies the checkpoint directory; the others read it once it is tidy.
-    resumed = take_resumable(directory, run_key) if ranks.writes else None
-    ranks.barrier()
-    if not ranks.writes:
-        resumed = take_resumable(directory, run_key)
-    return resumed
+def _start_state(
+    epochs: EpochLoop, model: nn.Module, budget_minutes: float
+) -> tuple[EpochLoop, TrainState, dict | None]:
+    """The run's state before its next step: new, or resumed from this run's newest checkpoint;
+    with a time budget, the epochs it plans (and the state keeps its decision)."""
+    epochs.directory.mkdir(parents=True, exist_ok=True)
+    resumed = take_resumable_checkpoint(epochs)
+    epochs, budget = _to_budget(epochs, model, resumed, budget_minutes)
+    world_size = epochs.ranks.world_size
+    shard = (math.ceil(epochs.batch_size / world_size), *epochs.train.image_shape)
+    state = TrainState.start(
+        model,
+        epochs.optim,
+        seed=epochs.seed,
+        free_delta_shape=shard,
+        device=epochs.device,
+        batches_per_epoch=epochs.n_batches,
+        last_epoch_steps=epochs.last_epoch_steps,
+    )
+    restore_state(state, epochs, resumed)
+    if budget is not None:
+        state.budget = budget.to_dict()
+    return epochs, state, resumed
 
 
 def _to_budget(
@@ -261,56 +259,6 @@ def _follow_budget(epochs: EpochLoop, state: TrainState, timing: EpochTiming) ->
     return planned
 
 
-def _restore(state: TrainState, epochs: EpochLoop, resumed: dict | None) -> None:
-    """Put the checkpoint a run resumes from back into its state, and say where it resumes."""
-    if resumed is None:
-        return
-    stage, directory, ranks = epochs.stage, epochs.directory, epochs.ranks
-    state.restore(resumed)
-    if state.collapse is not None:
-        log.info("%s: stopped at epoch %d by catastrophic overfitting", stage, state.epoch)
-    elif state.epoch >= epochs.epochs:
-        log.info(
-            "%s: all %d epochs were already trained with these params, data and code; reusing %s",
-            stage,
-            epochs.epochs,
-            directory,
-        )
-    elif resumed.get("position") is not None:
-        if not ranks.writes:  # the epoch's sums so far are rank 0's to carry
-            carried = resumed["position"]["sums"]
-            resumed["position"]["sums"] = {k: torch.zeros_like(v) for k, v in carried.items()}
-            resumed["position"]["first_nonfinite"] = torch.tensor(-1)
-        log.info(
-            "%s: resuming at epoch %d, step %d of %d (the run was stopped by %s there) from %s",
-            stage,
-            state.epoch + 1,
-            resumed["position"]["batch"] + 1,
-            math.ceil(len(epochs.train) / epochs.batch_size),
-            resumed["position"]["signal"],
-            directory / PARTIAL_CHECKPOINT,
-        )
-    else:
-        log.info("%s: resuming after epoch %d from %s", stage, state.epoch, directory)
-
-
-def _stopped_within_epoch(
-    epochs: EpochLoop, state: TrainState, epoch: int, progress: EpochProgress
-) -> Interrupted:
-    """Save the point a signal stopped the epoch at (rank 0) and say how to go on from it."""
-    if epochs.ranks.writes:
-        partial = epochs.checkpoint(state)
-        partial["position"] = progress.position()
-        save_partial(epochs.directory, partial)
-    return Interrupted(
-        progress.stopped,
-        f"{epochs.stage}: stopped by {progress.stopped} in epoch {epoch + 1} after step "
-        f"{progress.batch} of {epochs.steps_in(epoch)}, saved to "
-        f"{epochs.directory / PARTIAL_CHECKPOINT}; "
-        "run the same command again to resume from there",
-    )
-
-
 def _close_epoch(
     epochs: EpochLoop, state: TrainState, epoch: int, row: dict, timing: EpochTiming
 ) -> EpochLoop:
@@ -361,67 +309,6 @@ def _format_optional(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _finish(
-    epochs: EpochLoop,
-    state: TrainState,
-    *,
-    select: str,
-    resumed: dict | None,
-    started: float,
-    images_trained: int,
-    counter: PassCount,
-) -> dict:
-    """The selected weights as the stage's model, and ``metrics/<stage>.json``: the selected
-    epoch's row, the selection, and how the run went (rank 0 writes; every rank returns it)."""
-    ranks, hardware, device = epochs.ranks, epochs.hardware, epochs.device
-    # Every rank holds the same history; only rank 0's checkpoints exist to select from.
-    chosen = selection(state.history, select, state.collapse)
-    if ranks.writes:
-        select_weights(
-            stage=epochs.stage,
-            directory=epochs.directory,
-            model=state.model,
-            spec=epochs.spec,
-            history=state.history,
-            chosen=chosen,
-            collapse=state.collapse,
-            layout=epochs.layout,
-        )
-    final = dict(state.history[chosen["selected_epoch"] - 1])
-    final.update(
-        {
-            **chosen,
-            "catastrophic_overfitting": state.collapse,
-            "epochs": epochs.epochs,
-            "resumed_after_epoch": resumed["epoch"] if resumed is not None else None,
-            # Steps of the next epoch already done when a signal stopped the run there.
-            "resumed_after_step": (resumed.get("position") or {}).get("batch")
-            if resumed is not None
-            else None,
-            "seconds": time.perf_counter() - started,
-            "device": str(device),
-            "precision": "bf16" if hardware.bf16 else "fp32",
-            "compiled": hardware.compile,
-            "processes": ranks.world_size,
-            "images_trained": images_trained,
-            # every process's passes (each counts its own shard's)
-            **{k: int(v) for k, v in ranks.sum(counter.totals(device)).items()},
-            "run_key": epochs.run_key,
-            **(BudgetDecision.from_dict(state.budget).metrics() if state.budget else {}),
-        }
-    )
-    if state.budget is not None:
-        # Fewer epochs than decided, and no collapse: the budget ran out first.
-        cut = state.epoch < final["budget_epochs"] and state.collapse is None
-        final["budget_stopped_after_epoch"] = state.epoch if cut else None
-        # The plan trained (it follows the machine), and the budget's seconds its epochs used.
-        final["last_epoch_steps"] = epochs.last_epoch_steps
-        final["budget_training_seconds"] = sum(row["seconds"] for row in state.history)
-    if ranks.writes:
-        write_json(epochs.layout.metrics_file(epochs.stage), final)
-    return final
-
-
 def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch.device) -> dict:
     """This process's part of the ``train`` stage (all of it when it is alone)."""
     hardware = resolve_hardware(device, config.runtime)
@@ -436,7 +323,7 @@ def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch
         spec=spec,
         data=data,
         optim=train,
-        recipe=AdversarialRecipe.from_config(train),
+        recipe=Recipe.from_config(train),
         val_attack=validation_attack(config),
         layout=layout,
         seed=config.seed + 1,

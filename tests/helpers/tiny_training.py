@@ -76,3 +76,20 @@ def fit_held_out(
         device=torch.device("cpu"),
         **options,
     )
+
+
+# The recipe-specific keys' values the recipe tests were written with (params.yaml has its own).
+RECIPE_TEST_VALUES = {
+    "trades_beta": 6.0,
+    "alp_weight": 0.5,
+    "free_replays": 4,
+    "multi_other_eps": 0.5,
+}
+
+
+def adversarial_recipe(method: str = "pgd", **fields: Any) -> Any:
+    """The recipe ``method`` built from ``fields``, which may hold other recipes' keys too (as
+    the ``train`` section does); the recipe-specific keys default to ``RECIPE_TEST_VALUES``."""
+    from iocane.training.recipes import make_recipe
+
+    return make_recipe(method, **{**RECIPE_TEST_VALUES, **fields})

@@ -35,10 +35,10 @@ from iocane.training.budget import (
 )
 from iocane.training.epoch import EpochTiming
 from iocane.training.ranks import Ranks
-from iocane.training.recipes import AdversarialRecipe
+from iocane.training.recipes import Recipe
 from iocane.training.state import continued_scheduler, make_scheduler
 from models import ModelSpec
-from tests.helpers.tiny_training import fit_held_out
+from tests.helpers.tiny_training import adversarial_recipe, fit_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 # 20 epochs as configured: a budget replaces them (and the cosine schedule's length).
@@ -49,8 +49,8 @@ OPTIM = OptimConfig(
 RAMP = 5
 
 
-def _recipe(method: str) -> AdversarialRecipe:
-    return AdversarialRecipe(
+def _recipe(method: str) -> Recipe:
+    return adversarial_recipe(
         norm="Linf",
         eps=0.1,
         step_size=0.05,
@@ -66,7 +66,7 @@ def _recipe(method: str) -> AdversarialRecipe:
 def _fit(
     root: Path,
     *,
-    recipe: AdversarialRecipe,
+    recipe: Recipe,
     optim: OptimConfig = OPTIM,
     budget_minutes: float = 0.0,
     ranks: Ranks | None = None,

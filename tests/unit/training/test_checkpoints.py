@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import signal
@@ -13,28 +12,31 @@ import torch
 from sklearn.datasets import load_digits
 
 from iocane.base.config import OptimConfig
+from iocane.base.errors import ModelFileError
 from iocane.base.interrupts import Interrupted
 from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
-from iocane.modelio import ModelFileError, load_model, save_model
+from iocane.model_files import load_model, save_model
 from iocane.training.checkpoints import PARTIAL_CHECKPOINT
 from iocane.training.loop import fit
-from iocane.training.recipes import AdversarialRecipe
+from iocane.training.recipes import Recipe
 from models import ModelSpec, build_model
+from tests.helpers.tiny_training import adversarial_recipe
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
 OPTIM = OptimConfig(
     epochs=3, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5.0e-4, lr_schedule="cosine"
 )
-RECIPE = AdversarialRecipe(
-    norm="Linf",
-    eps=0.1,
-    step_size=0.05,
-    steps=2,
-    random_start=True,
-    adv_weight=0.5,
-    eps_ramp_epochs=1,
-)
+RECIPE_FIELDS = {
+    "norm": "Linf",
+    "eps": 0.1,
+    "step_size": 0.05,
+    "steps": 2,
+    "random_start": True,
+    "adv_weight": 0.5,
+    "eps_ramp_epochs": 1,
+}
+RECIPE = adversarial_recipe(**RECIPE_FIELDS)
 
 
 def _data() -> PreparedData:
@@ -49,7 +51,7 @@ def _data() -> PreparedData:
 def _fit(
     root: Path,
     run_key: str = "key",
-    recipe: AdversarialRecipe = RECIPE,
+    recipe: Recipe = RECIPE,
     signal_at_forward: int | None = None,
     optim: OptimConfig = OPTIM,
 ) -> dict:
@@ -128,7 +130,7 @@ def test_sigterm_within_an_epoch_saves_that_step_and_the_rerun_finishes_identica
     """The signal lands within epoch 2 (free keeps a perturbation across steps, so
     it must be saved too; onecycle's schedule moves every step, so its position within the
     epoch must be saved too); the rerun resumes at the next step and ends bit-identical."""
-    recipe = dataclasses.replace(RECIPE, method=method, free_replays=2)
+    recipe = adversarial_recipe(method, **{**RECIPE_FIELDS, "free_replays": 2})
     optim = OPTIM.model_copy(update={"lr_schedule": schedule})
     uninterrupted = _fit(tmp_path / "a", recipe=recipe, optim=optim)
     reference = torch.load(Layout(tmp_path / "a").model_file("train"), weights_only=True)

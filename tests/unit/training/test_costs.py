@@ -17,15 +17,16 @@ from iocane.data.prepared import PreparedData, Split
 from iocane.reports.costs import cost_summary
 from iocane.training.loop import fit
 from iocane.training.passes import counting_passes
-from iocane.training.recipes import AdversarialRecipe
+from iocane.training.recipes import Recipe
 from models import ModelSpec, build_model
+from tests.helpers.tiny_training import adversarial_recipe
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
 EPOCHS, BATCHES, STEPS = 2, 4, 3  # 240 training images in batches of 64: 4 batches per epoch
 OPTIM = OptimConfig(
     epochs=EPOCHS, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, lr_schedule="constant"
 )
-PGD = AdversarialRecipe(
+PGD = adversarial_recipe(
     norm="Linf",
     eps=0.1,
     step_size=0.05,
@@ -36,7 +37,7 @@ PGD = AdversarialRecipe(
 )
 
 
-def _fit(root: Path, recipe: AdversarialRecipe | None) -> dict:
+def _fit(root: Path, recipe: Recipe | None) -> dict:
     digits = load_digits()
     images = torch.tensor(digits.images[:300] / 16.0, dtype=torch.float32).unsqueeze(1)
     labels = torch.tensor(digits.target[:300])
@@ -71,7 +72,7 @@ def _fit(root: Path, recipe: AdversarialRecipe | None) -> dict:
     ids=["natural", "pgd", "pgd-mix"],
 )
 def test_training_passes_per_batch_match_the_recipe(
-    tmp_path: Path, recipe: AdversarialRecipe | None, forward: int, backward: int
+    tmp_path: Path, recipe: Recipe | None, forward: int, backward: int
 ) -> None:
     metrics = _fit(tmp_path, recipe)
     steps = EPOCHS * BATCHES

@@ -23,10 +23,11 @@ from iocane.base.config import load_config
 from iocane.base.layout import Layout
 from iocane.data.prepared import prepare_data
 from iocane.training.ranks import Ranks
-from iocane.training.recipes import AdversarialRecipe, TrainingPasses, train_step
+from iocane.training.recipes import TrainingPasses, train_step
 from models import ModelSpec, build_model
 from tasks.warmup import run_warmup
 from tests.helpers.pipeline_params import write_tiny_params
+from tests.helpers.tiny_training import adversarial_recipe
 
 # The stated tolerances.
 # One step: two processes differ from one only in the order float32 sums are taken (the
@@ -57,7 +58,7 @@ def _one_step(method: str, ranks: Ranks) -> dict[str, torch.Tensor]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     recipe = None
     if method != "natural":
-        recipe = AdversarialRecipe(
+        recipe = adversarial_recipe(
             norm="Linf",
             eps=0.1,
             step_size=0.05,

@@ -16,11 +16,11 @@ from attacks.threat import make_generator
 from iocane.base.config import OptimConfig, TrainConfig, config_from_dict
 from iocane.base.layout import Layout
 from iocane.training.loop import fit
-from iocane.training.recipes import AdversarialRecipe
+from iocane.training.recipes import Recipe
 from iocane.training.state import make_scheduler
 from models import build_model
 from tests.helpers.models import TinyLinear
-from tests.helpers.tiny_training import SPEC, digits_split
+from tests.helpers.tiny_training import SPEC, adversarial_recipe, digits_split
 
 EPS = 0.1
 
@@ -36,7 +36,7 @@ def _batch(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.randint(0, 3, (n,), generator=generator)
 
 
-def _recipe(method: str, **fields) -> AdversarialRecipe:
+def _recipe(method: str, **fields) -> Recipe:
     values = {
         "norm": "Linf",
         "eps": EPS,
@@ -47,7 +47,7 @@ def _recipe(method: str, **fields) -> AdversarialRecipe:
         "eps_ramp_epochs": 0,
         "method": method,
     }
-    return AdversarialRecipe(**{**values, **fields})
+    return adversarial_recipe(**{**values, **fields})
 
 
 def test_nfgsm_reaches_past_eps_but_stays_within_3_eps_and_the_image() -> None:
@@ -99,7 +99,7 @@ def test_few_step_pgd_with_a_larger_step_is_accepted(params_document: dict, step
     step_size = 2.5 * 0.1 / steps
     train = {**params_document["train"], "method": "pgd", "steps": steps, "step_size": step_size}
     config = config_from_dict({**params_document, "train": train})
-    attack = AdversarialRecipe.from_config(config.train).attack(config.train.eps, seed=0)
+    attack = Recipe.from_config(config.train).attack(config.train.eps, seed=0)
     assert isinstance(attack, PGD) and (attack.steps, attack.step_size) == (steps, step_size)
 
 

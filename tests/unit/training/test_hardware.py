@@ -20,9 +20,9 @@ from iocane.base.layout import Layout
 from iocane.robustness.suite import evaluate_robustness
 from iocane.training.hardware import Hardware, resolve_hardware
 from iocane.training.loop import fit
-from iocane.training.recipes import METHODS, AdversarialRecipe, train_step
+from iocane.training.recipes import METHODS, Recipe, train_step
 from models import ModelSpec, build_model
-from tests.helpers.tiny_training import constant_lr, digits_split
+from tests.helpers.tiny_training import adversarial_recipe, constant_lr, digits_split
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 CPU = torch.device("cpu")
@@ -67,8 +67,8 @@ def _has_boolean_index(index: object) -> bool:
     return any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts)
 
 
-def _recipe(method: str) -> AdversarialRecipe:
-    return AdversarialRecipe(
+def _recipe(method: str) -> Recipe:
+    return adversarial_recipe(
         norm="Linf",
         eps=0.1,
         step_size=0.04,

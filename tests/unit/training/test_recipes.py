@@ -19,22 +19,21 @@ from attacks.threat import make_generator
 from iocane.base.config import OptimConfig
 from iocane.base.errors import TrainingDiverged
 from iocane.base.layout import Layout
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from iocane.training.loop import fit
 from iocane.training.recipes import (
     METHODS,
-    AdversarialRecipe,
-    alp_objective,
-    free_step,
+    Recipe,
     mixed_cross_entropy,
-    recipe_loss,
-    trades_objective,
     training_loss,
 )
+from iocane.training.recipes.alp import alp_objective
+from iocane.training.recipes.free import free_step
+from iocane.training.recipes.trades import trades_objective
 from iocane.training.selection import catastrophic_overfitting, select_epoch
 from models import build_model
 from tests.helpers.models import TinyLinear
-from tests.helpers.tiny_training import SPEC, constant_lr, digits_split
+from tests.helpers.tiny_training import SPEC, adversarial_recipe, constant_lr, digits_split
 
 CLEAN = [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]]
 ADV = [[0.5, 1.5, -0.5], [0.0, 1.0, 0.4]]
@@ -91,7 +90,7 @@ def _linear() -> TinyLinear:
     return TinyLinear(torch.randn(3, 4), torch.randn(3))
 
 
-def _recipe(method: str, **fields) -> AdversarialRecipe:
+def _recipe(method: str, **fields) -> Recipe:
     values = {
         "norm": "Linf",
         "eps": 0.1,
@@ -102,7 +101,7 @@ def _recipe(method: str, **fields) -> AdversarialRecipe:
         "eps_ramp_epochs": 0,
         "method": method,
     }
-    return AdversarialRecipe(**{**values, **fields})
+    return adversarial_recipe(**{**values, **fields})
 
 
 def _input_gradient(model: TinyLinear, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -140,7 +139,7 @@ def test_recipe_loss_is_its_objective_on_the_crafted_examples(method: str) -> No
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     recipe = _recipe(method, adv_weight=0.5, trades_beta=3.0, alp_weight=0.2)
     attack = recipe.attack(0.1, seed=3)
-    loss, stats = recipe_loss(recipe, model, images, labels, attack)
+    loss, stats = recipe.loss(model, images, labels, attack)
     adversarial = attack(model, images, labels)
     assert (adversarial - images).abs().max() <= 0.1 + 1e-6
     clean_logits, adv_logits = model(images), model(adversarial)
@@ -208,7 +207,7 @@ def test_select_epoch_takes_the_best_or_the_last_never_past_a_collapse() -> None
     assert select_epoch(rows, "best", collapse) == 3
 
 
-def _fit(root: Path, recipe: AdversarialRecipe, epochs: int, select: str = "best") -> dict:
+def _fit(root: Path, recipe: Recipe, epochs: int, select: str = "best") -> dict:
     torch.manual_seed(0)
     optim = constant_lr(epochs)
     return fit(

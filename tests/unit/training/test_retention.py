@@ -14,17 +14,16 @@ import iocane.training.loop as loop_module
 from iocane.base.config import OptimConfig
 from iocane.base.layout import Layout
 from iocane.training.checkpoints import trained_params
-from iocane.training.recipes import AdversarialRecipe
 from iocane.training.selection import epochs_read
 from models import ModelSpec
-from tests.helpers.tiny_training import fit_held_out
+from tests.helpers.tiny_training import adversarial_recipe, fit_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
 # Validation PGD accuracy peaks at epoch 5 of 6 here (checked below): the best is not the newest.
 OPTIM = OptimConfig(
     epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5.0e-4, lr_schedule="cosine"
 )
-RECIPE = AdversarialRecipe(
+RECIPE = adversarial_recipe(
     norm="Linf", eps=0.1, step_size=0.05, steps=2, random_start=True, adv_weight=0.5,
     eps_ramp_epochs=1,
 )  # fmt: skip

@@ -17,9 +17,9 @@ from iocane.base.config import OptimConfig
 from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData, Split
 from iocane.training.loop import fit
-from iocane.training.recipes import AdversarialRecipe
 from iocane.training.validation import evaluate_split
 from models import ModelSpec, build_model
+from tests.helpers.tiny_training import adversarial_recipe
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=4)
 
@@ -44,7 +44,7 @@ def _splits() -> tuple[PreparedData, PreparedData]:
 def test_fit_on_uint8_equals_fit_on_float(tmp_path: Path, method: str) -> None:
     stored, converted = _splits()
     assert stored.train.pixels.dtype == torch.uint8
-    recipe = AdversarialRecipe(
+    recipe = adversarial_recipe(
         norm="Linf",
         eps=0.1,
         step_size=0.05,

@@ -88,16 +88,27 @@ class _Spec:
         return {"name": "tiny"}
 
 
+def test_a_partial_pt_from_before_the_sums_were_named_resumes_with_its_sums() -> None:
+    progress = EpochProgress.start(20, torch.Generator().manual_seed(0), CPU)
+    position = dataclasses.replace(progress, batch=1, stopped="SIGTERM").position()
+    old_names = {"images": "n", "clean_loss_total": "cl", "clean_correct": "cc"}
+    old_names |= {"adv_loss_total": "al", "adv_correct": "ac"}
+    values = {name: torch.tensor(float(i + 1)) for i, name in enumerate(position["sums"])}
+    position["sums"] = {old_names[name]: value for name, value in values.items()}
+    resumed = EpochProgress.resume(position, CPU)
+    assert resumed.sums == values
+
+
 def test_an_epoch_position_survives_partial_pt() -> None:
     shuffle = torch.Generator().manual_seed(0)
     progress = EpochProgress.start(20, shuffle, CPU)
-    progress.sums["n"] += 8
+    progress.sums["images"] += 8
     stopped = dataclasses.replace(progress, batch=1, eps=0.05, stopped="SIGTERM")
     position = stopped.position()
     assert position["signal"] == "SIGTERM" and position["batch"] == 1
     resumed = EpochProgress.begin(20, shuffle, CPU, resume_from=position)
     assert torch.equal(resumed.order, progress.order) and resumed.batch == 1
-    assert resumed.eps == 0.05 and resumed.sums["n"].item() == 8
+    assert resumed.eps == 0.05 and resumed.sums["images"].item() == 8
     assert resumed.stopped is None
     # a new epoch draws its order from the shuffle generator
     after = torch.Generator().manual_seed(0)

@@ -1,0 +1,129 @@
+"""The training sections: ``warmup`` (natural training), ``train`` (adversarial training) and
+``runtime`` (how training uses the hardware)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from iocane.base.config.fields import Method, Section, require
+from iocane.base.recipe_registry import RECIPES
+from iocane.base.start_defaults import by_start_description, nullable_number
+
+
+class OptimConfig(Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    # Optional: params files written before it train with SGD, as they always did.
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        default="sgd",
+        description="sgd (with momentum) | adam | adamw (Adam's beta1 is the momentum key)",
+    )
+    lr: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    lr_schedule: Literal["cosine", "step", "constant", "onecycle"] = Field(
+        description="onecycle: linear 0 -> lr at 2/5 of training -> 0, stepped every batch"
+    )
+    # Which epoch checkpoints stay on disk (iocane/training/checkpoints.py). Optional: params
+    # files written before it keep the newest and the best. Not part of the run key: changing
+    # it never discards a run's checkpoints.
+    keep_checkpoints: Literal["newest_and_best", "all"] = Field(
+        default="newest_and_best",
+        description="newest_and_best: the newest (to resume) and the best; all: every epoch",
+    )
+
+
+class WarmupConfig(OptimConfig):
+    """Natural (clean) training: the curriculum start and the natural baseline."""
+
+    epochs: int = Field(
+        ge=0, description="0 only with model.weights: the user's model is the natural baseline"
+    )
+
+
+class TrainConfig(OptimConfig):
+    """Adversarial training, continuing from the warmup weights (iocane/training/recipes/)."""
+
+    method: Method
+    # null in params.yaml: filled by where training starts (iocane/base/start_defaults.py)
+    lr: nullable_number(float) = Field(gt=0, description=by_start_description("lr"))  # type: ignore[valid-type]
+    norm: Literal["Linf", "L2"]
+    eps: float = Field(gt=0, description="perturbation budget in [0,1] pixel units")
+    step_size: float = Field(gt=0, description="PGD step (about 2.5 * eps / steps)")
+    steps: int = Field(ge=1)
+    random_start: bool
+    adv_weight: float = Field(ge=0, le=1, description="1.0 = pure Madry; 0.5 = the 50/50 mix")
+    eps_ramp_epochs: int = Field(
+        ge=0, description="eps grows from 0 over these epochs; 0 = no ramp"
+    )
+    trades_beta: float = Field(gt=0, description="trades: weight of the KL term")
+    alp_weight: float = Field(ge=0, description="alp: weight of the logit-pairing term")
+    free_replays: int = Field(ge=1, description="free: replays m of each minibatch")
+    multi_other_eps: float = Field(gt=0, description="multi: eps of the other norm")
+    select: Literal["best", "last"] = Field(
+        description="which epoch's weights become the model (robust overfitting)"
+    )
+    # Data-parallel processes (PyTorch DDP through torchrun; iocane/training/launcher.py).
+    # Optional: params files written before it train in one process.
+    nproc: int = Field(1, ge=1, description="1 = one process, no DDP")
+    # Training to a time budget (iocane/training/budget.py). Optional: params files written
+    # before it train for train.epochs.
+    budget_minutes: float = Field(
+        0, ge=0, description="0 = train.epochs; else the epochs that fill this many minutes"
+    )
+
+    @model_validator(mode="after")
+    def _linf_eps_within_the_image(self) -> Self:
+        if self.norm == "Linf":
+            require(self.eps <= 1, "eps", "a Linf eps above 1 covers the whole [0,1] image")
+        return self
+
+    @model_validator(mode="after")
+    def _two_images_per_process(self) -> Self:
+        require(
+            self.batch_size >= 2 * self.nproc,
+            "batch_size",
+            f"must be at least 2 per process ({2 * self.nproc} for train.nproc={self.nproc}): "
+            "the global batch is split between the processes",
+        )
+        return self
+
+    @model_validator(mode="after")
+    def _other_norm_within_the_image(self) -> Self:
+        if self.norm == "L2":
+            require(
+                self.multi_other_eps <= 1,
+                "multi_other_eps",
+                "the other norm is Linf: an eps above 1 covers the whole [0,1] image",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _adversarial_methods_need_adversarial_loss(self) -> Self:
+        if RECIPES[self.method].weighs_adversarial_loss:
+            require(
+                self.adv_weight > 0,
+                "adv_weight",
+                f"must be > 0 for train.method={self.method} (0 would be natural training)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ramp_within_training(self) -> Self:
+        require(
+            self.eps_ramp_epochs <= self.epochs,
+            "eps_ramp_epochs",
+            f"must be in [0, train.epochs={self.epochs}]",
+        )
+        return self
+
+
+class RuntimeConfig(Section):
+    """How training uses the hardware (iocane/training/hardware.py); evaluation runs in float32."""
+
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        description="auto: bf16 autocast on CUDA, float32 elsewhere"
+    )
+    compile: bool = Field(description="torch.compile the training passes")
