@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks import threat_model
-from attacks.suites import BLACK_BOX, BUDGET_ORDER, REFERENCES
+from attacks import registry, threat_model
 
 BOUND_TOLERANCE = 1e-5  # float32 rounding at the ball's surface and at 0 and 1
 
@@ -99,16 +98,18 @@ def comparison_flags(per_attack: Mapping[str, float], n_clean_correct: int = 100
     restarts must not raise robust accuracy, and black-box attacks must not beat white-box
     ones; otherwise gradients are probably masked."""
     flags = []
+    black_box = set(registry.names_of_kind("black-box"))
+    not_white_box = black_box | set(registry.names_of_kind("reference"))
     if "fgsm" in per_attack:
         for name, accuracy in per_attack.items():
-            iterative = name != "fgsm" and name not in BLACK_BOX | REFERENCES
+            iterative = name != "fgsm" and name not in not_white_box
             if iterative and accuracy > per_attack["fgsm"] + 1e-9:
                 flags.append(
                     f"iterative attack {name} ({accuracy:.4f}) is weaker than single-step FGSM "
                     f"({per_attack['fgsm']:.4f}): a sign of gradient masking"
                 )
     allowed = tolerance(n_clean_correct)
-    for weaker, stronger in BUDGET_ORDER:
+    for weaker, stronger in registry.budget_order():
         if weaker not in per_attack or stronger not in per_attack:
             continue
         if per_attack[stronger] > per_attack[weaker] + allowed:
@@ -117,8 +118,8 @@ def comparison_flags(per_attack: Mapping[str, float], n_clean_correct: int = 100
                 f"({per_attack[weaker]:.4f}): more steps, restarts or a better optimiser "
                 "raised robust accuracy, a sign of gradient masking or a broken attack"
             )
-    white_box = [value for name, value in per_attack.items() if name not in BLACK_BOX | REFERENCES]
-    for name in BLACK_BOX & set(per_attack):
+    white_box = [value for name, value in per_attack.items() if name not in not_white_box]
+    for name in black_box & set(per_attack):
         if white_box and per_attack[name] < min(white_box) - 1e-9:
             flags.append(
                 f"black-box attack {name} ({per_attack[name]:.4f}) beats every white-box attack "
@@ -132,13 +133,14 @@ def broken_only_by_reference(
 ) -> dict[str, int]:
     """For each independent reference implementation run (AutoAttack's own code): how many
     points it broke that every one of iocane's own attacks left standing."""
+    references = set(registry.names_of_kind("reference"))
     own_survivors = clean_correct.clone()
     for name, survives in survivors.items():
-        if name not in REFERENCES:
+        if name not in references:
             own_survivors &= survives
     return {
         name: int((own_survivors & ~survivors[name]).sum())
-        for name in sorted(REFERENCES & set(survivors))
+        for name in sorted(references & set(survivors))
     }
 
 

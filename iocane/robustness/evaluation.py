@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks import PGD
+from attacks import PGD, registry
 from attacks.cw import CarliniWagnerL2
-from attacks.suites import CURVE_BUDGETS
+from attacks.registry import curve_budget
 from iocane.base.config import Config
 from iocane.data.prepared import PreparedData
 from iocane.robustness.alignment import Alignment, perceptual_alignment
@@ -102,7 +102,7 @@ def evaluate_models(
     if natural is None:
         evaluation["natural"] = None
 
-    samples, steps = CURVE_BUDGETS[config.evaluate.preset]
+    samples, steps = curve_budget(config.evaluate.preset)
     subset_images, subset_labels = images[:samples].to(device), labels[:samples].to(device)
     grids = eps_grids(norm, eps, images[0].numel())
     curves = _curves(models, subset_images, subset_labels, grids, steps=steps, seed=config.seed)
@@ -180,7 +180,10 @@ def cw_distances(
 ) -> dict[str, dict]:
     """How far the nearest adversarial example lies, whatever the threat model, per model:
     ``cw_distance_summary`` of the C&W L2 minimal distances over its clean-correct images."""
-    search_steps, cw_steps = (9, 200) if preset == "thorough" else (5, 100)
+    # The search of the suite's cw_l2 at the preset's budget (quick, which runs no C&W: standard's).
+    budgets = registry.entry("cw_l2").budgets
+    budget = budgets.get(preset, budgets["standard"])
+    search_steps, cw_steps = int(budget["search_steps"]), int(budget["steps"])
     cw = CarliniWagnerL2(eps=0.0, steps=cw_steps, search_steps=search_steps)
     summaries = {}
     for label, model in models.items():

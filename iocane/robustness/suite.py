@@ -160,7 +160,7 @@ def evaluate_robustness(
 
     ``images`` are (N, C, H, W) in [0, 1], ``labels`` (N,). ``attacks`` maps names to
     attacks of the ``attacks`` package call shape; by default the suite ``preset``
-    (``quick``, ``standard`` or ``thorough``, see ``attacks.suites``). With ``adaptive``, the
+    (``quick``, ``standard`` or ``thorough``, see ``attacks.registry``). With ``adaptive``, the
     adaptive attacks the model checks call for join the suite at the preset's budget: EOT-PGD
     for a randomised forward pass, BPDA for zero or non-finite input gradients.
 

@@ -1,4 +1,5 @@
-"""Attack properties: inside the eps ball and [0,1], deterministic, and known answers."""
+"""Attacks against known answers; the properties every registered attack must have are in
+``test_registered_attacks.py``."""
 
 from __future__ import annotations
 
@@ -13,43 +14,8 @@ from attacks.square import SquareAttack, l2_window_side, square_fraction, window
 from attacks.suites import PRESETS, build_suite
 from tests.helpers.models import TinyLinear
 
-# Every attack class, both norms where it has them, at budgets small enough for CPU tests.
-ATTACKS = {
-    "fgsm-Linf": lambda: FGSM(eps=0.1, norm="Linf"),
-    "fgsm-L2": lambda: FGSM(eps=0.5, norm="L2"),
-    "pgd-Linf": lambda: PGD(eps=0.1, norm="Linf", steps=10, restarts=2),
-    "pgd-L2": lambda: PGD(eps=0.5, norm="L2", steps=10, restarts=2),
-    "pgd-margin": lambda: PGD(eps=0.1, norm="Linf", steps=10, loss="margin"),
-    "apgd-ce-Linf": lambda: APGD(eps=0.1, norm="Linf", steps=20, restarts=2),
-    "apgd-ce-L2": lambda: APGD(eps=0.5, norm="L2", steps=20),
-    "apgd-dlr-Linf": lambda: APGD(eps=0.1, norm="Linf", steps=20, loss="dlr"),
-    "apgd-t-Linf": lambda: APGDTargeted(eps=0.1, norm="Linf", steps=20, n_target_classes=2),
-    "apgd-t-L2": lambda: APGDTargeted(eps=0.5, norm="L2", steps=20, n_target_classes=2),
-    "square-Linf": lambda: SquareAttack(eps=0.1, n_queries=200),
-    "square-L2": lambda: SquareAttack(eps=0.5, norm="L2", n_queries=200),
-    "cw-L2": lambda: CarliniWagnerL2(eps=0.5, steps=30, search_steps=3),
-}
-
-
-@pytest.mark.parametrize("make_attack", ATTACKS.values(), ids=ATTACKS.keys())
-def test_attack_stays_in_ball_and_range(make_attack, trained_digits_model) -> None:
-    model, images, labels = trained_digits_model
-    attack = make_attack()
-    adversarial = attack(model, images, labels)
-    assert adversarial.shape == images.shape
-    assert adversarial.min() >= 0 and adversarial.max() <= 1
-    distance = threat_model(attack.norm).norm(adversarial - images)
-    assert distance.max() <= attack.eps * (1 + 1e-5)
-    with torch.no_grad():
-        clean = (model(images).argmax(1) == labels).float().mean()
-        robust = (model(adversarial).argmax(1) == labels).float().mean()
-    assert robust < clean  # the attack does something on a natural model
-
-
-@pytest.mark.parametrize("make_attack", ATTACKS.values(), ids=ATTACKS.keys())
-def test_attack_is_deterministic(make_attack, trained_digits_model) -> None:
-    model, images, labels = trained_digits_model
-    assert torch.equal(make_attack()(model, images, labels), make_attack()(model, images, labels))
+# The properties every attack must have (inside the eps ball and [0, 1], deterministic) are
+# checked on every registered attack at every norm it supports: test_registered_attacks.py.
 
 
 def test_pgd_beats_fgsm_and_restarts_help(trained_digits_model) -> None:
