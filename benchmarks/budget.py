@@ -20,7 +20,7 @@ writes and to what the margin kept in reserve. ``budget_share_least`` gives the 
 Every model is judged by the same suite (``evaluate.preset: standard``, per-sample worst case)
 on the same test images (``--n-samples``, 1,000; the params' seed picks them): the iocane points
 inside their sweep, the plain loop's state_dicts by ``iocane evaluate --model-file``. Per budget,
-the best iocane point is the sweep's ranking rule (``iocane.pipeline.sweep.rank``): the most
+the best iocane point is the sweep's ranking rule (``iocane.pipeline.sweep.ranking.rank``): the most
 robust in the worst case among the points with no trust flag and a clean accuracy at least the
 plain loop's (pure adversarial variant; ``--min-clean`` sets a fixed floor instead). Wall and CPU
 time of training: the sweep's own (``train_seconds``, ``train_cpu_seconds``), and the plain
@@ -50,7 +50,8 @@ from pathlib import Path
 
 import torch
 
-from iocane.pipeline.sweep import rank, warmup_directory
+from iocane.pipeline.sweep.grid import warmup_directory
+from iocane.pipeline.sweep.ranking import rank
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARAMS = PROJECT_ROOT / "configs" / "fashion_mnist.yaml"

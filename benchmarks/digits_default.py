@@ -35,7 +35,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.budget import _run, _sets, scratch_environment  # noqa: E402
 from iocane.base.errors import GATE_FAILED  # noqa: E402
-from iocane.pipeline.sweep import rank  # noqa: E402
+from iocane.pipeline.sweep.ranking import rank  # noqa: E402
 
 PARAMS = PROJECT_ROOT / "params.yaml"
 MIN_CLEAN = 0.95  # params.yaml's gate.min_clean_accuracy

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
@@ -27,14 +28,17 @@ from iocane.base.layout import Layout
 from iocane.pipeline.keys import stage_key
 from iocane.pipeline.retries import RETRY_OPTIONS, retry_if_transient
 from iocane.pipeline.store import outputs_current, restore_run, save_run, stored_result
+from iocane.pipeline.sweep.links import snapshot
 from iocane.registry.registration import Registration, champion_data
 from iocane.registry.tracking import tracking_uri
 from iocane.reports.artifacts import mlflow_ui_url, publish_report
+from iocane.reports.sweep_summary import publish_summary
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate
 from tasks.prepare import run_prepare
 from tasks.register import run_register
 from tasks.sweep_point import run_sweep_point, run_sweep_warmup
+from tasks.sweep_summary import run_sweep_summary
 from tasks.train import run_train
 from tasks.warmup import run_warmup
 
@@ -136,6 +140,19 @@ champion_data_task = task(
 # sweep, where no earlier result lies; a failed point is not retried (its MLflow run says why).
 sweep_warmup_task = task(run_sweep_warmup, name="sweep-warmup", cache_policy=NO_CACHE)
 sweep_point_task = task(run_sweep_point, name="sweep-point", cache_policy=NO_CACHE)
+# The prepared data as it is now, hard-linked into the sweep's directory for every point.
+sweep_snapshot_task = task(snapshot, name="sweep-snapshot", cache_policy=NO_CACHE)
+
+
+@task(name="sweep-summary", cache_policy=NO_CACHE)
+def sweep_summary_task(
+    config: Config, rows: list[dict], directory: str, parent_run_id: str, uri: str
+) -> dict:
+    """The sweep's ranking, summary files and MLflow records (``tasks.sweep_summary``), then
+    its Prefect artifacts (``iocane.reports.sweep_summary.publish_summary``)."""
+    summary = run_sweep_summary(config, rows, directory, parent_run_id, uri)
+    publish_summary(Path(directory))
+    return summary
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

@@ -18,7 +18,9 @@ from mlflow.entities import Param
 
 from iocane.base.config import Config
 from iocane.base.layout import Layout
-from iocane.pipeline.sweep import Point, link_directory, point_run
+from iocane.pipeline.sweep.grid import Point
+from iocane.pipeline.sweep.links import link_directory
+from iocane.registry.sweep_runs import point_run
 from iocane.registry.tracking import SKIPPED_TAG, evaluation_metrics, finite_metrics, flatten
 from tasks.evaluate import run_evaluate
 from tasks.gate import run_gate

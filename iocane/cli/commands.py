@@ -7,20 +7,17 @@ params are validated, so bad params fail in well under a second.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from iocane.base.config import load_config
-from iocane.base.errors import BAD_INPUT, GATE_FAILED, exit_code_for, report_error
-from iocane.base.interrupts import stop_on_signals
-from iocane.base.logs import quiet_explained_tracebacks, setup_console_logging
+from iocane.base.errors import BAD_INPUT, GATE_FAILED
+from iocane.base.logs import quiet_explained_tracebacks
+from iocane.cli.app import app, examples, flow_parameters, guarded
 from iocane.cli.options import (
     BaselineFile,
     BaselineUri,
@@ -32,72 +29,15 @@ from iocane.cli.options import (
     ReportDir,
 )
 
-app = typer.Typer(
-    name="iocane",
-    help=(
-        "Harden an image classifier against adversarial examples, evaluate it, gate it and "
-        "register it.\n\nExit codes: 0 success (gate passed), 3 gate failed or promotion "
-        "refused, 2 bad input (params, data, model files, model URIs, unknown options), 1 "
-        "anything else."
-    ),
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _examples(*lines: str) -> str:
-    """A command's epilog: its examples, one command line each (also in the CLI reference)."""
-    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
-
-
-def _guarded(command: Callable[..., int]) -> Callable[..., int]:
-    """Run a command with console logging and safe stop on signals; map any error to its exit
-    code with a one-line message. A non-zero code leaves as ``typer.Exit`` so that ``app()``
-    exits with it too, not only ``main``."""
-
-    @functools.wraps(command)
-    def wrapper(*args: object, **kwargs: object) -> int:
-        setup_console_logging()
-        try:
-            with stop_on_signals():
-                code = command(*args, **kwargs)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            code = 130
-        except typer.TyperException:  # a usage error: main() prints it as one line
-            raise
-        except Exception as error:  # mapped to a documented exit code with a one-line message
-            report_error(error)
-            code = exit_code_for(error)
-        if code:
-            raise typer.Exit(code)
-        return 0
-
-    # Typer keeps a docstring's line breaks: one line per paragraph, wrapped to the terminal.
-    wrapper.__doc__ = "\n\n".join(
-        " ".join(paragraph.split()) for paragraph in inspect.cleandoc(command.__doc__).split("\n\n")
-    )
-    return wrapper
-
-
-def _flow_parameters(params: str, overrides: list[str]) -> dict[str, object]:
-    return {
-        "params_path": str(Path(params).resolve()),
-        "overrides": list(overrides),
-        "project_root": str(Path.cwd()),
-    }
-
 
 @app.command(
-    epilog=_examples(
+    epilog=examples(
         "iocane run",
         "iocane run --set train.eps=0.05 --set train.epochs=10",
         "iocane run --params configs/fashion_mnist.yaml --if-data-changed",
     )
 )
-@_guarded
+@guarded
 def run(
     params: Params = "params.yaml",
     overrides: Overrides = None,
@@ -120,7 +60,7 @@ def run(
 
     quiet_explained_tracebacks()
     flow = reharden if if_data_changed else harden
-    result = flow(**_flow_parameters(params, overrides or []))
+    result = flow(**flow_parameters(params, overrides or []))
     print(json.dumps(result, indent=2))
     if result.get("status") == "unchanged":
         print(result["reason"], file=sys.stderr)
@@ -129,9 +69,9 @@ def run(
 
 
 @app.command(
-    epilog=_examples("iocane sweep", "iocane sweep --set sweep.runner=dask"),
+    epilog=examples("iocane sweep", "iocane sweep --set sweep.runner=dask"),
 )
-@_guarded
+@guarded
 def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
     """A grid of hardening runs (params: sweep).
 
@@ -145,18 +85,18 @@ def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
 
     check_tracking_login(Path.cwd())
     from flows.sweep import sweep
-    from iocane.pipeline.sweep import task_runner
+    from iocane.pipeline.sweep.runner import task_runner
 
     quiet_explained_tracebacks()
     result = sweep.with_options(task_runner=task_runner(config.sweep))(
-        **_flow_parameters(params, overrides or [])
+        **flow_parameters(params, overrides or [])
     )
     print(json.dumps(result, indent=2))
     return 0
 
 
 @app.command(
-    epilog=_examples(
+    epilog=examples(
         "iocane evaluate --model-uri models:/iocane-digits@champion",
         "iocane evaluate --model-uri models:/iocane-digits/3 --set evaluate.preset=thorough",
         "iocane evaluate --model-uri models:/my-classifier/1 --set train.eps=0.1",
@@ -164,7 +104,7 @@ def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
         "iocane evaluate --model-file resnet18_mine.pt --set model.name=torchvision:resnet18",
     )
 )
-@_guarded
+@guarded
 def evaluate(
     model_uri: ModelUri = None,
     model_file: ModelFile = None,
@@ -220,9 +160,9 @@ def _registry_client(name: str | None, params: str, overrides: list[str] | None 
 
 
 @app.command(
-    epilog=_examples("iocane review", "iocane review --name iocane-digits --json"),
+    epilog=examples("iocane review", "iocane review --name iocane-digits --json"),
 )
-@_guarded
+@guarded
 def review(
     params: Params = "params.yaml",
     overrides: Overrides = None,
@@ -253,12 +193,12 @@ def review(
 
 
 @app.command(
-    epilog=_examples(
+    epilog=examples(
         'iocane promote --name iocane-digits --version 4 --reason "better under L2"',
         'iocane promote --name iocane-digits --rollback --reason "v4 misbehaves"',
     )
 )
-@_guarded
+@guarded
 def promote(
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="registered model name")],
     version: Annotated[
@@ -302,12 +242,12 @@ def promote(
 
 
 @app.command(
-    epilog=_examples(
+    epilog=examples(
         'iocane serve --cron "0 3 * * 1"',
         'iocane serve --cron "0 * * * *" --if-data-changed --name hourly-reharden',
     )
 )
-@_guarded
+@guarded
 def serve(
     cron: Annotated[
         str, typer.Option("--cron", metavar="CRON", help='cron expression, e.g. "0 3 * * 1"')
@@ -359,7 +299,7 @@ def serve(
     flow.serve(
         name=name,
         cron=cron,
-        parameters=_flow_parameters(params, overrides or []),
+        parameters=flow_parameters(params, overrides or []),
         description=flow.description,
         tags=["iocane"],
     )
@@ -367,9 +307,9 @@ def serve(
 
 
 @app.command(
-    epilog=_examples("iocane schema > params.schema.json"),
+    epilog=examples("iocane schema > params.schema.json"),
 )
-@_guarded
+@guarded
 def schema() -> int:
     """The JSON schema of params.yaml.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from iocane.cli.commands import app
+from iocane.cli.commands import app  # with every command registered on it
 
 
 def _cell(text: object) -> str:

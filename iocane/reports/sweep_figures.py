@@ -1,5 +1,5 @@
 """The sweep's figure: robust against clean accuracy, one dot per point, the Pareto front joined
-(``flows/sweep.py`` writes it as ``pareto.png`` beside the summary)."""
+(``iocane.reports.sweep_summary`` writes it as ``pareto.png`` beside the summary tables)."""
 
 from __future__ import annotations
 

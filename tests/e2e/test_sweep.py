@@ -1,7 +1,8 @@
 """The sweep flow: a tiny grid on a real local Dask cluster, through ``iocane sweep``.
 
-The engine's parts (grid, Pareto front, summary, MLflow runs) are tested in
-tests/unit/pipeline/test_sweep.py."""
+The engine's parts are tested in tests/unit: the grid, Pareto front and ranking in
+pipeline/test_sweep.py, the summary in reports/test_sweep_summary.py, the MLflow runs in
+registry/test_sweep_runs.py."""
 
 from __future__ import annotations
 

@@ -1,32 +1,17 @@
 """The sweep's engine (iocane.pipeline.sweep): the grid, the Pareto front, the shared warmups,
-the summary, the data snapshot and the MLflow runs' outcomes, without running a point."""
+the ranking and the data snapshot, without running a point."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from iocane.base.config import load_config
-from iocane.pipeline.sweep import (
-    SUMMARY_COLUMNS,
-    grid,
-    link_directory,
-    mark_pareto,
-    min_clean_accuracy,
-    pareto_front,
-    point_run,
-    rank,
-    snapshot,
-    summary_csv,
-    summary_markdown,
-    sweep_run,
-    warmup_directory,
-    warmups,
-)
+from iocane.pipeline.sweep.grid import grid, warmup_directory, warmups
+from iocane.pipeline.sweep.links import link_directory, snapshot
+from iocane.pipeline.sweep.pareto import mark_pareto, pareto_front
+from iocane.pipeline.sweep.ranking import min_clean_accuracy, rank
 from tests.helpers.paths import PROJECT_ROOT
 
 
@@ -150,40 +135,6 @@ def test_pareto_front() -> None:
     assert [row["pareto"] for row in rows] == [True, True, False, False, False]
 
 
-def _summary_rows() -> list[dict]:
-    rows = [_row("a", 0.9, 0.3), _row("b", 0.8, 0.5, flags=2)]
-    for row, eps in zip(rows, (0.1, 0.2), strict=True):
-        row.update(eps=eps, method="pgd", width=1, seed=0, natural_clean_accuracy=0.95)
-        row.update(gate="passed", minutes=0.5, run_id=f"run-{row['point']}")
-        row.update(model="madry_cnn", steps=10, lr=0.05, budget_minutes=2.5, epochs=3)
-        row.update(train_seconds=25.0, train_cpu_seconds=49.5)
-    mark_pareto(rows)
-    return rank(rows, 0.5)
-
-
-def test_summary_csv_has_every_column_and_row() -> None:
-    rows = _summary_rows()
-    table = list(csv.DictReader(io.StringIO(summary_csv(rows))))
-    assert tuple(table[0]) == SUMMARY_COLUMNS
-    assert [(r["rank"], r["point"], r["pareto"], r["trust_flags"]) for r in table] == [
-        ("1", "a", "True", "0"),
-        ("", "b", "False", "2"),
-    ]
-    assert table[1]["unranked_because"] == "2 trust flag(s)"
-    assert (table[0]["budget_minutes"], table[0]["train_cpu_seconds"]) == ("2.5", "49.5")
-
-
-def test_summary_markdown_puts_the_ranked_first() -> None:
-    markdown = summary_markdown(_summary_rows(), "Linf eps 0.1", 0.5)
-    lines = markdown.splitlines()
-    assert lines[0] == "## Sweep: 2 points, Linf eps 0.1"
-    assert "clean accuracy ≥ 0.5" in lines[2]
-    assert lines[6] == "| 1 | a | 0.9000 | 0.3000 | 3 | 25.0 | 49.5 | 0 | passed | yes |  |"
-    assert lines[7] == (
-        "|  | b | 0.8000 | 0.5000 | 3 | 25.0 | 49.5 | 2 | passed |  | 2 trust flag(s) |"
-    )
-
-
 def _timed(name: str, clean: float, robust: float, seconds: float, flags: int = 0) -> dict:
     return {**_row(name, clean, robust, flags), "train_seconds": seconds, "minutes": 9.0}
 
@@ -235,65 +186,3 @@ def test_the_snapshot_keeps_the_old_data_when_the_project_rewrites_it(tmp_path: 
     link_directory(link, copy)
     link_directory(link, tmp_path)  # already linked: kept
     assert link.resolve() == copy.resolve() and (link / "train.npz").read_text() == "old"
-
-
-class FakeClient:
-    """What the sweep's runs ask of an MlflowClient, recorded."""
-
-    def __init__(self) -> None:
-        self.created: list[dict] = []
-        self.tags: dict[tuple[str, str], str] = {}
-        self.status: dict[str, str] = {}
-
-    def create_run(self, experiment_id: str, *, run_name: str, tags: dict) -> SimpleNamespace:
-        run_id = f"run-{len(self.created)}"
-        self.created.append({"experiment": experiment_id, "name": run_name, "tags": tags})
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, experiment_id=experiment_id))
-
-    def get_run(self, run_id: str) -> SimpleNamespace:
-        experiment = self.created[int(run_id.removeprefix("run-"))]["experiment"]
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, experiment_id=experiment))
-
-    def set_tag(self, run_id: str, key: str, value: str) -> None:
-        self.tags[(run_id, key)] = value
-
-    def set_terminated(self, run_id: str, status: str) -> None:
-        self.status[run_id] = status
-
-
-def test_a_point_runs_nested_in_the_sweep_and_a_failure_is_recorded() -> None:
-    client = FakeClient()
-    with (
-        pytest.raises(RuntimeError, match="no more data"),
-        sweep_run(client, experiment_id="7", sweep_id="sweep-1", points=2) as parent,
-    ):
-        with point_run(client, parent_run_id=parent, point="eps0.1") as first:
-            pass
-        with point_run(client, parent_run_id=parent, point="eps0.2") as second:
-            raise RuntimeError("no more data")
-    sweep, *points = client.created
-    assert sweep == {
-        "experiment": "7",
-        "name": "sweep-1",
-        "tags": {"iocane.sweep": "sweep-1", "iocane.sweep_points": "2"},
-    }
-    assert points == [
-        {
-            "experiment": "7",
-            "name": name,
-            "tags": {"mlflow.parentRunId": parent, "iocane.sweep_point": name},
-        }
-        for name in ("eps0.1", "eps0.2")
-    ]
-    assert client.status == {first: "FINISHED", second: "FAILED", parent: "FAILED"}
-    assert client.tags == {
-        (second, "iocane.outcome"): "failed: RuntimeError: no more data",
-        (parent, "iocane.outcome"): "RuntimeError: no more data",
-    }
-
-
-def test_a_sweep_that_ends_well_is_finished() -> None:
-    client = FakeClient()
-    with sweep_run(client, experiment_id="7", sweep_id="sweep-1", points=0) as parent:
-        pass
-    assert client.status == {parent: "FINISHED"} and client.tags == {}
