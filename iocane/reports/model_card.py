@@ -3,48 +3,71 @@
 Logged as ``reports/model_card.md`` with the run and set as the registered version's
 description, so the registry UI shows it next to the version (Mitchell et al. 2019, "Model
 Cards for Model Reporting", adapted to adversarial robustness).
+
+The text is in ``templates/model_card.md.j2`` (a run's card), ``templates/evaluation_card.md.j2``
+(a model iocane did not train) and the parts under ``templates/card/`` they share; this module
+computes what they read: the numbers formatted, the sentence variants chosen by the data.
 """
 
 from __future__ import annotations
 
 from iocane.base.config import Config, OptimConfig
 from iocane.reports.report import guarantee
+from iocane.reports.templating import render
 from iocane.robustness.evaluation import cw_text
+from iocane.training.recipes import recipe_class
 
 # MLflow stores a version's description in a 5,000-character column.
 DESCRIPTION_LIMIT = 5000
 
 
-def _capacity(width: int, depth: int) -> str:
-    """0 means the architecture's default (models/)."""
-    parts = [f"{label} {value}" for label, value in (("width", width), ("depth", depth)) if value]
-    return ", ".join(parts) or "default width and depth"
-
-
-def method_description(config: Config) -> str:
-    """The training recipe in words, with the settings that matter for it."""
-    train = config.train
-    pgd = (
-        f"{train.steps} steps of {train.step_size:g}, random start "
-        f"{'on' if train.random_start else 'off'}"
+def render_model_card(
+    config: Config,
+    evaluation: dict,
+    verdict: dict,
+    meta: dict,
+    provenance: dict[str, str],
+    title: str,
+    training: dict | None = None,
+    costs: dict | None = None,
+) -> str:
+    """The card as markdown. ``evaluation`` is ``metrics/evaluate.json``, ``verdict``
+    ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``, ``training``
+    ``metrics/train.json``; ``provenance`` maps labels (git commit, DVC data version, ...) to
+    values; ``costs`` is ``iocane.reports.costs.cost_summary``."""
+    return render(
+        "model_card.md.j2",
+        title=title,
+        gate_passed=verdict["passed"],
+        **_headline_context(evaluation),
+        **_use_and_threat_context(evaluation, meta),
+        **recipe_context(config, training),
+        base_model=provenance.get("base_model"),
+        **results_context(evaluation),
+        **_trust_context(evaluation),
+        checks=[_check_context(check) for check in verdict["checks"]],
+        costs=None if costs is None else cost_context(costs),
+        provenance=list(provenance.items()),
     )
-    descriptions = {
-        "pgd": f"PGD (Madry et al. 2018), {pgd}, adversarial loss weight {train.adv_weight:g}",
-        "trades": f"TRADES (Zhang et al. 2019), beta {train.trades_beta:g}, KL attack {pgd}",
-        "fgsm": "FGSM (Goodfellow et al. 2015), one step of eps from the clean image, "
-        f"adversarial loss weight {train.adv_weight:g}",
-        "fgsm_rs": "FGSM with random start (Wong et al. 2020), one step of 1.25 eps, "
-        f"adversarial loss weight {train.adv_weight:g}",
-        "nfgsm": "N-FGSM (de Jorge et al. 2022), one step of eps from uniform noise of "
-        f"2 eps, not projected back to eps, adversarial loss weight {train.adv_weight:g}",
-        "free": f"free adversarial training (Shafahi et al. 2019), {train.free_replays} "
-        "replays per minibatch",
-        "alp": f"adversarial logit pairing (Kannan et al. 2018), pairing weight "
-        f"{train.alp_weight:g}, PGD {pgd}, adversarial loss weight {train.adv_weight:g}",
-        "multi": f"multi-threat PGD alternating {train.norm} eps {train.eps:g} with "
-        f"{'L2' if train.norm == 'Linf' else 'Linf'} eps {train.multi_other_eps:g}, {pgd}",
-    }
-    return descriptions[train.method]
+
+
+def render_evaluation_card(
+    evaluation: dict, meta: dict, provenance: dict[str, str], title: str, source: str
+) -> str:
+    """The card of a model iocane did not train (``iocane evaluate`` on any model): no gate,
+    no training recipe; the model as given (``source``), its figures beside the baseline's when
+    there is one. ``evaluation`` is the evaluation's ``metrics/evaluate.json``."""
+    return render(
+        "evaluation_card.md.j2",
+        title=title,
+        **_headline_context(evaluation),
+        **_use_and_threat_context(evaluation, meta),
+        source=source,
+        baseline=provenance.get("baseline"),
+        **results_context(evaluation, ("model", "baseline"), subject="evaluated"),
+        **_trust_context(evaluation),
+        provenance=list(provenance.items()),
+    )
 
 
 def optimizer_description(optim: OptimConfig) -> str:
@@ -67,146 +90,37 @@ def schedule_description(schedule: str) -> str:
     return f"{schedule} schedule"
 
 
-def checkpoint_lines(training: dict | None) -> list[str]:
-    """Which epoch's weights this model is, and any collapse of training."""
-    if not training or "selected_epoch" not in training:
-        return []
-    lines = [
-        f"- Weights: epoch {training['selected_epoch']} of {training['last_epoch']} "
-        f"(`{training['selection']}`; the best validation PGD accuracy was at epoch "
-        f"{training['best_epoch']})."
-    ]
-    collapse = training.get("catastrophic_overfitting")
-    if collapse:
-        lines.append(
-            f"- Catastrophic overfitting at epoch {collapse['epoch']}: validation PGD accuracy "
-            f"fell to {collapse['val_adv_accuracy']:.3f} from "
-            f"{collapse['best_val_adv_accuracy']:.3f}; training stopped on the weights of epoch "
-            f"{collapse['restored_epoch']}."
-        )
-    return lines
+def _capacity(width: int, depth: int) -> str:
+    """0 means the architecture's default (models/)."""
+    parts = [f"{label} {value}" for label, value in (("width", width), ("depth", depth)) if value]
+    return ", ".join(parts) or "default width and depth"
 
 
-def _row(label: str, hardened: float | None, natural: float | None) -> str:
-    def cell(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-
-    return f"| {label} | {cell(hardened)} | {cell(natural)} |"
-
-
-def render_model_card(
-    config: Config,
-    evaluation: dict,
-    verdict: dict,
-    meta: dict,
-    provenance: dict[str, str],
-    title: str,
-    training: dict | None = None,
-    costs: dict | None = None,
-) -> str:
-    """The card as markdown. ``evaluation`` is ``metrics/evaluate.json``, ``verdict``
-    ``metrics/gate.json``, ``meta`` the prepared data's ``meta.json``, ``training``
-    ``metrics/train.json``; ``provenance`` maps labels (git commit, DVC data version, ...) to
-    values; ``costs`` is ``iocane.reports.costs.cost_summary``."""
-    norm, eps = evaluation["threat_model"], evaluation["eps"]
-    lines = [
-        f"# Model card: {title}",
-        "",
-        f"**Gate: {'passed' if verdict['passed'] else 'FAILED'}.** "
-        f"Clean accuracy {evaluation['clean_accuracy']:.4f}, worst-case robust accuracy "
-        f"{evaluation['robust_accuracy']:.4f} against {norm} perturbations up to eps = {eps:g}.",
-        "",
-        *_use_and_threat_lines(evaluation, meta),
-        "",
-        *_recipe_lines(config, training),
-        *([f"- Hardened from {provenance['base_model']}."] if "base_model" in provenance else []),
-        "",
-        *_results_lines(evaluation),
-        "",
-        *_trust_and_gate_lines(evaluation, verdict),
-    ]
-    if costs is not None:
-        lines += ["", "## Cost", "", *cost_lines(costs)]
-    lines += ["", *_limits_lines(norm, eps), "", "## Provenance", ""]
-    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
-    return "\n".join(lines) + "\n"
+def _headline_context(evaluation: dict) -> dict:
+    """The threat model and the two figures of the card's first paragraph and its limits."""
+    return {
+        "clean_accuracy": f"{evaluation['clean_accuracy']:.4f}",
+        "robust_accuracy": f"{evaluation['robust_accuracy']:.4f}",
+        "norm": evaluation["threat_model"],
+        "eps": f"{evaluation['eps']:g}",
+    }
 
 
-def render_evaluation_card(
-    evaluation: dict, meta: dict, provenance: dict[str, str], title: str, source: str
-) -> str:
-    """The card of a model iocane did not train (``iocane evaluate`` on any model): no gate,
-    no training recipe; the model as given (``source``), its figures beside the baseline's when
-    there is one. ``evaluation`` is the evaluation's ``metrics/evaluate.json``."""
-    norm, eps = evaluation["threat_model"], evaluation["eps"]
-    baseline = provenance.get("baseline")
-    lines = [
-        f"# Model card: {title}",
-        "",
-        f"**Evaluated as given (not trained or gated by iocane).** Clean accuracy "
-        f"{evaluation['clean_accuracy']:.4f}, worst-case robust accuracy "
-        f"{evaluation['robust_accuracy']:.4f} against {norm} perturbations up to eps = {eps:g}.",
-        "",
-        *_use_and_threat_lines(evaluation, meta),
-        "",
-        "## Model",
-        "",
-        f"- `{source}`, evaluated as it is: it takes images in [0, 1].",
-        *([f"- Baseline: `{baseline}`."] if baseline else ["- No baseline model was given."]),
-        "",
-        *_results_lines(evaluation, ("model", "baseline"), subject="evaluated"),
-        "",
-        *_trust_lines(evaluation),
-        "",
-        *_limits_lines(norm, eps),
-        "",
-        "## Provenance",
-        "",
-    ]
-    lines += [f"- {label}: `{value}`" for label, value in provenance.items()]
-    return "\n".join(lines) + "\n"
+def _use_and_threat_context(evaluation: dict, meta: dict) -> dict:
+    """The card's intended use and threat model (``templates/card/use_and_threat.md.j2``)."""
+    return {
+        "dataset": meta["dataset"],
+        "image_size": meta.get("image_size", "?"),
+        "num_classes": meta["num_classes"],
+        "class_names": meta.get("class_names", []),
+        "preset": evaluation["preset"],
+        "n_samples": evaluation["n_samples"],
+    }
 
 
-def _use_and_threat_lines(evaluation: dict, meta: dict) -> list[str]:
-    """The card's intended use and threat model."""
-    norm, eps = evaluation["threat_model"], evaluation["eps"]
-    return [
-        "## Intended use",
-        "",
-        f"Classifying `{meta['dataset']}` images ({meta.get('image_size', '?')}x"
-        f"{meta.get('image_size', '?')}, {meta['num_classes']} classes, pixels in [0, 1]) where "
-        f"an attacker may add a {norm} perturbation of size up to {eps:g} to the input. Not for "
-        "other input distributions, other image sizes or other threat models without a new "
-        "evaluation.",
-        "",
-        f"Classes, by label: {', '.join(meta.get('class_names', [])) or 'unknown'}.",
-        "",
-        "## Threat model",
-        "",
-        f"- Perturbation: {norm} norm, eps = {eps:g} in [0, 1] pixel units; adversarial images "
-        "stay in [0, 1].",
-        "- Attacker: white-box (knows the architecture and the weights and uses gradients), and "
-        "score-based black-box and transfer attacks beside it.",
-        f"- Evaluation: the `{evaluation['preset']}` suite on {evaluation['n_samples']} test "
-        "images; a sample counts as robust only if no attack fools it (per-sample worst case).",
-    ]
-
-
-def _limits_lines(norm: str, eps: float) -> list[str]:
-    return [
-        "## Known limits",
-        "",
-        f"- Not robust beyond eps = {eps:g}: accuracy falls as the perturbation grows (see the "
-        "accuracy-vs-eps curves).",
-        f"- Not evaluated against other threat models than {norm} (other norms, rotations, "
-        "translations, colour shifts, patches) unless the curves say so.",
-        "- Physical-world perturbations (printed, photographed, sensor noise) are untested.",
-        "- The robust accuracy is empirical: a stronger, unknown attack may find more.",
-    ]
-
-
-def _recipe_lines(config: Config, training: dict | None) -> list[str]:
-    """The card's training recipe: the model, the natural warmup, adversarial training."""
+def recipe_context(config: Config, training: dict | None) -> dict:
+    """The card's training recipe (``templates/card/recipe.md.j2``): the model, the natural
+    warmup, adversarial training and which epoch's weights this model is."""
     train, warmup, model = config.train, config.warmup, config.model
     budget_epochs = (training or {}).get("budget_epochs")
     if budget_epochs is not None:  # the plan trained: a budget's plan follows the machine
@@ -217,84 +131,123 @@ def _recipe_lines(config: Config, training: dict | None) -> list[str]:
         if budget_epochs is None
         else min(train.eps_ramp_epochs, budget_epochs)
     )
-    return [
-        "## Training recipe",
-        "",
-        f"- Model: `{model.name}` ({_capacity(model.width, model.depth)}), input "
-        "normalisation inside the model.",
-        f"- Natural warmup: {warmup.epochs} epochs, {optimizer_description(warmup)}, "
-        f"{schedule_description(warmup.lr_schedule)}.",
-        f"- Adversarial training, {method_description(config)}: {_train_epochs(config, training)}, "
-        f"{train.norm} eps {train.eps:g}, eps ramped over {ramp} epochs; "
-        f"{optimizer_description(train)}, {schedule_description(train.lr_schedule)}; "
-        f"seed {config.seed}.",
-        *checkpoint_lines(training),
-    ]
+    return {
+        "model_name": model.name,
+        "capacity": _capacity(model.width, model.depth),
+        "warmup": {
+            "epochs": warmup.epochs,
+            "optimizer": optimizer_description(warmup),
+            "schedule": schedule_description(warmup.lr_schedule),
+        },
+        "train": {
+            "method": recipe_class(train.method).card_text(train),
+            "plan": _epochs_plan(config, training),
+            "norm": train.norm,
+            "eps": f"{train.eps:g}",
+            "ramp_epochs": ramp,
+            "optimizer": optimizer_description(train),
+            "schedule": schedule_description(train.lr_schedule),
+        },
+        "seed": config.seed,
+        "checkpoint": _checkpoint_context(training),
+    }
 
 
-def _train_epochs(config: Config, training: dict | None) -> str:
-    """The adversarial epochs: ``train.epochs``, or those a time budget decided."""
+def _recipe_lines(config: Config, training: dict | None) -> list[str]:
+    """The card's training recipe section, line by line."""
+    return render("card/recipe.md.j2", **recipe_context(config, training)).splitlines()
+
+
+def _epochs_plan(config: Config, training: dict | None) -> dict:
+    """How many adversarial epochs, and why: ``train.epochs`` (``budget`` false), or those a
+    time budget decided, with what became of the plan (``outcome``: ``decided`` as planned,
+    ``grown`` as it followed the machine's pace, ``stopped`` when the machine ran slow)."""
     if not training or training.get("budget_epochs") is None:
-        return f"{config.train.epochs} epochs"
+        return {"budget": False, "epochs": config.train.epochs}
     epochs = training["budget_epochs"]
-    decided = (
-        f"{epochs} epoch{'s' if epochs != 1 else ''}, the number that filled a training budget of "
-        f"{training['budget_minutes']:g} minutes (one epoch calibrated at "
-        f"{training['calibrated_epoch_seconds']:.1f} s on the machine that trained it)"
-    )
     stopped = training.get("budget_stopped_after_epoch")
     trained, partial = training.get("epochs", epochs), training.get("last_epoch_steps")
-    if stopped is None and (trained != epochs or partial is not None):
-        last = f", the last of them {partial} steps long" if partial is not None else ""
-        return (
-            f"{decided}; {trained} trained{last}, as the plan followed the machine's pace "
-            "(the lr schedule rebuilt over it)"
-        )
-    if stopped is None:
-        return decided
-    return (
-        f"{decided}; stopped after epoch {stopped}, when the machine ran slower than calibrated "
-        "and no more epochs fitted the budget (the lr schedule shortened to the epochs that did)"
-    )
+    if stopped is not None:
+        outcome = "stopped"
+    elif trained != epochs or partial is not None:
+        outcome = "grown"
+    else:
+        outcome = "decided"
+    return {
+        "budget": True,
+        "epochs": epochs,
+        "minutes": f"{training['budget_minutes']:g}",
+        "calibrated_seconds": f"{training['calibrated_epoch_seconds']:.1f}",
+        "outcome": outcome,
+        "trained": trained,
+        "last_epoch_steps": partial,
+        "stopped_after": stopped,
+    }
 
 
-def _results_lines(
+def _checkpoint_context(training: dict | None) -> dict | None:
+    """Which epoch's weights this model is, and any collapse of training (``None`` for a
+    ``metrics/train.json`` that does not say)."""
+    if not training or "selected_epoch" not in training:
+        return None
+    collapse = training.get("catastrophic_overfitting")
+    return {
+        "selected_epoch": training["selected_epoch"],
+        "last_epoch": training["last_epoch"],
+        "selection": training["selection"],
+        "best_epoch": training["best_epoch"],
+        "collapse": _collapse_context(collapse) if collapse else None,
+    }
+
+
+def _collapse_context(collapse: dict) -> dict:
+    """Catastrophic overfitting: the epoch it was seen, the fall, the weights kept."""
+    return {
+        "epoch": collapse["epoch"],
+        "val_adv_accuracy": f"{collapse['val_adv_accuracy']:.3f}",
+        "best_val_adv_accuracy": f"{collapse['best_val_adv_accuracy']:.3f}",
+        "restored_epoch": collapse["restored_epoch"],
+    }
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def results_context(
     evaluation: dict,
     columns: tuple[str, str] = ("hardened", "natural baseline"),
     subject: str = "hardened",
-) -> list[str]:
-    """The card's results: hardened beside natural (``n/a`` without one), per attack, and the
-    guarantee."""
+) -> dict:
+    """The card's results (``templates/card/results.md.j2``): the model beside its natural
+    baseline (``n/a`` without one), per attack, C&W's distance, and the guarantee."""
     natural = evaluation["natural"] or {"clean_accuracy": None, "robust_accuracy": None}
-    natural.setdefault("attacks", {})
-    lines = [
-        "## Results",
-        "",
-        f"| metric | {columns[0]} | {columns[1]} |",
-        "|---|---|---|",
-        _row("clean accuracy", evaluation["clean_accuracy"], natural["clean_accuracy"]),
-        _row(
-            "robust accuracy (worst case)",
-            evaluation["robust_accuracy"],
-            natural["robust_accuracy"],
-        ),
-    ]
-    lines += [
-        _row(f"robust accuracy: {name}", value, natural["attacks"].get(name))
-        for name, value in evaluation["attacks"].items()
-    ]
+    natural_attacks = natural.get("attacks", {})
+
+    def pair(model: float | None, baseline: float | None) -> dict:
+        return {"model": _cell(model), "baseline": _cell(baseline)}
+
+    cw_row = None
     if _has_cw(evaluation):
         baseline = cw_text(natural, digits=4) if _has_cw(natural) else "n/a"
-        lines.append(
-            "| median L2 distance to an adversarial example (C&W) | "
-            f"{cw_text(evaluation, digits=4)} | {baseline} |"
-        )
-    norm, eps = evaluation["threat_model"], evaluation["eps"]
-    return [
-        *lines,
-        "",
-        guarantee(evaluation["robust_accuracy"], norm, eps, list(evaluation["attacks"]), subject),
-    ]
+        cw_row = {"model": cw_text(evaluation, digits=4), "baseline": baseline}
+    return {
+        "columns": columns,
+        "clean": pair(evaluation["clean_accuracy"], natural["clean_accuracy"]),
+        "robust": pair(evaluation["robust_accuracy"], natural["robust_accuracy"]),
+        "attack_rows": [
+            {"attack": name, **pair(value, natural_attacks.get(name))}
+            for name, value in evaluation["attacks"].items()
+        ],
+        "cw_row": cw_row,
+        "guarantee": guarantee(
+            evaluation["robust_accuracy"],
+            evaluation["threat_model"],
+            evaluation["eps"],
+            list(evaluation["attacks"]),
+            subject,
+        ),
+    }
 
 
 def _has_cw(figures: dict) -> bool:
@@ -303,60 +256,53 @@ def _has_cw(figures: dict) -> bool:
     return any(figures.get(key) is not None for key in ("cw_median_l2", "cw_not_found_share"))
 
 
-def _trust_lines(evaluation: dict) -> list[str]:
-    lines = ["## Evaluation trust", ""]
-    cw_flags = [f"- {flag} (does not fail the gate)" for flag in evaluation.get("cw_flags", [])]
-    if evaluation["flags"] or cw_flags:
-        lines += [f"- {flag}" for flag in evaluation["flags"]] + cw_flags
-    else:
-        lines.append("No trust check fired (see the robustness report for the list of checks).")
-    return lines
+def _trust_context(evaluation: dict) -> dict:
+    """The trust flags (``templates/card/trust.md.j2``); C&W's do not fail the gate."""
+    return {"flags": evaluation["flags"], "cw_flags": evaluation.get("cw_flags", [])}
 
 
-def _trust_and_gate_lines(evaluation: dict, verdict: dict) -> list[str]:
-    """The card's trust flags and the gate's checks."""
-    lines = [*_trust_lines(evaluation), "", "## Gate", ""]
-    lines += [
-        f"- {check['name']} = {check['value']:.4f}, required {check['rule']} "
-        f"{check['threshold']:.4f}: {'met' if check['passed'] else 'NOT met'}"
-        for check in verdict["checks"]
-    ]
-    return lines
+def _check_context(check: dict) -> dict:
+    """One of the gate's checks, its figures as the card writes them."""
+    return {
+        "name": check["name"],
+        "value": f"{check['value']:.4f}",
+        "rule": check["rule"],
+        "threshold": f"{check['threshold']:.4f}",
+        "passed": check["passed"],
+    }
 
 
-def cost_lines(costs: dict) -> list[str]:
-    """What the run cost, as the card's bullet points."""
-    lines = [
-        f"- Wall time: {costs['hours'] * 60:.1f} minutes (warmup "
-        f"{costs['warmup_hours'] * 60:.1f}, adversarial training {costs['train_hours'] * 60:.1f}, "
-        f"evaluation {costs['evaluate_hours'] * 60:.1f})."
-    ]
-    if costs.get("overhead_time_ratio") is not None:
-        lines.append(
-            f"- Adversarial training took {costs['overhead_time_ratio']:.1f}x the time of natural "
-            f"training per training image"
-            + (
-                f", and {costs['overhead_pass_ratio']:.1f}x the passes through the model."
-                if costs.get("overhead_pass_ratio") is not None
-                else "."
-            )
-        )
-    passes = [
-        f"{stage} {costs[f'{stage}_forward_passes']:,} forward / "
-        f"{costs[f'{stage}_backward_passes']:,} backward"
-        for stage in ("warmup", "train", "evaluate")
-        if costs.get(f"{stage}_forward_passes") is not None
-    ]
-    if passes:
-        lines.append(f"- Passes through the model: {'; '.join(passes)}.")
-    if costs.get("price") is not None:
-        lines.append(f"- Estimated price: {costs['price']:.2f} (report.price_per_hour).")
-    if costs.get("robust_gain_per_hour") is not None:
-        lines.append(
-            f"- Robust accuracy gained over the natural model: {costs['robust_gain']:+.4f}, "
-            f"{costs['robust_gain_per_hour']:+.3f} per hour spent."
-        )
-    return lines
+def cost_context(costs: dict) -> dict:
+    """What the run cost (``templates/card/cost.md.j2``), from ``cost_summary``: minutes,
+    ratios, passes through the model, price and robust gain, each ``None`` (or no passes)
+    where the summary has none."""
+
+    def optional(key: str, spec: str) -> str | None:
+        return None if costs.get(key) is None else format(costs[key], spec)
+
+    return {
+        "minutes": f"{costs['hours'] * 60:.1f}",
+        "warmup_minutes": f"{costs['warmup_hours'] * 60:.1f}",
+        "train_minutes": f"{costs['train_hours'] * 60:.1f}",
+        "evaluate_minutes": f"{costs['evaluate_hours'] * 60:.1f}",
+        "time_ratio": optional("overhead_time_ratio", ".1f"),
+        "pass_ratio": optional("overhead_pass_ratio", ".1f"),
+        "passes": [
+            {
+                "name": stage,
+                "forward": f"{costs[f'{stage}_forward_passes']:,}",
+                "backward": f"{costs[f'{stage}_backward_passes']:,}",
+            }
+            for stage in ("warmup", "train", "evaluate")
+            if costs.get(f"{stage}_forward_passes") is not None
+        ],
+        "price": optional("price", ".2f"),
+        # The gain is stated only beside its rate, as one sentence.
+        "gain": None
+        if costs.get("robust_gain_per_hour") is None
+        else f"{costs['robust_gain']:+.4f}",
+        "gain_per_hour": optional("robust_gain_per_hour", "+.3f"),
+    }
 
 
 def as_description(card: str, link: str) -> str:

@@ -19,7 +19,7 @@ import torch
 from mlflow import MlflowClient
 from prefect.client.schemas.objects import State, TaskRun
 
-from iocane.modelio import load_model
+from iocane.model_files import load_model
 from tests.helpers.finite import non_finite_metrics, non_finite_tokens, text_files
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
 from tests.helpers.readme_blocks import readme_block, substituted

@@ -111,7 +111,7 @@ def test_description_is_cut_to_mlflows_limit_with_a_link() -> None:
 
 
 def test_card_of_a_model_hardened_from_a_model_uri_names_what_it_resolved_to() -> None:
-    from iocane.training.base_model import describe_lineage
+    from iocane.model_files import describe_lineage
 
     base = {"uri": "models:/mine@prod", "name": "mine", "version": "3", "run_id": "r1"}
     assert describe_lineage(base) == "models:/mine@prod (mine version 3, run r1)"
