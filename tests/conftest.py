@@ -105,6 +105,16 @@ def params_document() -> dict:
 
 
 @pytest.fixture(scope="session")
+def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite registry with its tables and nothing else, made once per worker: a test
+    takes a copy (``tests.helpers.registry_files.copy_registry``) instead of paying MLflow's
+    schema migrations for a database of its own."""
+    from tests.helpers.registry_files import make_empty_registry
+
+    return make_empty_registry(tmp_path_factory.mktemp("empty-registry") / "mlflow.db")
+
+
+@pytest.fixture(scope="session")
 def trained_digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small_cnn trained naturally on digits for a few epochs, with 200 held-out images."""
     from sklearn.datasets import load_digits

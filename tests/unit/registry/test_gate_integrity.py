@@ -17,16 +17,17 @@ from iocane.base.errors import GATE_FAILED
 from iocane.registry.aliases import PromotionRefused, assign_alias, promote, rollback
 from iocane.registry.promotion import CHAMPION
 from tests.helpers.paths import PROJECT_ROOT
+from tests.helpers.registry_files import copy_registry
 from tests.unit.registry.test_promotion import NAME, aliases, create_version, register
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding NAME with no versions, made once (the schema migrations take
-    seconds) and copied for each test."""
-    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").create_registered_model(NAME)
-    return path
+def template(empty_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding NAME with no versions, made once from the session's empty one (the
+    schema migrations take seconds) and copied for each test."""
+    uri = copy_registry(empty_registry, tmp_path_factory.mktemp("registry"))
+    MlflowClient(tracking_uri=uri).create_registered_model(NAME)
+    return Path(uri.removeprefix("sqlite:///"))
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from iocane.registry.promotion import (
     promotion_refusal,
 )
 from iocane.registry.review import champion_vs_challenger, version_rows
+from tests.helpers.registry_files import copy_registry
 
 
 def evidence(version: int = 2, **changes) -> Evidence:
@@ -95,9 +96,11 @@ NAME = "iocane-rules"
 
 
 @pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[MlflowClient, str]:
+def registry(
+    empty_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MlflowClient, str]:
     monkeypatch.setenv("IOCANE_USER", "reviewer-a")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_registry(empty_registry, tmp_path)
     client = MlflowClient(tracking_uri=uri)
     client.create_registered_model(NAME)
     return client, uri

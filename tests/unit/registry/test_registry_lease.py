@@ -26,15 +26,18 @@ from iocane.registry.lease import (
     shared_registry,
 )
 from iocane.registry.promotion import CHAMPION
+from tests.helpers.registry_files import copy_registry
 from tests.unit.registry.test_promotion import NAME, create_version
 
 PAUSE_LIMIT = 60.0  # seconds A waits for B at most (only reached when the test is broken)
 
 
 @pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[MlflowClient, str]:
+def registry(
+    empty_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MlflowClient, str]:
     monkeypatch.setenv("IOCANE_USER", "machine")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_registry(empty_registry, tmp_path)
     client = MlflowClient(tracking_uri=uri)
     client.create_registered_model(NAME)
     # One lock file per machine (thread): only the lease can order them.

@@ -27,6 +27,7 @@ from iocane.registry.promotion import CHAMPION
 from iocane.registry.registration import PENDING_TAG, _delete_unfinished, decided_registration
 from iocane.registry.tracking import unreachable_message
 from tests.helpers.pipeline_params import write_tiny_params
+from tests.helpers.registry_files import copy_registry
 from tests.helpers.servers import free_port
 from tests.unit.registry.test_promotion import create_version
 
@@ -40,8 +41,10 @@ REFUSED = MlflowException(
 )
 
 
-def test_deletes_only_the_unfinished_versions_of_this_evidence(tmp_path: Path) -> None:
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_deletes_only_the_unfinished_versions_of_this_evidence(
+    empty_registry: Path, tmp_path: Path
+) -> None:
+    client = MlflowClient(tracking_uri=copy_registry(empty_registry, tmp_path))
     client.create_registered_model(NAME)
 
     def version(**tags: str) -> str:
@@ -140,12 +143,16 @@ def server_goes_away_at(monkeypatch: pytest.MonkeyPatch, first_failing: str) -> 
     ids=["before-the-move", "crowned-unrecorded", "crowned-over-v1", "stack-written"],
 )
 def test_a_rerun_finishes_an_alias_decision_the_server_walked_out_of(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier_champion: bool, first_failing: str
+    empty_registry: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    earlier_champion: bool,
+    first_failing: str,
 ) -> None:
     """Issue 20's window: the version's evidence is complete (``evidence_key`` set), the server
     goes away inside its alias decision, and deleting the version fails too. The next
     registration of the same evidence must decide its alias, not reuse it undecided."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_registry(empty_registry, tmp_path)
     client = MlflowClient(tracking_uri=uri)
     client.create_registered_model(NAME)
     if earlier_champion:
