@@ -60,6 +60,7 @@ from torch import nn
 from iocane.base.config import OptimConfig
 from iocane.training.epoch import VALIDATION_BATCH, EpochLoop, EpochTiming, step_passes
 from iocane.training.recipes import Recipe, train_step
+from iocane.training.seeds import batch_seed
 from iocane.training.state import make_optimizer
 from iocane.training.validation import evaluate_shards
 
@@ -317,7 +318,7 @@ def measure_epoch(loop: EpochLoop, model: nn.Module) -> EpochCost:
                 loop.train.labels[index],
                 recipe=loop.recipe,
                 eps=loop.recipe.eps if loop.recipe is not None else 0.0,
-                seed=loop.seed + step,
+                seed=batch_seed(loop.seed, 0, step, loop.ranks.rank),  # as the first epoch's
                 batch=step,
                 free_delta=free_delta,
                 autocast=loop.hardware.autocast,

@@ -36,6 +36,7 @@ from iocane.training.hardware import Hardware
 from iocane.training.passes import PassCount
 from iocane.training.ranks import Ranks
 from iocane.training.recipes import BatchStats, Recipe, TrainingPasses, train_step
+from iocane.training.seeds import batch_seed
 from iocane.training.state import TrainState, steps_per_batch
 from iocane.training.validation import evaluate_shards
 from models import ModelSpec
@@ -271,8 +272,7 @@ class EpochLoop:
                 labels,
                 recipe=self.recipe,
                 eps=eps,
-                # each rank its own random starts
-                seed=self.seed * 1_000_003 + epoch * 10_007 + batch + ranks.rank * 1_000_000_007,
+                seed=batch_seed(self.seed, epoch, batch, ranks.rank),  # each rank its own starts
                 batch=batch,
                 free_delta=state.free_delta,
                 autocast=self.hardware.autocast,

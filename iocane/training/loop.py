@@ -64,6 +64,7 @@ from iocane.training.resume import (
     stopped_within_epoch,
     take_resumable_checkpoint,
 )
+from iocane.training.seeds import stage_seed
 from iocane.training.selection import (
     collapse_record,
     epochs_read,
@@ -315,7 +316,8 @@ def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch
     data = load_prepared(layout)
     warmup_file = layout.model_file("warmup")
     model, spec = load_model(warmup_file, device)
-    torch.manual_seed(config.seed + 1)
+    seed = stage_seed(config.seed, "train")
+    torch.manual_seed(seed)
     train = config.train
     return fit(
         stage="train",
@@ -326,7 +328,7 @@ def train_in_process(config: Config, layout: Layout, ranks: Ranks, device: torch
         recipe=Recipe.from_config(train),
         val_attack=validation_attack(config),
         layout=layout,
-        seed=config.seed + 1,
+        seed=seed,
         run_key=run_key(
             "train",
             run_params("train", config),

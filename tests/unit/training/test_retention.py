@@ -19,9 +19,10 @@ from models import ModelSpec
 from tests.helpers.tiny_training import adversarial_recipe, fit_held_out
 
 SPEC = ModelSpec("small_cnn", 1, 8, 10, (0.3,), (0.4,), width=8)
-# Validation PGD accuracy peaks at epoch 5 of 6 here (checked below): the best is not the newest.
+# Validation PGD accuracy peaks at epoch 5 of 6 here, without a collapse (checked below): the best
+# is not the newest. (Batches of 64 had that shape under the seeds before iocane.training.seeds.)
 OPTIM = OptimConfig(
-    epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5.0e-4, lr_schedule="cosine"
+    epochs=6, batch_size=48, lr=0.05, momentum=0.9, weight_decay=5.0e-4, lr_schedule="cosine"
 )
 RECIPE = adversarial_recipe(
     norm="Linf", eps=0.1, step_size=0.05, steps=2, random_start=True, adv_weight=0.5,
