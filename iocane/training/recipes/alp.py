@@ -15,10 +15,9 @@ from torch import nn
 from attacks import Attack
 from iocane.training.recipes.base import (
     BatchStats,
-    TrainingPasses,
     batch_stats,
-    craft,
     mixed_cross_entropy,
+    paired_logits,
 )
 from iocane.training.recipes.pgd import PgdRecipe, pgd_text
 
@@ -58,8 +57,6 @@ class AlpRecipe(PgdRecipe):
         attack: Attack,
         passes: nn.Module | None = None,
     ) -> tuple[torch.Tensor, BatchStats]:
-        passes = passes if passes is not None else TrainingPasses(model)
-        adversarial = craft(model, attack, images, labels)
-        clean_logits, adv_logits = passes(images, adversarial)
+        clean_logits, adv_logits = paired_logits(model, images, labels, attack, passes)
         loss = alp_objective(clean_logits, adv_logits, labels, self.adv_weight, self.alp_weight)
         return loss, batch_stats(clean_logits, adv_logits, labels)

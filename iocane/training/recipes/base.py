@@ -117,6 +117,21 @@ def reported_clean_logits(model: nn.Module, images: torch.Tensor) -> torch.Tenso
     return logits
 
 
+def paired_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: Attack,
+    passes: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean and the adversarial logits of one batch, both from training passes: the losses
+    that compare the two (TRADES' KL, ALP's pairing) train on both."""
+    passes = passes if passes is not None else TrainingPasses(model)
+    adversarial = craft(model, attack, images, labels)
+    clean_logits, adv_logits = passes(images, adversarial)
+    return clean_logits, adv_logits
+
+
 def training_loss(
     model: nn.Module,
     images: torch.Tensor,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks import Attack, TradesAttack
-from iocane.training.recipes.base import BatchStats, Recipe, TrainingPasses, batch_stats, craft
+from iocane.training.recipes.base import BatchStats, Recipe, batch_stats, paired_logits
 from iocane.training.recipes.pgd import pgd_text
 
 
@@ -59,8 +59,6 @@ class TradesRecipe(Recipe):
         attack: Attack,
         passes: nn.Module | None = None,
     ) -> tuple[torch.Tensor, BatchStats]:
-        passes = passes if passes is not None else TrainingPasses(model)
-        adversarial = craft(model, attack, images, labels)
-        clean_logits, adv_logits = passes(images, adversarial)
+        clean_logits, adv_logits = paired_logits(model, images, labels, attack, passes)
         loss = trades_objective(clean_logits, adv_logits, labels, self.trades_beta)
         return loss, batch_stats(clean_logits, adv_logits, labels)
