@@ -41,7 +41,12 @@ from attacks.transfer import TransferAttack
 # them, at their budget for the suite's preset.
 Kind = Literal["white-box", "black-box", "reference", "adaptive"]
 KINDS: tuple[Kind, ...] = ("white-box", "black-box", "reference", "adaptive")
-NORMS = ("Linf", "L2")
+# The threat models an attack can be registered for: the Lp balls (eps in [0, 1] pixel units) and
+# the sparse ones, whose eps counts pixels (``attacks.threat``): L0 (any pixels, all channels of a
+# pixel counting once) and patch (one square of that side, anywhere). The profile's other threats
+# (corruptions, spatial) are not budgets around one image: ``attacks.threats``.
+LP_NORMS = ("Linf", "L2")
+NORMS = (*LP_NORMS, "L0", "patch")
 Budget = Mapping[str, object]
 
 
@@ -73,7 +78,7 @@ class AttackEntry:
     kind: Kind
     description: str  # one line, for the docs' attack table
     budgets: Mapping[str, Budget]  # preset -> budget; the presets it joins (adaptive: when asked)
-    norms: tuple[str, ...] = NORMS
+    norms: tuple[str, ...] = LP_NORMS
     # The property tests' budget, small enough for CPU tests; by default its first preset's.
     test_budget: Budget | None = None
     # Monotonicity (Carlini et al. 2019): this attack spends more steps, restarts or a better
