@@ -30,7 +30,10 @@ from attacks.autoattack_reference import AutoAttackReference
 from attacks.cw import CarliniWagnerL2
 from attacks.fab import FABTargeted
 from attacks.fgsm import FGSM
+from attacks.patch import PatchPGD, PatchRS
 from attacks.pgd import PGD
+from attacks.pgd_l0 import SparsePGD
+from attacks.sparse_rs import SparseRS
 from attacks.square import SquareAttack
 from attacks.transfer import TransferAttack
 
@@ -241,6 +244,68 @@ ATTACKS: tuple[AttackEntry, ...] = (
         budgets={"standard": {"steps": 50}, "thorough": {"steps": 100}},
         test_budget={"steps": 5},
         needs_surrogate=True,
+    ),
+    # L0 (eps counts pixels): the white-box one first, then the score-based search, which on
+    # sparse threats is often the stronger of the two (Croce et al. 2022; the trust checks
+    # know: ``iocane.robustness.checks.comparison_flags``).
+    AttackEntry(
+        name="pgd_l0",
+        factory=SparsePGD,
+        kind="white-box",
+        description="sPGD: sparse PGD over magnitude and a top-k pixel mask (Zhong et al. 2024)",
+        budgets={
+            "quick": {"steps": 20},
+            "standard": {"steps": 100},
+            "thorough": {"steps": 300, "restarts": 3},
+        },
+        norms=("L0",),
+        test_budget={"steps": 20},
+    ),
+    AttackEntry(
+        name="sparse_rs",
+        factory=SparseRS,
+        kind="black-box",
+        description="Sparse-RS: random search over k pixels at the box's vertices "
+        "(Croce et al. 2022)",
+        budgets={
+            "quick": {"n_queries": 300},
+            "standard": {"n_queries": 1000},
+            "thorough": {"n_queries": 3000, "restarts": 3},
+        },
+        norms=("L0",),
+        test_budget={"n_queries": 100},
+    ),
+    # Patch (eps: the square's side in pixels): the white-box one first, then Patch-RS, which
+    # searches locations a gradient cannot (Croce et al. 2022).
+    AttackEntry(
+        name="patch_pgd",
+        factory=PatchPGD,
+        kind="white-box",
+        description="Patch-PGD: signed-gradient ascent on a square patch's content at candidate "
+        "places (the gradient's heaviest window, then random ones)",
+        # On digits the number of places tried mattered more than the steps at each.
+        budgets={
+            "quick": {"steps": 5, "locations": 4},
+            "standard": {"steps": 5, "locations": 16},
+            "thorough": {"steps": 10, "locations": 32, "restarts": 2},
+        },
+        norms=("patch",),
+        test_budget={"steps": 5, "locations": 2},
+    ),
+    AttackEntry(
+        name="patch_rs",
+        factory=PatchRS,
+        kind="black-box",
+        description="Patch-RS: random search alternating a square patch's place and its content "
+        "(squares at the box's vertices; Croce et al. 2022)",
+        # Short searches restarted beat one long one on digits (a search settles on one place).
+        budgets={
+            "quick": {"n_queries": 50, "restarts": 2},
+            "standard": {"n_queries": 100, "restarts": 5},
+            "thorough": {"n_queries": 500, "restarts": 10},
+        },
+        norms=("patch",),
+        test_budget={"n_queries": 50},
     ),
     AttackEntry(
         name="eot_pgd",

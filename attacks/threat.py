@@ -91,6 +91,33 @@ class L0:
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
         return changed_pixels(delta).flatten(1).sum(dim=1).to(delta.dtype)
 
+    def project(self, delta: torch.Tensor, eps: float, images: torch.Tensor) -> torch.Tensor:
+        """The nearest perturbation (in L2) with at most eps pixels changed and images + delta
+        in [0, 1]. The box acts per coordinate, so each pixel either keeps its clipped change or
+        drops it; keeping it saves ||d||^2 - ||d - clipped||^2 over its channels, and the
+        projection keeps the eps pixels that save most (Croce & Hein 2019's pixel-wise
+        projection). Ties go to the lower index; pixels left out are exactly zero."""
+        keep = top_pixels(_box_gain(delta, images), pixel_budget(eps))
+        clipped = (images + delta).clamp(0.0, 1.0) - images
+        return torch.where(keep[:, None], clipped, torch.zeros_like(delta))
+
+
+def _box_gain(delta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W): how much of ||delta||^2 a pixel keeps when its change is clipped to the box."""
+    clipped = (images + delta).clamp(0.0, 1.0) - images
+    return (delta.pow(2) - (delta - clipped).pow(2)).sum(dim=1)
+
+
+def top_pixels(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """(N, H, W) boolean: each sample's ``count`` highest-scoring pixels of ``scores`` (N, H, W)
+    (all of them when there are fewer). A stable sort, so ties go to the lower index."""
+    n, height, width = scores.shape
+    count = min(count, height * width)
+    flat = scores.flatten(1)
+    order = flat.argsort(dim=1, descending=True, stable=True)[:, :count]
+    chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
+    return chosen.view(n, height, width)
+
 
 class Patch:
     """A patch: every changed pixel inside one eps x eps square, placed anywhere, content free in
@@ -103,6 +130,14 @@ class Patch:
         changed = changed_pixels(delta)
         rows, columns = changed.any(dim=2), changed.any(dim=1)  # (N, H), (N, W)
         return torch.maximum(_extent(rows), _extent(columns)).to(delta.dtype)
+
+
+def pixel_budget(eps: float) -> int:
+    """The whole number of pixels an L0 or patch ``eps`` stands for: an int or an integral float
+    (params may hold 3.0), never a fraction nor a negative, which would make the budget a guess."""
+    if isinstance(eps, bool) or not float(eps).is_integer() or eps < 0:
+        raise ValueError(f"eps counts pixels for L0 and patch: a whole number >= 0, not {eps!r}")
+    return int(eps)
 
 
 def _extent(occupied: torch.Tensor) -> torch.Tensor:

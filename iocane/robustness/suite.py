@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from attacks import Attack, threat_model
+from attacks import Attack, registry, threat_model
 from attacks.suites import AttackHookError, adaptive_attack, build_suite
 from iocane.base.config import Config, ConfigError
 from iocane.base.settings import resolve_device
@@ -86,6 +86,11 @@ def _add_adaptive_attacks(
 ) -> None:
     """Add to ``suite`` the adaptive attacks the model checks call for, at the preset's budget."""
     for name in adaptive_attacks_for(checks):
+        if norm not in registry.entry(name).norms:
+            # EOT-PGD and BPDA-PGD step in Lp balls; under a sparse threat the score-based
+            # search (sparse_rs, patch_rs) already reads no gradient at all.
+            log.info("  the model checks call for %s, which has no %s version", name, norm)
+            continue
         if name not in suite:
             log.info("  the model checks call for %s: it joins the suite", name)
             suite[name] = adaptive_attack(name, preset, norm, eps, seed)
@@ -189,7 +194,7 @@ def evaluate_robustness(
     )
     n_clean_correct = int(clean_correct.sum())
     flags = list(checks.values()) + cascade.flags
-    flags += comparison_flags(cascade.per_attack, n_clean_correct)
+    flags += comparison_flags(cascade.per_attack, n_clean_correct, norm=norm)
     missed_by_reference = broken_only_by_reference(cascade.survivors, clean_correct)
     flags += cross_check_flags(missed_by_reference, n_clean_correct)
     robust = cascade.robust

@@ -11,7 +11,7 @@ import pytest
 from attacks import registry
 from attacks.suites import build_suite
 from iocane.base.config import EvaluateConfig
-from tests.helpers.attack_properties import check_properties, registered_cases
+from tests.helpers.attack_properties import EPS, check_properties, registered_cases
 
 N_IMAGES = 32  # enough for an attack to fool some points of the natural model, fast on CPU
 
@@ -37,7 +37,8 @@ def test_every_entry_joins_a_preset_it_knows_and_the_checks_name_registered_atta
     for weaker, stronger in registry.budget_order():
         assert names.index(weaker) < names.index(stronger)  # the weaker one runs first
     assert registry.budget_order() == (("pgd_short", "pgd"), ("pgd", "apgd_ce"))
-    assert set(registry.names_of_kind("black-box")) == {"square", "transfer"}
+    black_box = {"square", "transfer", "sparse_rs", "patch_rs"}
+    assert set(registry.names_of_kind("black-box")) == black_box
     assert registry.names_of_kind("reference") == ("autoattack",)
 
 
@@ -46,7 +47,8 @@ def test_every_entry_joins_a_preset_it_knows_and_the_checks_name_registered_atta
 def test_a_preset_runs_its_registered_attacks_in_registry_order(
     preset, norm, trained_digits_model
 ) -> None:
-    suite = build_suite(preset, norm, 0.1, surrogate=trained_digits_model[0])
+    # Each norm at its own kind of budget: eps counts pixels for L0 and patch.
+    suite = build_suite(preset, norm, EPS[norm], surrogate=trained_digits_model[0])
     expected = [
         entry.name
         for entry in registry.entries()

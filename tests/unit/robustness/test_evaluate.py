@@ -108,6 +108,16 @@ def test_comparison_flags() -> None:
     assert comparison_flags({"pgd_short": 0.5, "pgd": 0.52}, n_clean_correct=100) == []
 
 
+def test_a_black_box_win_is_a_smell_in_an_lp_ball_but_not_under_a_sparse_threat() -> None:
+    # Sparse-RS beating sPGD is common on honest models (Croce et al. 2022): no flag for L0 or
+    # patch; the same figures in an Lp ball are flagged.
+    sparse_wins = {"pgd_l0": 0.5, "sparse_rs": 0.3}
+    assert "black-box attack sparse_rs" in comparison_flags(sparse_wins, norm="Linf")[0]
+    assert comparison_flags(sparse_wins, norm="L0") == []
+    assert comparison_flags({"pgd": 0.5, "square": 0.3}, norm="patch") == []
+    assert comparison_flags({"pgd": 0.5, "square": 0.3}, norm="L2") != []
+
+
 def test_cross_check_counts_points_only_the_reference_breaks() -> None:
     clean = torch.ones(400, dtype=torch.bool)
     ours = torch.ones(400, dtype=torch.bool)
