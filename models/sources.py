@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -42,13 +44,34 @@ class RepeatChannel(nn.Module):
         return f"channels={self.channels}"
 
 
-def build_network(name: str, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """The bare network ``name`` (``source:builder``) names, freshly initialised."""
+def _split(name: str) -> tuple[str, str]:
     source, _, builder = name.partition(":")
     if not source or not builder:
         raise ModelSourceError(
             f"model.name {name!r} must be torchvision:<builder>, timm:<name> or <module>:<factory>"
         )
+    return source, builder
+
+
+def check_source(name: str) -> None:
+    """ModelSourceError unless ``name`` names a network that can be built: a torchvision
+    builder that exists, timm and its model, a module with a factory of the right signature.
+    Cheap next to a run (nothing is built), so ``iocane run`` checks it before any work: a
+    misspelt builder fails in seconds, not after the data is prepared."""
+    if not is_external(name):
+        return
+    source, builder = _split(name)
+    if source == "torchvision":
+        _torchvision_builder(name, builder)
+    elif source == "timm":
+        _timm_module(name, builder)
+    else:
+        _factory_function(name, source, builder)
+
+
+def build_network(name: str, channels: int, image_size: int, num_classes: int) -> nn.Module:
+    """The bare network ``name`` (``source:builder``) names, freshly initialised."""
+    source, builder = _split(name)
     if source == "torchvision":
         return _torchvision(name, builder, num_classes)
     if source == "timm":
@@ -65,7 +88,7 @@ def input_adapter(name: str, channels: int) -> nn.Module | None:
     return None
 
 
-def _torchvision(name: str, builder: str, num_classes: int) -> nn.Module:
+def _torchvision_builder(name: str, builder: str) -> None:
     from torchvision import models as tv_models
 
     known = tv_models.list_models(module=tv_models)  # classification builders only
@@ -74,6 +97,12 @@ def _torchvision(name: str, builder: str, num_classes: int) -> nn.Module:
             f"model.name {name!r}: torchvision has no classification model {builder!r} "
             f"(e.g. resnet18, mobilenet_v3_small, efficientnet_b0)"
         )
+
+
+def _torchvision(name: str, builder: str, num_classes: int) -> nn.Module:
+    from torchvision import models as tv_models
+
+    _torchvision_builder(name, builder)
     try:
         return tv_models.get_model(builder, weights=None, num_classes=num_classes)
     except (TypeError, ValueError) as error:
@@ -81,7 +110,8 @@ def _torchvision(name: str, builder: str, num_classes: int) -> nn.Module:
         raise ModelSourceError(message) from None
 
 
-def _timm(name: str, builder: str, channels: int, num_classes: int) -> nn.Module:
+def _timm_module(name: str, builder: str) -> ModuleType:
+    """timm, when it is installed and has the model ``builder``."""
     try:
         import timm
     except ImportError:
@@ -90,6 +120,11 @@ def _timm(name: str, builder: str, channels: int, num_classes: int) -> nn.Module
         ) from None
     if builder not in timm.list_models():
         raise ModelSourceError(f"model.name {name!r}: timm has no model {builder!r}")
+    return timm
+
+
+def _timm(name: str, builder: str, channels: int, num_classes: int) -> nn.Module:
+    timm = _timm_module(name, builder)
     return timm.create_model(builder, pretrained=False, num_classes=num_classes, in_chans=channels)
 
 
@@ -111,9 +146,8 @@ def _import_module(name: str, module: str) -> object:
         ) from None
 
 
-def _factory(
-    name: str, module: str, factory: str, channels: int, image_size: int, num_classes: int
-) -> nn.Module:
+def _factory_function(name: str, module: str, factory: str) -> Callable[..., object]:
+    """The user's factory ``module.factory``, callable with channels=, image_size=, num_classes=."""
     function = getattr(_import_module(name, module), factory, None)
     if function is None or not callable(function):
         raise ModelSourceError(f"model.name {name!r}: module {module!r} has no factory {factory!r}")
@@ -123,6 +157,13 @@ def _factory(
         raise ModelSourceError(
             f"model.name {name!r}: the factory must accept channels=, image_size=, num_classes="
         ) from None
+    return function
+
+
+def _factory(
+    name: str, module: str, factory: str, channels: int, image_size: int, num_classes: int
+) -> nn.Module:
+    function = _factory_function(name, module, factory)
     network = function(channels=channels, image_size=image_size, num_classes=num_classes)
     if not isinstance(network, nn.Module):
         raise ModelSourceError(

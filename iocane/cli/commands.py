@@ -47,12 +47,15 @@ def run(
 
     Prints the result as JSON on stdout; exit code 3 when the gate fails. With
     --if-data-changed, stops early (exit 0) when the data is the champion's."""
-    # Validate before any work: a bad key or a missing data directory fails here, before
-    # Prefect or MLflow are touched.
-    data = load_config(params, overrides or []).data
+    # Validate before any work: a bad key, a missing data directory or a model.name that names
+    # no buildable network fails here, before Prefect or MLflow are touched.
+    config = load_config(params, overrides or [])
+    data = config.data
     from iocane.data.sources import check_data_source  # torch: imported once the params are good
+    from models.sources import check_source
 
     check_data_source(data.dataset, data.root, data.download)
+    check_source(config.model.name)
     from iocane.registry.login import check_tracking_login
 
     check_tracking_login(Path.cwd())  # a refused login exits 2 now, not after the training
@@ -79,8 +82,10 @@ def sweep(params: Params = "params.yaml", overrides: Overrides = None) -> int:
     JSON."""
     config = load_config(params, overrides or [])
     from iocane.data.sources import check_data_source
+    from models.sources import check_source
 
     check_data_source(config.data.dataset, config.data.root, config.data.download)
+    check_source(config.model.name)
     from iocane.registry.login import check_tracking_login
 
     check_tracking_login(Path.cwd())
@@ -177,8 +182,8 @@ def review(
     """The registry as a table, and champion against challenger.
 
     One row per version: aliases, gate, clean and robust accuracy, threat model and eps, trust
-    flags, data fingerprint, when, and what it cost. Then champion against challenger with the
-    deltas, and whether the challenger could be promoted."""
+    flags, the threat profile (evaluate.threats), data fingerprint, when, and what it cost. Then
+    champion against challenger with the deltas, and whether the challenger could be promoted."""
     from iocane.cli.review_table import print_review
     from iocane.registry.review import champion_vs_challenger, version_rows
 

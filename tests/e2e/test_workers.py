@@ -41,6 +41,10 @@ EVERY_MINUTE = "* * * * *"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 GRACE_SECONDS = 90  # SIGTERM, then SIGKILL: systemd's default stop timeout
+# The worker takes a run this long before its start time and starts its process, which waits
+# for that time (Prefect's WaitForScheduledTime) with its imports done: the minute's wait hides
+# the start-up. Under the cron's minute, so that the next run can never be taken with it.
+PREFETCH_SECONDS = 45
 
 
 def _api(env: dict[str, str], path: str, body: dict | None = None) -> Any:
@@ -136,7 +140,13 @@ def project(tmp_path: Path) -> Path:
 def env(project: Path, services: dict[str, str]) -> dict[str, str]:
     # PYTHONPATH: the flow run imports iocane and tasks from this checkout, as a clone's would.
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    return user_environment(project, services, PYTHONPATH=path, PREFECT_WORKER_QUERY_SECONDS="2")
+    return user_environment(
+        project,
+        services,
+        PYTHONPATH=path,
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        PREFECT_WORKER_PREFETCH_SECONDS=str(PREFETCH_SECONDS),
+    )
 
 
 @pytest.fixture
@@ -194,6 +204,9 @@ def test_a_worker_runs_the_scheduled_harden_deployment(
 
     state = _wait_for(finished, 600, "finished flow run", worker.log)
     assert state["type"] == "COMPLETED", f"{state}\n{worker.log.read_text()[-4000:]}"
+    # Taken up to PREFETCH_SECONDS early, but run on the schedule's minute, not before it.
+    ran = _api(env, f"/flow_runs/{run['id']}")
+    assert dt.datetime.fromisoformat(ran["start_time"].replace("Z", "+00:00")) >= start, ran
     assert [other["id"] for other in _runs(env, deployment["id"])] == [run["id"]]
     assert worker.seen, "the worker started no process for the flow run"
 

@@ -102,7 +102,8 @@ PARAMS = {
     "not a section": (["trian.eps=0.1"], "trian"),
     "no processes": (["train.nproc=0"], "train.nproc"),
     "model.name not source:builder": (["model.name=torchvision:"], "model.name"),
-    # These two pass the params check and are refused when the warmup builds the model.
+    # These two pass the params check; the model-source check refuses them before any work
+    # (models/sources.py check_source), where they once waited for the warmup to build them.
     "model.name: no such torchvision builder": (["model.name=torchvision:nosuch"], "model.name"),
     "model.name: no such module": (["model.name=no_such_module_xyz:build"], "model.name"),
 }
@@ -112,6 +113,9 @@ PARAMS = {
 def test_bad_params(project: Path, overrides: list[str], named: str) -> None:
     args = [arg for override in overrides for arg in ("--set", override)]
     _assert_refused(_command(project, "iocane.cli", "run", *args), project, named)
+    # Refused before any work: no data prepared, no registry, no Prefect state.
+    assert not any(path.exists() for path in Layout(project).prepared_arrays.values())
+    assert not (project / "mlflow.db").exists() and not (project / ".prefect").exists()
 
 
 def test_params_file_that_is_not_yaml(project: Path) -> None:

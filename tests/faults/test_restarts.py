@@ -167,6 +167,18 @@ def _project(tmp_path: Path, name: str) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def registering_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project for the tests whose fault lands in the register stage. Each registers under
+    its own model name, which only the register stage reads (dvc.yaml): the first run computes
+    prepare to gate, the later ones find those stages current (their cache keys are unchanged)
+    and go straight to the register stage under test. Its code and the server's restart are
+    the same; a run no longer trains for half a minute before it gets there."""
+    project = tmp_path_factory.mktemp("registering") / "project"
+    project.mkdir()
+    return project
+
+
 def _env(project: Path, mlflow: Server, prefect: Server) -> dict[str, str]:
     return {
         **_clean_env(),
@@ -243,12 +255,12 @@ VERSION_CREATED = "POST /api/2.0/mlflow/model-versions/create"
 def test_mlflow_server_restarts_while_the_run_registers(
     mlflow_server: Server,
     prefect_server: Server,
-    tmp_path: Path,
+    registering_project: Path,
     moment: str,
     record_property: Callable[[str, object], None],
 ) -> None:
     name = f"iocane-restart-mlflow-{moment.split('/')[-1]}"
-    project = _project(tmp_path, name)
+    project = _project(registering_project, name)
     env = _env(project, mlflow_server, prefect_server)
     since = mlflow_server.log_size()
     run = _run(project, env)
@@ -262,13 +274,13 @@ def test_mlflow_server_restarts_while_the_run_registers(
 def test_mlflow_server_down_while_registering_fails_clearly_and_a_rerun_completes(
     mlflow_server: Server,
     prefect_server: Server,
-    tmp_path: Path,
+    registering_project: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
     """Down longer than the retries (made short here): one line naming the server, no version
     left half-tagged, and a rerun once it is back registers one complete version."""
     name = "iocane-restart-mlflow-down"
-    project = _project(tmp_path, name)
+    project = _project(registering_project, name)
     env = {
         **_env(project, mlflow_server, prefect_server),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",

@@ -17,6 +17,7 @@ from iocane.base.config import ConfigError, replace
 from iocane.base.errors import ModelSourceError
 from iocane.model_files import load_model, save_model
 from models import ModelSpec, build_model
+from models.sources import check_source
 from tests.helpers.pipeline_params import write_tiny_params
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
@@ -85,6 +86,30 @@ def test_names_that_build_nothing_are_refused(name: str, named: str) -> None:
     with pytest.raises(ModelSourceError, match=r"model\.name") as caught:
         build_model(_spec(name))
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "named"),
+    [
+        ("torchvision:no_such_net", "no_such_net"),
+        ("no_such_module_xyz:factory", "no_such_module_xyz"),
+        ("tests.helpers.user_models:missing", "missing"),
+        ("math:sqrt", "must accept channels="),
+    ],
+)
+def test_the_check_before_a_run_refuses_what_cannot_be_built(name: str, named: str) -> None:
+    """``iocane run`` calls it before any work; the same messages as the build's."""
+    with pytest.raises(ModelSourceError, match=r"model\.name") as caught:
+        check_source(name)
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["small_cnn", "torchvision:resnet18", "tests.helpers.user_models:tiny_net"]
+)
+def test_the_check_before_a_run_passes_what_builds(name: str) -> None:
+    check_source(name)
+    build_model(_spec(name, channels=1))  # and it does build
 
 
 def test_timm_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
