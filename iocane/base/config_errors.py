@@ -8,7 +8,7 @@ also makes its key (``eps``) missing, and the typo is the thing to fix.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -122,7 +122,9 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return None
-        model = field.annotation
+        # An optional section (``SpatialBudget | None``) names its keys as the section does.
+        models = [arg for arg in get_args(field.annotation) if arg is not type(None)]
+        model = models[0] if len(models) == 1 else field.annotation
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
     return model

@@ -66,6 +66,16 @@ class Layout:
         return self.root / "plots" / "perceptual_alignment.png"
 
     @property
+    def threat_plot(self) -> Path:
+        """Accuracy per threat (the threat profile), natural beside hardened model."""
+        return self.root / "plots" / "threat_profile.png"
+
+    @property
+    def evaluation_plots(self) -> tuple[Path, ...]:
+        """The evaluation's figures, in the order the run's artifacts list them."""
+        return (self.curves_plot, self.examples_plot, self.alignment_plot, self.threat_plot)
+
+    @property
     def report_file(self) -> Path:
         return self.root / "reports" / "robustness.md"
 

@@ -100,9 +100,7 @@ def log_back(
         layout.metrics_file("evaluate"),
         layout.report_file,
         layout.curves_file,
-        layout.curves_plot,
-        layout.examples_plot,
-        layout.alignment_plot,
+        *layout.evaluation_plots,
     ]
     if layout.model_card_file.exists():  # written for a model iocane did not register
         files.append(layout.model_card_file)

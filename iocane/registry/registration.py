@@ -47,6 +47,7 @@ from iocane.registry.tracking import (
 )
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
+from iocane.reports.threats import profile_tag
 
 log = logging.getLogger("iocane")
 
@@ -57,6 +58,7 @@ ARTIFACT_LINKS = {
     "curves": "plots/robustness_curves.png",
     "examples": "plots/adversarial_examples.png",
     "alignment": "plots/perceptual_alignment.png",
+    "threat_profile": "plots/threat_profile.png",
 }
 # Set when the version is created: the evidence an attempt is registering (see the docstring).
 PENDING_TAG = "evidence_key_pending"
@@ -345,6 +347,8 @@ def _complete_version(
         "robust_accuracy": f"{evaluation['robust_accuracy']:.6f}",
         "natural_clean_accuracy": f"{evaluation['natural']['clean_accuracy']:.6f}",
         "trust_flags": str(len(evaluation["flags"])),
+        # What it withstands beyond its threat model: threat (budget) accuracy, ...
+        "threat_profile": profile_tag(evaluation.get("threats")),
         "train_method": config.train.method,
         "checkpoint": _checkpoint_tag(evidence.training),
         "run_id": run_id,

@@ -46,6 +46,7 @@ def version_rows(client: MlflowClient, name: str) -> list[dict]:
                 "threat": tags.get("threat_model"),
                 "eps": tags.get("eps"),
                 "flags": tags.get("trust_flags"),
+                "threats": tags.get("threat_profile") or None,
                 "preset": tags.get("suite_preset"),
                 "data": tags.get("data_fingerprint", "")[:12],
                 "created": pd.Timestamp(version.creation_timestamp, unit="ms").strftime(
@@ -88,6 +89,9 @@ def _run_metrics(client: MlflowClient, version) -> dict[str, float]:
     picked = {key: metrics[key] for key in wanted if key in metrics}
     picked.update(
         {key: value for key, value in sorted(metrics.items()) if key.startswith("robust_accuracy/")}
+    )
+    picked.update(
+        {key: value for key, value in sorted(metrics.items()) if key.startswith("threat_accuracy/")}
     )
     return picked
 

@@ -92,6 +92,7 @@ def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float | Non
         "gate_passed": float(verdict["passed"]),
         **{f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()},
         **{f"natural/robust_accuracy/{k}": v for k, v in natural["attacks"].items()},
+        **threat_metrics(evaluation.get("threats") or {}),
         # Where C&W ran: its median is None when over half the points were not found, and
         # ``finite_metrics`` leaves it out then, the share not found saying why.
         **{
@@ -100,6 +101,17 @@ def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float | Non
             if evaluation.get("cw_not_found_share") is not None
         },
     }
+
+
+def threat_metrics(threats: dict) -> dict[str, float | None]:
+    """The threat profile's accuracies, hardened and natural, per threat (``None`` without a
+    natural model: ``finite_metrics`` leaves it out)."""
+    metrics: dict[str, float | None] = {}
+    for name, figures in threats.items():
+        # Named as the suite's per-attack figures are (robust_accuracy/<attack>).
+        metrics[f"threat_accuracy/{name}"] = figures["hardened"]
+        metrics[f"natural/threat_accuracy/{name}"] = figures["natural"]
+    return metrics
 
 
 def finite_metrics(metrics: dict[str, float | None]) -> tuple[dict[str, float], list[str]]:
@@ -142,9 +154,7 @@ def log_run_evidence(config: Config, layout: Layout, evaluation: dict, verdict: 
         layout.history_file("warmup"),
         layout.history_file("train"),
         layout.curves_file,
-        layout.curves_plot,
-        layout.examples_plot,
-        layout.alignment_plot,
+        *layout.evaluation_plots,
     ):
         mlflow.log_artifact(str(path), "plots")
     mlflow.log_artifact(str(layout.report_file), "reports")

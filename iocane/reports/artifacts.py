@@ -39,8 +39,9 @@ class RegisteredVersion(Protocol):
 
 
 def metrics_table(evaluation: dict) -> list[dict]:
-    """Rows of the ``robustness-metrics`` artifact: each figure, hardened beside natural.
-    Some attacks run against the hardened model only (transfer from the natural model)."""
+    """Rows of the ``robustness-metrics`` artifact: each figure, hardened beside natural, then
+    the threat profile's. Some attacks run against the hardened model only (transfer from the
+    natural model)."""
     natural = evaluation["natural"]
     rows = [
         {
@@ -62,6 +63,14 @@ def metrics_table(evaluation: dict) -> list[dict]:
         }
         for name, value in evaluation["attacks"].items()
     ]
+    rows += [
+        {
+            "metric": f"threat_accuracy/{name} ({threat['budget_text']}, {threat['measure']})",
+            "hardened": threat["hardened"],
+            "natural": threat["natural"],
+        }
+        for name, threat in (evaluation.get("threats") or {}).items()
+    ]
     return rows
 
 
@@ -74,7 +83,7 @@ def png_data_url(path: Path) -> str:
 def inline_images(markdown: str, layout: Layout) -> str:
     """The report with its relative plot links (right beside the files, in git and MLflow)
     replaced by data URLs, so the Prefect UI shows the images."""
-    for plot in (layout.curves_plot, layout.examples_plot, layout.alignment_plot):
+    for plot in layout.evaluation_plots:
         markdown = markdown.replace(f"](../plots/{plot.name})", f"]({png_data_url(plot)})")
     return markdown
 
@@ -148,7 +157,7 @@ def publish_report(
 
 
 def _publish_figures(layout: Layout) -> None:
-    """The three figures as image artifacts."""
+    """The four figures as image artifacts."""
     create_image_artifact(
         image_url=png_data_url(layout.curves_plot),
         key="robustness-curves",
@@ -163,4 +172,10 @@ def _publish_figures(layout: Layout) -> None:
         image_url=png_data_url(layout.alignment_plot),
         key="perceptual-alignment",
         description="Input gradients and large-eps targeted images, natural beside hardened",
+    )
+    create_image_artifact(
+        image_url=png_data_url(layout.threat_plot),
+        key="threat-profile",
+        description="Accuracy per threat at its budget (the threat profile), natural beside "
+        "hardened",
     )

@@ -18,8 +18,14 @@ from iocane.base.config import Config
 from iocane.base.files import write_json, write_text
 from iocane.base.layout import Layout
 from iocane.data.prepared import PreparedData
-from iocane.reports.figures import plot_alignment, plot_curves, plot_examples
+from iocane.reports.figures import (
+    plot_alignment,
+    plot_curves,
+    plot_examples,
+    plot_threat_profile,
+)
 from iocane.reports.report import render_report
+from iocane.reports.threats import threat_bars
 from iocane.robustness.evaluation import evaluate_models, metrics_from
 from iocane.training.passes import counting_passes
 
@@ -52,6 +58,7 @@ def evaluate_and_report(
         plot_curves(evaluated.curves, evaluated.reference_eps, out.curves_plot, labels)
         plot_examples(evaluated.examples, class_names, out.examples_plot)
         plot_alignment(evaluated.alignment, class_names, out.alignment_plot, labels)
+        plot_threat_profile(threat_bars(evaluated.evaluation), out.threat_plot, labels)
     metrics = metrics_from(evaluated.evaluation)
     metrics["seconds"] = time.perf_counter() - started
     for count in counts:  # the totals add up, the sections are apart

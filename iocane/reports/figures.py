@@ -1,5 +1,5 @@
 """The figures of an evaluation, drawn with matplotlib: the accuracy-vs-eps curves, the grid of
-clean and attacked examples, and the perceptual-alignment figure.
+clean and attacked examples, the perceptual-alignment figure and the threat profile.
 
 ``iocane.robustness`` computes what they show; this module only draws it. Figures use
 ``matplotlib.figure.Figure``, not pyplot: no global backend, so drawing works headless and in
@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from iocane.base.files import write_atomic
+from iocane.reports.threats import Bar
 from iocane.robustness.alignment import LARGE_EPS_FACTOR, Alignment
 from iocane.robustness.evaluation import Examples
 
@@ -51,6 +52,39 @@ def plot_curves(
         axis.set_title(f"Accuracy vs {norm} perturbation size")
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_threat_profile(bars: list[Bar], path: Path, labels: dict[str, str] | None = None) -> None:
+    """One bar group per threat (``iocane.reports.threats.threat_bars``): the natural model's
+    accuracy beside the hardened one's, each bar labelled with its figure, so that what
+    adversarial training bought, and what it cost, reads at a glance."""
+    labels = labels or {}
+    figure = Figure(figsize=(max(5.0, 1.25 * len(bars) + 1.5), 3.8))
+    axis = figure.subplots()
+    positions = range(len(bars))
+    width = 0.38
+    series = (("natural", -width / 2, "#bbbbbb"), ("hardened", width / 2, "#1f77b4"))
+    for model, offset, colour in series:
+        values = [getattr(bar, model) for bar in bars]
+        if all(value is None for value in values):
+            continue  # no natural model (iocane evaluate on a model alone)
+        shown = [float("nan") if value is None else value for value in values]
+        drawn = axis.bar(
+            [p + offset for p in positions],
+            shown,
+            width,
+            color=colour,
+            label=f"{labels.get(model, model)} model",
+        )
+        axis.bar_label(drawn, fmt="%.2f", fontsize=7, padding=1)
+    axis.set_xticks(list(positions), [bar.label for bar in bars], fontsize=7)
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1.1)
+    axis.set_title("What the model withstands: accuracy per threat at its budget")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
     _save(figure, path)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from iocane.base.config import Config, OptimConfig
 from iocane.reports.report import guarantee
 from iocane.reports.templating import render
+from iocane.reports.threats import profile_context
 from iocane.robustness.evaluation import cw_text
 from iocane.training.recipes import recipe_class
 
@@ -44,6 +45,9 @@ def render_model_card(
         **recipe_context(config, training),
         base_model=provenance.get("base_model"),
         **results_context(evaluation),
+        **profile_context(evaluation.get("threats")),
+        profile_columns=("natural baseline", "hardened"),
+        profile_figure=None,
         **_trust_context(evaluation),
         checks=[_check_context(check) for check in verdict["checks"]],
         costs=None if costs is None else cost_context(costs),
@@ -65,6 +69,9 @@ def render_evaluation_card(
         source=source,
         baseline=provenance.get("baseline"),
         **results_context(evaluation, ("model", "baseline"), subject="evaluated"),
+        **profile_context(evaluation.get("threats")),
+        profile_columns=("baseline", "model"),
+        profile_figure=None,
         **_trust_context(evaluation),
         provenance=list(provenance.items()),
     )

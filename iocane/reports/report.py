@@ -2,7 +2,8 @@
 
 The threat model, clean and worst-case robust accuracy of the hardened and the natural model with
 each attack's own figure, the empirical guarantee they support (``guarantee``, which the model
-card states too), the trust flags, and the figures (``iocane.reports.figures``) linked beside it.
+card states too), the trust flags, the threat profile beyond the training threat
+(``iocane.reports.threats``), and the figures (``iocane.reports.figures``) linked beside it.
 The text is ``templates/report.md.j2`` (the guarantee: ``templates/guarantee.md.j2``); this
 module computes what it reads.
 """
@@ -10,6 +11,7 @@ module computes what it reads.
 from __future__ import annotations
 
 from iocane.reports.templating import macro, render
+from iocane.reports.threats import profile_context
 from iocane.robustness.alignment import LARGE_EPS_FACTOR
 from iocane.robustness.evaluation import cw_text
 
@@ -69,6 +71,9 @@ def report_context(evaluation: dict) -> dict:
             f"{name} {share:.0%}"
             for name, share in evaluation.get("alignment_targets_reached", {}).items()
         ],
+        **profile_context(evaluation.get("threats")),
+        "profile_columns": (labels["natural"], labels["hardened"]),
+        "profile_figure": "../plots/threat_profile.png",
     }
 
 

@@ -1,8 +1,9 @@
 """The evaluate stage's figures: a hardened model beside its natural baseline.
 
 Both models face the suite (the hardened one also the transfer attack from the natural one),
-then the accuracy-vs-eps curves, C&W's minimal distances (presets above ``quick``), the example
-mix for the grid of clean and attacked images, and the perceptual-alignment images.
+then the threat profile of ``evaluate.threats`` (``iocane.robustness.threat_profile``: none
+without it), the accuracy-vs-eps curves, C&W's minimal distances (presets above ``quick``), the
+example mix for the grid of clean and attacked images, and the perceptual-alignment images.
 ``evaluate_models`` computes all of it; ``metrics_from`` gives the ``metrics/evaluate.json``
 document. ``iocane evaluate`` on a model iocane did not train has no natural model: then only the
 model itself is evaluated (under the name ``hardened``, as the files have always called the
@@ -29,6 +30,7 @@ from iocane.robustness.alignment import Alignment, perceptual_alignment
 from iocane.robustness.checks import cw_curve_flags, half_accuracy_eps
 from iocane.robustness.curves import MULTIPLIERS, accuracy_curve, curve_flags, eps_grids
 from iocane.robustness.suite import evaluate_robustness, evaluation_indices, suite_from_config
+from iocane.robustness.threat_profile import threat_profile
 from iocane.training.hardware import subnormals_flushed
 
 log = logging.getLogger("iocane")
@@ -101,6 +103,7 @@ def evaluate_models(
         evaluation[label] = result.to_dict()
     if natural is None:
         evaluation["natural"] = None
+    _add_threat_profile(evaluation, config, models, images, labels)
 
     samples, steps = curve_budget(config.evaluate.preset)
     subset_images, subset_labels = images[:samples].to(device), labels[:samples].to(device)
@@ -129,6 +132,24 @@ def evaluate_models(
         examples=examples,
         alignment=alignment,
     )
+
+
+def _add_threat_profile(
+    evaluation: dict,
+    config: Config,
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> None:
+    """The profile of ``evaluate.threats`` (none without it: the evaluation stays as it was),
+    each threat's trust flags also among the hardened model's, named by their threat."""
+    if not config.evaluate.threats.profile():
+        return
+    suite_results = {label: evaluation[label] for label in models}
+    threats = threat_profile(config, models, images, labels, suite_results)
+    evaluation["threats"] = threats
+    for name, figures in threats.items():
+        evaluation["hardened"]["flags"] += [f"{name}: {flag}" for flag in figures["flags"]]
 
 
 def _curves(
@@ -277,6 +298,8 @@ def metrics_from(evaluation: dict) -> dict:
         "data_fingerprint": evaluation["data_fingerprint"],
         "dataset": evaluation["dataset"],
         "alignment_targets_reached": evaluation["alignment_targets_reached"],
+        # The threat profile, where evaluate.threats asks for one (absent otherwise).
+        **({"threats": evaluation["threats"]} if evaluation.get("threats") else {}),
     }
 
 

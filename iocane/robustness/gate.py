@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from iocane.base.config import GateConfig
+from iocane.base.config import ConfigError, GateConfig
 
 log = logging.getLogger("iocane")
 
@@ -47,6 +47,7 @@ def check_gate(gate: GateConfig, evaluation: dict) -> dict:
         checks.append(
             _at_least("robust_gain", robust - natural["robust_accuracy"], gate.min_robust_gain)
         )
+    checks += _threat_checks(gate, evaluation)
     if gate.require_trusted:
         checks.append(GateCheck("trust_flags", len(flags), 0, not flags, "<="))
     failed = [check for check in checks if not check.passed]
@@ -67,8 +68,29 @@ def check_gate(gate: GateConfig, evaluation: dict) -> dict:
     }
 
 
+def _threat_checks(gate: GateConfig, evaluation: dict) -> list[GateCheck]:
+    """``threat_<name>``: the hardened model's accuracy under each threat of the profile that
+    ``gate.min_threat_accuracy`` sets a floor for (the config holds those to the profile's)."""
+    threats = evaluation.get("threats") or {}
+    checks = []
+    for name, threshold in gate.min_threat_accuracy.thresholds().items():
+        if name not in threats:  # metrics of an evaluation that ran without that threat
+            key = f"gate.min_threat_accuracy.{name}"
+            raise ConfigError(
+                f"{key}: the evaluation has no figure for threat {name} (evaluate again with "
+                "it in evaluate.threats)",
+                key=key,
+            )
+        checks.append(_at_least(f"threat_{name}", threats[name]["hardened"], threshold))
+    return checks
+
+
 def _versus(name: str, evaluation: dict) -> str:
-    """A relative check's reason names the two figures it compared."""
+    """A relative check's reason names the two figures it compared; a threat's, the natural
+    model's figure beside it where there is one."""
+    threat = (evaluation.get("threats") or {}).get(name.removeprefix("threat_"))
+    if name.startswith("threat_") and threat and threat.get("natural") is not None:
+        return f" ({threat['budget_text']}: natural model {threat['natural']:.4f})"
     figure = {"clean_drop": "clean_accuracy", "robust_gain": "robust_accuracy"}.get(name)
     if figure is None:
         return ""

@@ -89,6 +89,14 @@ def _live_versions(env: dict[str, str]) -> dict[str, dict[str, str]]:
     }
 
 
+PROFILE = {
+    "linf": 0.1,
+    "l0": 2,
+    "corruptions": [3],
+    "spatial": {"rotate": 15, "translate": 1, "rotations": 3, "translations": 3},
+}
+
+
 def test_flow_registers_a_gated_champion_with_artifacts(
     project: Path, env: dict[str, str], prefect_api: None
 ) -> None:
@@ -96,7 +104,13 @@ def test_flow_registers_a_gated_champion_with_artifacts(
 
     from flows.harden import harden
 
-    write_tiny_params(project / "params.yaml")
+    # The threat profile rides along (cheap members at quick): the training threat from the
+    # suite, a sparse one attacked, the corruptions' mean and the spatial grid, one gated.
+    write_tiny_params(
+        project / "params.yaml",
+        evaluate={"threats": PROFILE},
+        gate={"min_threat_accuracy": {"corruptions": 0.05}},
+    )
     state = _run_flow(harden, project)
     assert state.is_completed(), state.message
     result = state.result()
@@ -104,7 +118,12 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     table = Artifact.get("robustness-metrics")
     figures = [
         Artifact.get(key)
-        for key in ("robustness-curves", "adversarial-examples", "perceptual-alignment")
+        for key in (
+            "robustness-curves",
+            "adversarial-examples",
+            "perceptual-alignment",
+            "threat-profile",
+        )
     ]
     verdict = Artifact.get("gate-verdict")
     run_link, version_link = (Artifact.get(key) for key in ("mlflow-run", "registered-version"))
@@ -114,6 +133,17 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert {"clean_accuracy", "robust_accuracy", "attacks"} <= set(evaluation)
     assert evaluation["robust_accuracy"] <= min(evaluation["attacks"].values())
     assert evaluation["robust_accuracy"] <= evaluation["clean_accuracy"]
+    threats = evaluation["threats"]
+    assert set(threats) == set(PROFILE)  # the file's keys are sorted (iocane.base.files)
+    assert threats["linf"]["hardened"] == evaluation["robust_accuracy"]  # not attacked twice
+    assert (
+        threats["l0"]["budget_text"] == "2 pixels" and threats["corruptions"]["measure"] == "mean"
+    )
+    for threat in threats.values():
+        assert 0 <= threat["hardened"] <= evaluation["clean_accuracy"] + 1e-9
+        assert threat["natural"] is not None and threat["members"]["hardened"]
+    gate = json.loads((project / "metrics" / "gate.json").read_text())
+    assert "threat_corruptions" in [check["name"] for check in gate["checks"]]
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("iocane-test", "champion")
@@ -138,6 +168,11 @@ def test_flow_registers_a_gated_champion_with_artifacts(
 
     run = client.get_run(version.run_id)
     assert run.data.metrics["robust_accuracy"] == pytest.approx(evaluation["robust_accuracy"])
+    for name, threat in threats.items():
+        assert run.data.metrics[f"threat_accuracy/{name}"] == pytest.approx(threat["hardened"])
+        assert run.data.metrics[f"natural/threat_accuracy/{name}"] == pytest.approx(
+            threat["natural"]
+        )
     assert run.data.params["train.eps"] == "0.1"
     history = client.get_metric_history(version.run_id, "train/val_adv_accuracy")
     assert [point.step for point in history] == [1, 2]
@@ -150,8 +185,10 @@ def test_flow_registers_a_gated_champion_with_artifacts(
         "plots/robustness_curves.png",
         "plots/adversarial_examples.png",
         "plots/perceptual_alignment.png",
+        "plots/threat_profile.png",
     } <= plots
     assert version.tags["alignment_uri"].endswith("plots/perceptual_alignment.png")
+    assert version.tags["threat_profile_uri"].endswith("plots/threat_profile.png")
     # The logged model states what serving it needs: torch (a torch.export program).
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     requirements = mlflow.artifacts.download_artifacts(

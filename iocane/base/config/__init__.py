@@ -102,6 +102,18 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _gate_thresholds_name_profiled_threats(self) -> Self:
+        threats = self.evaluate.threats.profile()
+        profiled = ", ".join(threats) or "none"
+        for name in self.gate.min_threat_accuracy.thresholds():
+            require(
+                name in threats,
+                f"gate.min_threat_accuracy.{name}",
+                f"{name} is not a threat of evaluate.threats (there: {profiled})",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sweep_eps_within_the_image(self) -> Self:
         if self.train.norm == "Linf":
             for eps in self.sweep.eps:

@@ -27,6 +27,19 @@ ISSUE_19_RECIPE = {
     },
 }
 
+# Issue 31 added the threat profile, with budgets of 28x28 images.
+ISSUE_31_PROFILE = {
+    "evaluate": {
+        "threats": {
+            "linf": 0.1,
+            "l0": 12,
+            "patch": 5,
+            "corruptions": [1, 3, 5],
+            "spatial": {"rotate": 30, "translate": 3},
+        }
+    }
+}
+
 
 def test_fashion_mnist_overlay_is_the_complete_file_it_replaced() -> None:
     """configs/fashion_mnist.yaml repeated every key of params.yaml until it became an overlay:
@@ -35,7 +48,7 @@ def test_fashion_mnist_overlay_is_the_complete_file_it_replaced() -> None:
     before = yaml.safe_load(
         (Path(__file__).parent / "fashion_mnist_before_overlay.yaml").read_text()
     )
-    for section, values in ISSUE_19_RECIPE.items():
+    for section, values in (*ISSUE_19_RECIPE.items(), *ISSUE_31_PROFILE.items()):
         before[section].update(values)
     assert load_config(FASHION).to_dict() == config_from_dict(before).to_dict()
 

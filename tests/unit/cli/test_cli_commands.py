@@ -105,6 +105,10 @@ def reviewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
         version = register(client, robust)
         client.log_metric(client.get_model_version(NAME, version).run_id, "robust_accuracy", robust)
     client.log_metric(client.get_model_version(NAME, "2").run_id, "cost/hours", 0.5)
+    # The challenger was evaluated with a threat profile (evaluate.threats), the champion too.
+    client.set_model_version_tag(NAME, "3", "threat_profile", "l0 (2 pixels) 0.6100")
+    for version, l0 in (("2", 0.55), ("3", 0.61)):
+        client.log_metric(client.get_model_version(NAME, version).run_id, "threat_accuracy/l0", l0)
     return client
 
 
@@ -123,6 +127,20 @@ def test_review_prints_the_versions_and_the_comparison(
     assert "champion v2 against challenger v3" in out
     delta = next(line for line in lines if line.split()[:1] == ["robust_accuracy"])
     assert delta.split()[1:] == ["0.8000", "0.7500", "-0.0500"]
+    assert "threats" in header and "l0 (2 pixels) 0.6100" in out
+    profile = next(line for line in lines if line.split()[:1] == ["threat_accuracy/l0"])
+    assert profile.split()[1:] == ["0.5500", "0.6100", "+0.0600"]
+
+
+def test_review_leaves_out_the_threats_column_when_no_version_has_a_profile(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from iocane.cli.review_table import print_review
+
+    row = {"version": 1, "aliases": "", "gate": "passed", "threats": None, "price": None}
+    print_review(NAME, [row], {"summary": "", "metrics": []})
+    header = capsys.readouterr().out.splitlines()[2]
+    assert header.split() == ["version", "aliases", "gate"]
 
 
 def test_review_json_is_the_rows_and_the_comparison(

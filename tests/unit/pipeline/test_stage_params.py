@@ -34,6 +34,9 @@ CANDIDATES: dict[str, list[Any]] = {
     "model.weights": ["base.pt"],
     "train.lr": [0.01],
     "evaluate.extra_attacks": [["eot_pgd"]],
+    "evaluate.threats.corruptions": [[3]],
+    "evaluate.threats.spatial": [{"rotate": 10, "translate": 1}],
+    "train.threats.spatial": [{"rotate": 10, "translate": 1}],
     "registry.model_name": ["iocane-other"],
     "sweep.method": [["trades"]],
     "sweep.model": [["madry_cnn"]],
@@ -50,6 +53,11 @@ COMPANIONS["train.optimizer"] = {"train.lr": 0.01}  # a null lr has a default fo
 # A null train.lr is filled by where training starts (0.01 from model.weights): train is keyed
 # on the filled value, which moves it too; with the lr given, model.weights is warmup's alone.
 COMPANIONS["model.weights"] = {"train.lr": 0.05}
+# A threshold per threat needs its threat in the profile (evaluate.threats).
+for _threat in ("linf", "l2", "l0", "patch", "corruptions", "spatial"):
+    COMPANIONS[f"gate.min_threat_accuracy.{_threat}"] = {
+        f"evaluate.threats.{_threat}": CANDIDATES.get(f"evaluate.threats.{_threat}", [1])[0]
+    }
 
 
 def covers(declared: str, key: str) -> bool:
@@ -130,7 +138,8 @@ def changed(document: dict, key: str) -> tuple[Config, Config]:
     for companion, value in COMPANIONS.get(key, {}).items():
         _set(base, companion, value)
     before = config_from_dict(base)
-    for value in candidates(key, _get(base, key)):
+    # The value as validated: an optional key the file leaves out has its default there.
+    for value in candidates(key, _get(before.to_dict(), key)):
         after = copy.deepcopy(base)
         _set(after, key, value)
         try:

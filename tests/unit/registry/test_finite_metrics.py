@@ -33,3 +33,28 @@ def test_cw_figures_are_logged_only_where_cw_ran() -> None:
     evaluation.update(cw_median_l2=None, cw_not_found_share=0.7)
     kept, skipped = finite_metrics(evaluation_metrics(evaluation, verdict))
     assert kept["cw_not_found_share"] == 0.7 and skipped == ["cw_median_l2=None"]
+
+
+def test_the_threat_profile_is_logged_per_threat_and_model() -> None:
+    natural = {"clean_accuracy": 0.9, "robust_accuracy": 0.0, "attacks": {}}
+    evaluation = {
+        "clean_accuracy": 0.8,
+        "robust_accuracy": 0.6,
+        "natural": natural,
+        "flags": [],
+        "attacks": {},
+    }
+    verdict = {"clean_drop": 0.1, "passed": True}
+    assert not any("threat" in key for key in evaluation_metrics(evaluation, verdict))
+    evaluation["threats"] = {
+        "l0": {"hardened": 0.41, "natural": 0.05},
+        "corruptions": {"hardened": 0.7, "natural": None},  # no natural figure: not logged
+    }
+    kept, skipped = finite_metrics(evaluation_metrics(evaluation, verdict))
+    threat_keys = {key: value for key, value in kept.items() if "threat" in key}
+    assert threat_keys == {
+        "threat_accuracy/l0": 0.41,
+        "natural/threat_accuracy/l0": 0.05,
+        "threat_accuracy/corruptions": 0.7,
+    }
+    assert skipped == ["natural/threat_accuracy/corruptions=None"]

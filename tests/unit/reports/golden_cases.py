@@ -3,9 +3,10 @@
 The base is what a default run (``iocane run --set train.epochs=2`` on params.yaml) handed to
 ``render_report`` and ``render_model_card`` (``golden/default_run.json``); each other case
 changes what one branch reads: the gate, the flags, C&W, the natural model, the labels of
-``iocane evaluate``, a start from the user's weights, every ``train.method``, the optimisers and
-schedules, a time budget's plan, the checkpoint and a collapse, the costs. ``render_case``
-calls the public functions only, so the same module renders with the old code and the new.
+``iocane evaluate``, a threat profile, a start from the user's weights, every ``train.method``,
+the optimisers and schedules, a time budget's plan, the checkpoint and a collapse, the costs.
+``render_case`` calls the public functions only, so the same module renders with the old code
+and the new.
 
 Regenerate the goldens (only when a change to the text is meant; say which in the change):
 ``.venv/bin/python -m tests.unit.reports.golden_cases tests/unit/reports/golden``.
@@ -83,6 +84,53 @@ def _both(*changes: Callable[[dict], None]) -> Callable[[dict], None]:
     return change
 
 
+def _profile(natural: bool = True) -> dict:
+    """A threat profile (``metrics/evaluate.json``'s ``threats``), as a default run's params
+    ask for: the training threat reused, L0 and spatial worst cases, corruptions as a mean."""
+
+    def threat(budget, text, measure, accuracies, members) -> dict:
+        return {
+            "budget": budget,
+            "budget_text": text,
+            "measure": measure,
+            "hardened": accuracies[0],
+            "natural": accuracies[1] if natural else None,
+            "members": {
+                "hardened": {name: values[0] for name, values in members.items()},
+                "natural": {name: values[1] for name, values in members.items()}
+                if natural
+                else None,
+            },
+            "seconds": 1.5,
+            "flags": [],
+        }
+
+    return {
+        "linf": threat(0.1, "eps 0.1", "worst case", (0.8861, 0.0), {"pgd": (0.9, 0.0)}),
+        "l0": threat(
+            2,
+            "2 pixels",
+            "worst case",
+            (0.61, 0.12),
+            {"sparse_rs": (0.61, 0.12), "pgd_l0": (0.7, 0.2)},
+        ),
+        "corruptions": threat(
+            [1, 3],
+            "severities 1, 3",
+            "mean",
+            (0.9, 0.93),
+            {"gaussian_noise": (0.85, 0.95), "contrast": (0.95, 0.91)},
+        ),
+        "spatial": threat(
+            {"rotate": 15, "translate": 1, "rotations": 7, "translations": 3},
+            "rotations up to 15 deg, shifts up to 1 px",
+            "worst case",
+            (0.5, 0.4),
+            {"spatial_grid": (0.5, 0.4)},
+        ),
+    }
+
+
 def _report_cases() -> dict[str, dict]:
     flags = ["zero input gradients for 60% of samples", "FGSM stronger than PGD (0.41 < 0.52)"]
     cw = {"cw_median_l2": 0.9, "cw_not_found_share": 0.1, "cw_max_const": 1e6}
@@ -109,6 +157,14 @@ def _report_cases() -> dict[str, dict]:
                 natural=None,
                 labels={"hardened": "evaluated", "natural": "baseline"},
                 alignment_targets_reached={"evaluated": 0.25},
+            )
+        ),
+        "report-threat-profile": _report(_set(threats=_profile())),
+        "report-evaluated-alone-threat-profile": _report(
+            _set(
+                natural=None,
+                labels={"hardened": "evaluated", "natural": "baseline"},
+                threats=_profile(natural=False),
             )
         ),
         "report-evaluated-alone-cw": _report(
@@ -214,6 +270,7 @@ def _card_cases() -> dict[str, dict]:
             change=_in("costs", _set(overhead_time_ratio=None, **no_passes))
         ),
         "card-no-gate-checks": _card(change=_set(verdict={"passed": True, "checks": []})),
+        "card-threat-profile": _card(change=_in("evaluation", _set(threats=_profile()))),
     }
 
 
@@ -237,6 +294,13 @@ def _evaluation_card_cases() -> dict[str, dict]:
     return {
         "evaluation-card-alone": evaluation_card(natural=False, baseline=None),
         "evaluation-card-with-baseline": evaluation_card(natural=True, baseline="natural.pt2"),
+        "evaluation-card-alone-threat-profile": {
+            **evaluation_card(natural=False, baseline=None),
+            "evaluation": {
+                **evaluation_card(natural=False, baseline=None)["evaluation"],
+                "threats": _profile(natural=False),
+            },
+        },
     }
 
 

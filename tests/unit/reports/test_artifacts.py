@@ -61,7 +61,7 @@ def test_verdict_says_what_failed_and_what_the_registry_did() -> None:
 
 def test_report_figures_are_inlined_as_data_urls(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    for plot in (layout.curves_plot, layout.examples_plot, layout.alignment_plot):
+    for plot in layout.evaluation_plots:
         plot.parent.mkdir(parents=True, exist_ok=True)
         plot.write_bytes(b"\x89PNG\r\n\x1a\n")
     markdown = inline_images(f"![curves](../plots/{layout.curves_plot.name})", layout)

@@ -58,7 +58,11 @@ def test_standard_report_with_transfer_and_distances(trained_digits_model, tmp_p
             "class_names": [str(i) for i in range(10)],
         },
     )
-    config = load_config(PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40"])
+    # The standard suite without the threat profile (the quick test below runs one): the same
+    # keys and files as before the profile.
+    config = load_config(
+        PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40", "evaluate.threats={}"]
+    )
     out = Layout(tmp_path)
     metrics = evaluate_and_report(config, model, natural, data, out)
     assert "transfer" in metrics["attacks"] and "transfer" not in metrics["natural"]["attacks"]
@@ -111,11 +115,18 @@ def test_a_model_alone_has_no_natural_column_and_no_transfer(
     metrics = evaluate_and_report(config, model, None, data, out, labels_given)
     assert surrogates == [None] and metrics["natural"] is None
     passes = ("forward_passes", "backward_passes", "forward_images", "backward_images")
-    assert set(metrics) == METRIC_KEYS | {f"hardened_{key}" for key in passes}
+    # params.yaml's threat profile, on the model alone: no natural figures, the figure drawn
+    assert set(metrics) == METRIC_KEYS | {"threats"} | {f"hardened_{key}" for key in passes}
+    assert set(metrics["threats"]) == {"linf", "l0", "patch", "corruptions", "spatial"}
+    assert all(threat["natural"] is None for threat in metrics["threats"].values())
+    assert metrics["threats"]["linf"]["hardened"] == metrics["robust_accuracy"]
+    assert "## What the model withstands" in out.report_file.read_text()
+    assert out.threat_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(metrics["alignment_targets_reached"]) == {"hardened"}
     assert all(set(curve) == {"eps", "hardened"} for curve in read_json(out.curves_file).values())
     report = out.report_file.read_text()
-    rows = [line for line in report.splitlines() if line.startswith("|")][2:]
+    models_table = next(part for part in report.split("\n\n") if part.startswith("| model |"))
+    rows = models_table.splitlines()[2:]
     assert len(rows) == 1 and rows[0].startswith("| evaluated |")
     assert "natural" not in report and "the evaluated model keeps" in report
     assert out.alignment_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

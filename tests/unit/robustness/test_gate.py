@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iocane.base.config import GateConfig
+from iocane.base.config import ConfigError, GateConfig
+from iocane.base.config.evaluation import ThreatThresholds
 from iocane.robustness.gate import check_gate
 
 GATE = GateConfig(
@@ -111,3 +112,51 @@ def test_a_gate_must_require_some_robustness() -> None:
             min_robust_accuracy=None,
             require_trusted=True,
         )
+
+
+def _profiled(l0: float, spatial: float) -> dict:
+    document = evaluation()
+    document["threats"] = {
+        "l0": {"hardened": l0, "natural": 0.05, "budget_text": "2 pixels"},
+        "spatial": {"hardened": spatial, "natural": None, "budget_text": "rotations up to 15 deg"},
+    }
+    return document
+
+
+THREAT_GATE = GATE.model_copy(update={"min_threat_accuracy": ThreatThresholds(l0=0.3, spatial=0.6)})
+
+
+def test_a_threshold_per_threat_is_a_check_of_its_own() -> None:
+    verdict = check_gate(THREAT_GATE, _profiled(l0=0.31, spatial=0.6))
+    assert verdict["passed"], verdict["reasons"]
+    names = [check["name"] for check in verdict["checks"]]
+    assert names[-3:] == ["threat_l0", "threat_spatial", "trust_flags"]
+    assert "threat_l0" not in [
+        check["name"] for check in check_gate(GATE, _profiled(0, 0))["checks"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("l0", "spatial", "failing", "reason"),
+    [
+        (
+            0.29,
+            0.9,
+            "threat_l0",
+            "threat_l0 = 0.2900, required >= 0.3000 (2 pixels: natural model 0.0500)",
+        ),
+        (0.9, 0.5, "threat_spatial", "threat_spatial = 0.5000, required >= 0.6000"),
+    ],
+)
+def test_a_threat_below_its_threshold_fails_the_gate(
+    l0: float, spatial: float, failing: str, reason: str
+) -> None:
+    verdict = check_gate(THREAT_GATE, _profiled(l0, spatial))
+    assert not verdict["passed"]
+    assert [c["name"] for c in verdict["checks"] if not c["passed"]] == [failing]
+    assert verdict["reasons"] == [reason]
+
+
+def test_a_threshold_for_a_threat_the_evaluation_lacks_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"gate\.min_threat_accuracy\.l0: the evaluation has no"):
+        check_gate(THREAT_GATE, evaluation())
