@@ -41,6 +41,9 @@ RECIPES: dict[str, RecipeEntry] = {
     "free": RecipeEntry(f"{_RECIPES}.free:FreeRecipe"),
     "alp": RecipeEntry(f"{_RECIPES}.alp:AlpRecipe", weighs_adversarial_loss=True),
     "multi": RecipeEntry(f"{_RECIPES}.multi:MultiRecipe", weighs_adversarial_loss=True),
+    "multi_threat": RecipeEntry(
+        f"{_RECIPES}.multi_threat:MultiThreatRecipe", weighs_adversarial_loss=True
+    ),
 }
 
 # The method names in the table's order (the config's Literal and the schema's enum).

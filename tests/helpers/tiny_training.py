@@ -84,6 +84,10 @@ RECIPE_TEST_VALUES = {
     "alp_weight": 0.5,
     "free_replays": 4,
     "multi_other_eps": 0.5,
+    # Lp threats only: their PGD never waits on the host (the no-sync tests run every recipe);
+    # tests/unit/training/test_multi_threat.py trains against the pixel and spatial threats.
+    "threats": {"linf": 0.1, "l2": 0.5},
+    "threat_mode": "mixed",
 }
 
 

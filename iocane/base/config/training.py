@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
 from iocane.base.config.fields import Method, Section, require
+from iocane.base.config_errors import Rule
 from iocane.base.recipe_registry import RECIPES
 from iocane.base.start_defaults import by_start_description, nullable_number
+from iocane.base.threat_budgets import BudgetError, check_threats
 
 
 class OptimConfig(Section):
@@ -43,6 +45,42 @@ class WarmupConfig(OptimConfig):
     )
 
 
+class TrainSpatialBudget(Section):
+    """``train.threats.spatial``: the box of rotations and shifts the first-order spatial attack
+    searches (no grid: training uses the gradient over angle and shifts)."""
+
+    rotate: float = Field(description="degrees, 0 to 180")
+    translate: float = Field(description="pixels per axis")
+
+
+class TrainThreatsConfig(Section):
+    """``train.threats``: the threats ``multi_threat`` trains against, with the budget format of
+    ``evaluate.threats``, limited to the threats with a gradient attack (no corruptions)."""
+
+    linf: float | None = Field(None, description="eps, pixels in [0, 1]")
+    l2: float | None = Field(None, description="eps, pixels in [0, 1]")
+    l0: int | None = Field(None, description="pixels changed (all channels of a pixel count once)")
+    patch: int | None = Field(None, description="side of the square patch, in pixels")
+    spatial: TrainSpatialBudget | None = Field(None, description="rotate (deg), translate (px)")
+
+    @model_validator(mode="after")
+    def _budgets_run(self) -> Self:
+        try:
+            check_threats(self.budgets())
+        except BudgetError as error:
+            raise Rule(error.key, error.message) from None
+        return self
+
+    def budgets(self) -> dict[str, Any]:
+        """The threats set, in the threat table's order, their budgets as plain values."""
+        budgets: dict[str, Any] = {}
+        for name in ("linf", "l2", "l0", "patch", "spatial"):
+            value = getattr(self, name)
+            if value is not None:
+                budgets[name] = value.to_dict() if isinstance(value, Section) else value
+        return budgets
+
+
 class TrainConfig(OptimConfig):
     """Adversarial training, continuing from the warmup weights (iocane/training/recipes/)."""
 
@@ -62,6 +100,17 @@ class TrainConfig(OptimConfig):
     alp_weight: float = Field(ge=0, description="alp: weight of the logit-pairing term")
     free_replays: int = Field(ge=1, description="free: replays m of each minibatch")
     multi_other_eps: float = Field(gt=0, description="multi: eps of the other norm")
+    # Optional: params files written before them train as they always did (only multi_threat
+    # reads them, and refuses to run without threats).
+    threats: TrainThreatsConfig = Field(
+        TrainThreatsConfig(),
+        description="multi_threat: threat -> budget (linf, l2, l0, patch, spatial); {} = none",
+    )
+    threat_mode: Literal["mixed", "worst"] = Field(
+        "mixed",
+        description="multi_threat: mixed = one threat per batch in turn; worst = per sample the "
+        "highest-loss example of all the threats",
+    )
     select: Literal["best", "last"] = Field(
         description="which epoch's weights become the model (robust overfitting)"
     )
@@ -107,6 +156,16 @@ class TrainConfig(OptimConfig):
                 self.adv_weight > 0,
                 "adv_weight",
                 f"must be > 0 for train.method={self.method} (0 would be natural training)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _multi_threat_needs_threats(self) -> Self:
+        if self.method == "multi_threat":
+            require(
+                bool(self.threats.budgets()),
+                "threats",
+                "train.method=multi_threat needs at least one threat, e.g. {linf: 0.1, l0: 2}",
             )
         return self
 

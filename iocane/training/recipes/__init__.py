@@ -1,9 +1,10 @@
 """Adversarial training recipes (``train.method``): how one batch becomes a loss.
 
 Each method is one class in a module of its own (``pgd``, ``trades``, ``fgsm``, ``fgsm_rs``,
-``nfgsm``, ``free``, ``alp``, ``multi``), a ``Recipe`` (``base``): its attack, its loss, the
-state it carries between batches and its text for the model card. The table of methods is
-``iocane.base.recipe_registry.RECIPES``; ``recipe_class`` imports the class an entry names.
+``nfgsm``, ``free``, ``alp``, ``multi``, ``multi_threat``), a ``Recipe`` (``base``): its attack,
+its loss, the state it carries between batches and its text for the model card. The table of
+methods is ``iocane.base.recipe_registry.RECIPES``; ``recipe_class`` imports the class an entry
+names.
 
 All recipes share the training loop (``iocane.training.loop.fit``, whose batch loop
 ``iocane.training.epoch`` calls ``train_step``) and the attack modules (``attacks``).
