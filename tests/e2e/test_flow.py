@@ -346,9 +346,13 @@ def test_cli_failed_gate_registers_without_promoting(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # The model trained at eps 0.05 above: only the gate and the registration run again.
+    # The model trained and evaluated at eps 0.05 above (the project's params.yaml, with its
+    # threat profile): only the gate and the registration run again.
     params = write_tiny_params(
-        project / "strict.yaml", gate={"min_robust_accuracy": 0.99}, train={"eps": 0.05}
+        project / "strict.yaml",
+        gate={"min_robust_accuracy": 0.99},
+        train={"eps": 0.05},
+        evaluate={"threats": PROFILE},
     )
     completed = run_iocane(project, env, "run", "--params", str(params))
     assert completed.returncode == 3, completed.stderr[-2000:]
