@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.keep_best import BestExamples, best_over_restarts
 from attacks.pgd import margin_loss, per_sample_loss
 from attacks.square import square_fraction
 from attacks.threat import make_generator, pixel_budget
@@ -104,21 +105,16 @@ class PatchRS:
     ) -> torch.Tensor:
         _check_norm(self.norm, "PatchRS")
         rows, cols = patch_shape(self.eps, *images.shape[2:])
-        best = images.clone()
         if rows == 0 or cols == 0:
-            return best
+            return images.clone()
         generator = make_generator(self.seed, images.device)
-        best_margin = torch.full((len(images),), float("-inf"), device=images.device)
-        for _ in range(self.restarts):
-            todo = (best_margin <= 0).nonzero().squeeze(1)  # not fooled yet
-            if len(todo) == 0:
-                break
-            adversarial, margin = self._search(
-                model, images[todo], labels[todo], (rows, cols), generator
-            )
-            better = margin > best_margin[todo]
-            best[todo[better]], best_margin[todo[better]] = adversarial[better], margin[better]
-        return best
+        # From -inf: the first search's patched images stand unless a later one does better.
+        return best_over_restarts(
+            images,
+            torch.full((len(images),), float("-inf"), device=images.device),
+            self.restarts,
+            lambda todo: self._search(model, images[todo], labels[todo], (rows, cols), generator),
+        )
 
     def _search(
         self,
@@ -223,15 +219,13 @@ class PatchPGD:
         images = images.detach()
         height, width = images.shape[2:]
         rows, cols = patch_shape(self.eps, height, width)
-        best = images.clone()
         if rows == 0 or cols == 0:
-            return best
+            return images.clone()
         generator = make_generator(self.seed, images.device)
         room = (height - rows, width - cols)
-        best_loss = torch.full((len(images),), float("-inf"), device=images.device)
-        fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+        best = BestExamples.start(images)
         for attempt in range(self.restarts * self.locations):
-            todo = (~fooled).nonzero().squeeze(1)
+            todo = best.open_samples()
             if len(todo) == 0:
                 break
             if attempt < self.locations:  # the first restart: the gradient's heaviest windows
@@ -245,12 +239,8 @@ class PatchPGD:
             adversarial, loss, is_fooled = self._ascend(
                 model, images[todo], labels[todo], (top, left), (rows, cols), generator
             )
-            # Keep a fooling example once found; otherwise keep the highest-loss one.
-            better = is_fooled | (loss > best_loss[todo])
-            best[todo[better]] = adversarial[better]
-            best_loss[todo[better]] = loss[better]
-            fooled[todo[is_fooled]] = True
-        return best
+            best.record(todo, adversarial, loss, is_fooled)
+        return best.examples
 
     def _ascend(
         self,

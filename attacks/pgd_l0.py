@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.keep_best import best_over_restarts
 from attacks.pgd import margin_loss
 from attacks.threat import L0, make_generator, pixel_budget, top_pixels
 
@@ -76,21 +77,17 @@ class SparsePGD:
         if self.norm != "L0":
             raise ValueError(f"sparse PGD (pgd_l0) supports L0, not {self.norm!r}")
         pixels = pixel_budget(self.eps)
-        best = images.clone()
         if pixels == 0 or len(images) == 0:
-            return best
+            return images.clone()
         generator = make_generator(self.seed, images.device)
         with torch.no_grad():
-            best_margin = margin_loss(model(images), labels)
-        for _ in range(self.restarts):
-            active = (best_margin <= 0).nonzero().squeeze(1)
-            if len(active) == 0:
-                break
-            found, margin = self._restart(model, images[active], labels[active], pixels, generator)
-            better = margin > best_margin[active]
-            best[active[better]] = found[better]
-            best_margin[active[better]] = margin[better]
-        return best
+            margin = margin_loss(model(images), labels)
+        return best_over_restarts(
+            images,
+            margin,
+            self.restarts,
+            lambda todo: self._restart(model, images[todo], labels[todo], pixels, generator),
+        )
 
     def _draw(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """A random start: p uniform in the box, the score standard normal."""

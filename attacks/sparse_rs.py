@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from attacks.keep_best import best_over_restarts
 from attacks.pgd import margin_loss
 from attacks.square import square_fraction
 from attacks.threat import make_generator, pixel_budget
@@ -83,21 +84,15 @@ class SparseRS:
         if self.norm != "L0":
             raise ValueError(f"Sparse-RS (sparse_rs) supports L0, not {self.norm!r}")
         pixels = pixel_budget(self.eps)
-        best = images.clone()
         if pixels == 0 or len(images) == 0:
-            return best
+            return images.clone()
         generator = make_generator(self.seed, images.device)
-        best_margin = margin_loss(model(images), labels)
-        for _ in range(self.restarts):
-            active = (best_margin <= 0).nonzero().squeeze(1)
-            if len(active) == 0:
-                break
-            found, margin = self._search(model, images[active], labels[active], pixels, generator)
-            # The first restart's result stands unless a later one does better.
-            better = margin > best_margin[active]
-            best[active[better]] = found[better]
-            best_margin[active[better]] = margin[better]
-        return best
+        return best_over_restarts(
+            images,
+            margin_loss(model(images), labels),
+            self.restarts,
+            lambda todo: self._search(model, images[todo], labels[todo], pixels, generator),
+        )
 
     def _search(
         self,

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.keep_best import BestExamples
+
 # Images per forward pass of the search (samples x grid points).
 _IMAGES_PER_PASS = 2048
 
@@ -124,28 +126,19 @@ class SpatialGrid:
     ) -> torch.Tensor:
         points = grid_points(self.rotate, self.translate, self.rotations, self.translations)
         images = images.detach()
-        best = images.clone()
         if images.shape[0] == 0:
-            return best
-        best_loss = torch.full((images.shape[0],), -math.inf, device=images.device)
-        fooled = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+            return images.clone()
+        best = BestExamples.start(images)
         chunk = max(1, _IMAGES_PER_PASS // images.shape[0])
         with torch.no_grad():
             for start in range(0, points.shape[0], chunk):
-                open_samples = (~fooled).nonzero().squeeze(1)
+                open_samples = best.open_samples()
                 if open_samples.numel() == 0:
                     break
                 self._try_points(
-                    model,
-                    images,
-                    labels,
-                    points[start : start + chunk],
-                    open_samples,
-                    best,
-                    best_loss,
-                    fooled,
+                    model, images, labels, points[start : start + chunk], open_samples, best
                 )
-        return best
+        return best.examples
 
     @staticmethod
     def _try_points(
@@ -154,12 +147,10 @@ class SpatialGrid:
         labels: torch.Tensor,
         points: torch.Tensor,
         open_samples: torch.Tensor,
-        best: torch.Tensor,
-        best_loss: torch.Tensor,
-        fooled: torch.Tensor,
+        best: BestExamples,
     ) -> None:
-        """Try ``points`` on the samples not yet fooled; update ``best``, ``best_loss`` and
-        ``fooled`` in place: the first point that fools a sample, else its highest loss."""
+        """Try ``points`` on the samples not yet fooled and record in ``best`` per sample the
+        first point that fools it, else its highest loss."""
         count = points.shape[0]
         moved = transform(images[open_samples], points)
         targets = labels[open_samples].repeat_interleave(count)
@@ -169,13 +160,8 @@ class SpatialGrid:
         # First fooling point per sample, else the highest loss (argmax takes the first maximum).
         pick = torch.where(wrong.any(dim=1), wrong.float().argmax(dim=1), losses.argmax(dim=1))
         picked_loss = losses.gather(1, pick[:, None])[:, 0]
-        newly_fooled = wrong.any(dim=1)
-        better = newly_fooled | (picked_loss > best_loss[open_samples])
         chosen = moved.reshape(-1, count, *images.shape[1:])[torch.arange(len(open_samples)), pick]
-        update = open_samples[better]
-        best[update] = chosen[better]
-        best_loss[update] = picked_loss[better]
-        fooled[open_samples] = newly_fooled
+        best.record(open_samples, chosen, picked_loss, wrong.any(dim=1))
 
 
 @dataclass(frozen=True)
@@ -204,30 +190,26 @@ class SpatialPGD:
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         images = images.detach()
-        best = images.clone()
         if self.rotate == 0 and self.translate == 0:
-            return best  # no transform to search: the clean images, bit-identical
+            return images.clone()  # no transform to search: the clean images, bit-identical
         device = images.device
         generator = torch.Generator(device=device).manual_seed(self.seed)
         half_widths = torch.tensor([self.rotate, self.translate, self.translate], device=device)
-        best_loss = torch.full((len(images),), -math.inf, device=device)
-        fooled = torch.zeros(len(images), dtype=torch.bool, device=device)
+        best = BestExamples.start(images)
         for _restart in range(self.restarts):
             start = torch.rand(len(images), 3, generator=generator, device=device)
             points = (2 * start - 1) * half_widths
             for _step in range(self.steps + 1):
-                open_samples = (~fooled).nonzero().squeeze(1)
+                open_samples = best.open_samples()
                 if open_samples.numel() == 0:
-                    return best
-                gradient = self._record(
-                    model, images, labels, points, open_samples, best, best_loss, fooled
-                )
+                    return best.examples
+                gradient = self._record(model, images, labels, points, open_samples, best)
                 step = 2.5 * half_widths / self.steps
                 moved = points[open_samples] + step * gradient.sign()
                 points[open_samples] = torch.maximum(
                     torch.minimum(moved, half_widths), -half_widths
                 )
-        return best
+        return best.examples
 
     @staticmethod
     def _record(
@@ -236,9 +218,7 @@ class SpatialPGD:
         labels: torch.Tensor,
         points: torch.Tensor,
         open_samples: torch.Tensor,
-        best: torch.Tensor,
-        best_loss: torch.Tensor,
-        fooled: torch.Tensor,
+        best: BestExamples,
     ) -> torch.Tensor:
         """Warp the open samples at their points, keep what beats their best (in place), and
         return the loss gradient with respect to the points (for the open samples only)."""
@@ -251,9 +231,5 @@ class SpatialPGD:
             # The points only: no parameter gradients are accumulated.
             (gradient,) = torch.autograd.grad(losses.sum(), where)
         wrong = logits.argmax(dim=1) != labels[open_samples]
-        better = wrong | (losses.detach() > best_loss[open_samples])
-        update = open_samples[better]
-        best[update] = moved.detach()[better]
-        best_loss[update] = losses.detach()[better]
-        fooled[open_samples] = wrong
+        best.record(open_samples, moved.detach(), losses.detach(), wrong)
         return gradient
