@@ -3,14 +3,13 @@ each error naming its key; a params file without them runs no profile."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from iocane.base.config import ConfigError, config_from_dict, load_config
 from iocane.base.errors import BAD_INPUT
+from tests.helpers.cli_runs import run_cli_with_project_params
 from tests.helpers.paths import PROJECT_ROOT
 
 PROFILE = {
@@ -89,18 +88,8 @@ def test_bad_threat_params_name_the_key(
 def test_a_bad_threat_exits_2_naming_the_key_before_any_work(tmp_path: Path) -> None:
     """Through the CLI: the message, exit code 2, and no torch imported (the check is the
     threat table's torch-free half)."""
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
-    script = (
-        "import sys; from iocane.cli import main; code = main(sys.argv[1:]); "
-        "heavy = {'torch', 'prefect', 'mlflow'} & set(sys.modules); "
-        "print(sorted(heavy), file=sys.stderr); sys.exit(code)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, "run", "--set", "evaluate.threats.corruptions=[2, 7]"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli_with_project_params(
+        tmp_path, "run", "--set", "evaluate.threats.corruptions=[2, 7]"
     )
     assert result.returncode == BAD_INPUT, result.stderr
     assert result.stderr.splitlines() == [

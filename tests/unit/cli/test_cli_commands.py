@@ -4,8 +4,6 @@ table and its JSON, the schema command, and the generated CLI reference."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import iocane.base.config_schema
 from iocane.base.errors import BAD_INPUT
 from iocane.cli import app, cli_reference_markdown, main
 from iocane.registry.review import champion_vs_challenger, version_rows
-from tests.helpers.paths import PROJECT_ROOT
+from tests.helpers.cli_runs import run_cli_with_project_params
 from tests.unit.registry.test_promotion import NAME, create_version, register
 
 COMMANDS = ("run", "sweep", "evaluate", "review", "promote", "serve", "schema")
@@ -63,19 +61,7 @@ def test_every_command_has_help_with_examples(
 
 def test_bad_params_fail_fast_without_importing_the_heavy_modules(tmp_path: Path) -> None:
     """The params are checked before torch, Prefect or MLflow are imported."""
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
-    script = (
-        "import sys; from iocane.cli import main; code = main(sys.argv[1:]); "
-        "heavy = {'torch', 'prefect', 'mlflow'} & set(sys.modules); "
-        "print(sorted(heavy), file=sys.stderr); sys.exit(code)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, "run", "--set", "train.eps=abc"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli_with_project_params(tmp_path, "run", "--set", "train.eps=abc")
     assert result.returncode == BAD_INPUT, result.stderr
     assert result.stderr.splitlines() == [
         "error: train.eps: expected a number, got str 'abc'",
