@@ -87,6 +87,15 @@ def adaptive_attacks_for(checks: Mapping[str, str]) -> list[str]:
     return wanted
 
 
+def without_adaptive(flag: str, skipped: Sequence[str], norm: str) -> str:
+    """A model check's flag, told the truth where the adaptive attack it names could not join
+    the suite (it has no ``norm`` version: EOT-PGD and BPDA-PGD step in Lp balls)."""
+    for name in skipped:
+        joined = f"({name}) joins the suite"
+        flag = flag.replace(joined, f"({name}) has no {norm} version and did not join the suite")
+    return flag
+
+
 def tolerance(n_clean_correct: int) -> float:
     """How much two attacks' robust accuracies may differ by chance: 1%, or three samples where
     that is more (random starts on a small evaluation set)."""

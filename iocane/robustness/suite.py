@@ -30,6 +30,7 @@ from iocane.robustness.checks import (
     comparison_flags,
     cross_check_flags,
     model_checks,
+    without_adaptive,
 )
 from iocane.training.hardware import subnormals_flushed
 
@@ -83,17 +84,21 @@ def _add_adaptive_attacks(
     norm: str,
     eps: float,
     seed: int,
-) -> None:
-    """Add to ``suite`` the adaptive attacks the model checks call for, at the preset's budget."""
+) -> list[str]:
+    """Add to ``suite`` the adaptive attacks the model checks call for, at the preset's budget;
+    the names of those that have no version for ``norm`` (and so did not join)."""
+    skipped = []
     for name in adaptive_attacks_for(checks):
         if norm not in registry.entry(name).norms:
             # EOT-PGD and BPDA-PGD step in Lp balls; under a sparse threat the score-based
             # search (sparse_rs, patch_rs) already reads no gradient at all.
             log.info("  the model checks call for %s, which has no %s version", name, norm)
+            skipped.append(name)
             continue
         if name not in suite:
             log.info("  the model checks call for %s: it joins the suite", name)
             suite[name] = adaptive_attack(name, preset, norm, eps, seed)
+    return skipped
 
 
 @dataclass
@@ -187,13 +192,16 @@ def evaluate_robustness(
 
     clean_correct = _predict(model, images, batch_size) == labels
     checks = model_checks(model, images[:batch_size], labels[:batch_size])
-    if adaptive:
+    skipped = (
         _add_adaptive_attacks(suite, checks, preset=preset, norm=norm, eps=eps, seed=seed)
+        if adaptive
+        else []
+    )
     cascade = _run_suite(
         suite, model, images, labels, clean_correct, norm=norm, eps=eps, batch_size=batch_size
     )
     n_clean_correct = int(clean_correct.sum())
-    flags = list(checks.values()) + cascade.flags
+    flags = [without_adaptive(flag, skipped, norm) for flag in checks.values()] + cascade.flags
     flags += comparison_flags(cascade.per_attack, n_clean_correct, norm=norm)
     missed_by_reference = broken_only_by_reference(cascade.survivors, clean_correct)
     flags += cross_check_flags(missed_by_reference, n_clean_correct)

@@ -9,6 +9,7 @@ from torch import nn
 
 from attacks import FGSM, PGD
 from attacks.autoattack_reference import AutoAttackReference
+from attacks.sparse_rs import SparseRS
 from attacks.square import SquareAttack
 from iocane.robustness.checks import (
     broken_only_by_reference,
@@ -90,6 +91,37 @@ def test_masked_gradients_are_flagged_and_black_box_beats_white_box(trained_digi
     assert any("black-box attack square" in flag for flag in result.flags)
     # The worst case still counts Square's successes: masking does not inflate the figure.
     assert result.robust_accuracy <= result.per_attack["square"]
+
+
+@pytest.mark.parametrize(
+    ("norm", "eps", "said"),
+    [
+        ("Linf", 0.1, "BPDA (bpda_pgd) joins the suite"),
+        ("L0", 2, "BPDA (bpda_pgd) has no L0 version and did not join the suite"),
+    ],
+)
+def test_the_masking_flag_says_whether_bpda_joined(trained_digits_model, norm, eps, said) -> None:
+    """BPDA steps in Lp balls: under a sparse threat the flag must not claim it ran."""
+    model, images, labels = trained_digits_model
+    images, labels = images[:16], labels[:16]
+    suite = {"fgsm" if norm == "Linf" else "sparse_rs": _cheap_attack(norm, eps)}
+    result = evaluate_robustness(
+        Quantised(model),
+        images,
+        labels,
+        norm=norm,
+        eps=eps,
+        preset="quick",
+        device="cpu",
+        attacks=suite,
+    )
+    masking = [flag for flag in result.flags if "zero input gradients" in flag]
+    assert len(masking) == 1 and masking[0].endswith(said), result.flags
+    assert ("bpda_pgd" in result.per_attack) == (norm == "Linf")
+
+
+def _cheap_attack(norm: str, eps: float):
+    return FGSM(eps=eps) if norm == "Linf" else SparseRS(eps=eps, n_queries=20)
 
 
 def test_comparison_flags() -> None:
