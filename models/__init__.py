@@ -13,7 +13,15 @@ from typing import Any
 
 from torch import nn
 
-from models import compact_cnn, madry_cnn, preact_resnet, small_cnn, sources, wide_resnet
+from models import (
+    compact_cnn,
+    ibp_cnn,
+    madry_cnn,
+    preact_resnet,
+    small_cnn,
+    sources,
+    wide_resnet,
+)
 from models.normalize import Normalize
 
 MODEL_NAMES: tuple[str, ...] = (
@@ -22,11 +30,17 @@ MODEL_NAMES: tuple[str, ...] = (
     "compact_cnn",
     "preact_resnet18",
     "wide_resnet",
+    "ibp_cnn",
 )
 
 # The convolutional networks built alike, from (channels, classes, image size, width): each
 # module names its class NETWORK and its DEFAULT_WIDTH.
-_CNNS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "compact_cnn": compact_cnn}
+_CNNS = {
+    "small_cnn": small_cnn,
+    "madry_cnn": madry_cnn,
+    "compact_cnn": compact_cnn,
+    "ibp_cnn": ibp_cnn,
+}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ RECIPES: dict[str, RecipeEntry] = {
     "multi_threat": RecipeEntry(
         f"{_RECIPES}.multi_threat:MultiThreatRecipe", weighs_adversarial_loss=True
     ),
+    "gaussian": RecipeEntry(f"{_RECIPES}.gaussian:GaussianRecipe"),
+    "ibp": RecipeEntry(f"{_RECIPES}.ibp:IbpRecipe"),
+    "crown_ibp": RecipeEntry(f"{_RECIPES}.crown_ibp:CrownIbpRecipe"),
 }
 
 # The method names in the table's order (the config's Literal and the schema's enum).

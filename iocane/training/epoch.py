@@ -38,7 +38,7 @@ from iocane.training.ranks import Ranks
 from iocane.training.recipes import BatchStats, Recipe, TrainingPasses, train_step
 from iocane.training.seeds import batch_seed
 from iocane.training.state import TrainState, steps_per_batch
-from iocane.training.validation import evaluate_shards
+from iocane.training.validation import certified_figures, evaluate_shards
 from models import ModelSpec
 
 log = logging.getLogger("iocane")
@@ -66,6 +66,8 @@ HISTORY_COLUMNS = (
     "val_adv_accuracy",
     "seconds",
 )
+# Columns only some recipes' rows have, written only when a row does (other runs' files as before)
+OPTIONAL_COLUMNS = ("val_certified_accuracy",)
 
 
 def ramped_eps(eps: float, ramp_epochs: int, epoch: int, batch: int, n_batches: int) -> float:
@@ -318,7 +320,7 @@ class EpochLoop:
         with counter.section("validation"):
             val_figures = evaluate_shards(
                 state.model, self.val, self.val_attack, VALIDATION_BATCH, self.ranks
-            )
+            ) | certified_figures(state.model, self.val, self.recipe, VALIDATION_BATCH, self.ranks)
         validation_seconds = time.perf_counter() - validation_started
         sums = progress.sums
         trained = sums["images"].item()  # under DDP, a skipped short last batch is not counted
@@ -386,9 +388,12 @@ def check_finite(
 
 def write_history(path: Path, rows: list[dict]) -> None:
     """The history as a CSV file (``HISTORY_COLUMNS``), written atomically."""
+    columns = HISTORY_COLUMNS + tuple(
+        column for column in OPTIONAL_COLUMNS if any(column in row for row in rows)
+    )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+        writer.writerow({key: row.get(key, "") for key in columns})
     write_atomic(path, lambda stream: stream.write(buffer.getvalue().encode()))

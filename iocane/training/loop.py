@@ -290,9 +290,10 @@ def _close_epoch(
 
 
 def _log_epoch(stage: str, epochs: int, row: dict) -> None:
+    certified = row.get("val_certified_accuracy")  # a certified recipe's (IBP at full eps)
     log.info(
         "%s epoch %d/%d  eps %.3f  lr %.4f | train clean %.3f adv %s | val clean %.3f "
-        "adv %s | %.1fs",
+        "adv %s" + ("" if certified is None else f" certified {certified:.3f}") + " | %.1fs",
         stage,
         row["epoch"],
         epochs,

@@ -5,6 +5,11 @@ Catastrophic overfitting (Wong et al. 2020) takes robust accuracy to near zero w
 while single-step accuracy stays high; when the validation PGD accuracy collapses, training
 stops and the weights of the epoch before the collapse are the model. Rice et al. 2020 show
 robust overfitting in long runs: ``best`` keeps the epoch of the best validation PGD accuracy.
+
+A certified recipe's rows (``ibp``, ``crown_ibp``) carry ``val_certified_accuracy``, the share
+of the validation split the IBP bound certifies: ``best`` keeps the epoch where that is best, and
+no collapse is looked for (the bound has no attack to overfit to; validation PGD accuracy may
+fall legitimately while the ramp trades clean accuracy for certificates).
 """
 
 from __future__ import annotations
@@ -23,12 +28,26 @@ from models import ModelSpec
 log = logging.getLogger("iocane")
 
 COLLAPSE_DROP = 0.2  # a fall of validation PGD accuracy this far below its best is a collapse
+CERTIFIED = "val_certified_accuracy"  # the certified recipes' figure (iocane.training.validation)
+
+
+def certified_history(history: list[dict]) -> bool:
+    """Whether the history is a certified recipe's (its rows carry the certified figure)."""
+    return any(row.get(CERTIFIED) is not None for row in history)
+
+
+def selection_figure(history: list[dict]) -> str:
+    """The validation figure ``best`` maximises: certified accuracy for a certified recipe's
+    history, else PGD accuracy."""
+    return CERTIFIED if certified_history(history) else "val_adv_accuracy"
 
 
 def catastrophic_overfitting(history: list[dict]) -> bool:
     """Whether the latest epoch's validation PGD accuracy fell more than ``COLLAPSE_DROP``
     below the best epoch before it. Catastrophic overfitting (Wong et al. 2020) takes robust
     accuracy to near zero within an epoch while single-step accuracy stays high."""
+    if certified_history(history):
+        return False
     accuracies = [row.get("val_adv_accuracy") for row in history]
     if len(accuracies) < 2 or accuracies[-1] is None or accuracies[0] is None:
         return False
@@ -60,13 +79,15 @@ def collapse_record(stage: str, history: list[dict]) -> dict | None:
 
 
 def select_epoch(history: list[dict], select: str, collapse: dict | None) -> int:
-    """The epoch whose weights become the model: the best validation PGD accuracy (the latest
-    on a tie) or the last epoch, never one at or after a collapse."""
+    """The epoch whose weights become the model: the best validation PGD accuracy (certified
+    accuracy for a certified recipe; the latest on a tie) or the last epoch, never one at or
+    after a collapse."""
     candidates = history if collapse is None else history[: collapse["restored_epoch"]]
-    scored = [row for row in candidates if row.get("val_adv_accuracy") is not None]
+    figure = selection_figure(history)
+    scored = [row for row in candidates if row.get(figure) is not None]
     if select == "last" or not scored:
         return int(candidates[-1]["epoch"])
-    return int(max(scored, key=lambda row: (row["val_adv_accuracy"], row["epoch"]))["epoch"])
+    return int(max(scored, key=lambda row: (row[figure], row["epoch"]))["epoch"])
 
 
 def selection(history: list[dict], select: str, collapse: dict | None) -> dict:
@@ -111,12 +132,13 @@ def select_weights(
     save_model(layout.model_file(stage), model, spec)
     if len(history) > 1 and stage == "train":
         log.info(
-            "%s: the model is epoch %d of %d (%s; best validation PGD accuracy at epoch %d, "
+            "%s: the model is epoch %d of %d (%s; best validation %s accuracy at epoch %d, "
             "last epoch %d)",
             stage,
             selected,
             len(history),
             select if collapse is None else f"{select}, before the collapse",
+            "certified" if certified_history(history) else "PGD",
             best,
             last,
         )

@@ -1,5 +1,6 @@
 """Validation during training: each epoch's clean (and adversarial) figures on the validation
-split, sharded over the ranks under DDP, and the attack that measures them.
+split, sharded over the ranks under DDP, and the attack that measures them; for the certified
+recipes, the share of the split the IBP bound certifies.
 
 These are the per-epoch figures the history and the weight selection read; the robustness the
 gate trusts is the evaluate stage's (``iocane.robustness``)."""
@@ -14,8 +15,10 @@ from torch import nn
 
 from attacks import PGD, Attack
 from iocane.base.config import Config
+from iocane.certify import certified_mask, margin_lower_bounds
 from iocane.data.prepared import Split
 from iocane.training.ranks import Ranks
+from iocane.training.recipes import Recipe
 
 
 @torch.no_grad()
@@ -60,6 +63,40 @@ def evaluate_shards(
     else:
         sums = {key: torch.zeros((), device=device) for key in keys}
     return {key: value.item() / len(split) for key, value in ranks.sum(sums).items()}
+
+
+@torch.no_grad()
+def certified_shards(
+    model: nn.Module, split: Split, *, norm: str, eps: float, batch_size: int, ranks: Ranks
+) -> float:
+    """The share of the split the IBP bound certifies at ``eps`` (the certified recipes'
+    per-epoch figure, which selection reads), each rank bounding its share of the split."""
+    model.eval()
+    device = split.labels.device
+    part = ranks.shard(torch.arange(len(split), device=device))
+    certified = torch.zeros((), device=device)
+    for start in range(0, len(part), batch_size):
+        index = part[start : start + batch_size]
+        labels = split.labels[index]
+        margins = margin_lower_bounds(
+            model, split.batch(index), labels, norm=norm, eps=eps, method="ibp"
+        )
+        certified += certified_mask(margins, labels).sum()
+    certified = ranks.sum({"certified": certified})["certified"]
+    return certified.item() / max(len(split), 1)
+
+
+def certified_figures(
+    model: nn.Module, split: Split, recipe: Recipe | None, batch_size: int, ranks: Ranks
+) -> dict[str, float]:
+    """A certified recipe's validation figure: the share of the split the IBP bound certifies
+    at the full ``train.eps`` (``certified_accuracy``); nothing for the other recipes."""
+    if recipe is None or not recipe.certified:
+        return {}
+    share = certified_shards(
+        model, split, norm=recipe.norm, eps=recipe.eps, batch_size=batch_size, ranks=ranks
+    )
+    return {"certified_accuracy": share}
 
 
 def validation_attack(config: Config) -> PGD:

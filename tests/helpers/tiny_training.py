@@ -78,6 +78,31 @@ def fit_held_out(
     )
 
 
+def fit_one_epoch(recipe: Any, root: Path) -> dict[str, torch.Tensor]:
+    """One epoch of ``recipe`` (None: natural training) on 32 digits from a fixed seed: the
+    trained weights (the recipe tests compare runs by them)."""
+    from attacks import PGD
+    from iocane.base.layout import Layout
+    from iocane.training.loop import fit
+
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    fit(
+        stage="train",
+        model=model,
+        spec=SPEC,
+        data=digits_split(n_train=32, n_val=16),
+        optim=constant_lr(epochs=1),
+        recipe=recipe,
+        val_attack=PGD(eps=0.1, steps=2, seed=1),
+        layout=Layout(root),
+        seed=3,
+        run_key="key",
+        device=torch.device("cpu"),
+    )
+    return model.state_dict()
+
+
 # The recipe-specific keys' values the recipe tests were written with (params.yaml has its own).
 RECIPE_TEST_VALUES = {
     "trades_beta": 6.0,
@@ -88,6 +113,12 @@ RECIPE_TEST_VALUES = {
     # tests/unit/training/test_multi_threat.py trains against the pixel and spatial threats.
     "threats": {"linf": 0.1, "l2": 0.5},
     "threat_mode": "mixed",
+    # ibp, crown_ibp: the papers' schedules (Gowal et al. 2018, Zhang et al. 2020)
+    "kappa_start": 1.0,
+    "kappa_end": 0.5,
+    "beta_start": 1.0,
+    "beta_end": 0.0,
+    "noise_sigma": 0.25,  # gaussian: Cohen et al.'s middle noise level
 }
 
 

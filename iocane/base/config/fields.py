@@ -11,7 +11,7 @@ from iocane.base.config_errors import Rule, describe
 from iocane.base.recipe_registry import METHOD_NAMES
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "folder")
-MODELS = ("small_cnn", "madry_cnn", "compact_cnn", "preact_resnet18", "wide_resnet")
+MODELS = ("small_cnn", "madry_cnn", "compact_cnn", "preact_resnet18", "wide_resnet", "ibp_cnn")
 NORMS = ("Linf", "L2")
 
 # train.method: the names in the recipe table (iocane/base/recipe_registry.py), as a Literal so

@@ -40,7 +40,7 @@ Stat = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int)
 class ModelConfig(Section):
     name: ModelName = Field(
         description="small_cnn | madry_cnn | compact_cnn | preact_resnet18 | wide_resnet | "
-        "torchvision:<builder> | timm:<name> | <module>:<factory>"
+        "ibp_cnn (certified training) | torchvision:<builder> | timm:<name> | <module>:<factory>"
     )
     width: int = Field(ge=0, description="0 = the architecture's default width")
     depth: int = Field(ge=0, description="wide_resnet only; 0 = default (28)")

@@ -111,6 +111,24 @@ class TrainConfig(OptimConfig):
         description="multi_threat: mixed = one threat per batch in turn; worst = per sample the "
         "highest-loss example of all the threats",
     )
+    # Optional: params files written before them train as they always did (only the certified
+    # recipes ibp and crown_ibp read them; the defaults are Gowal et al.'s and Zhang et al.'s).
+    kappa_start: float = Field(
+        1.0, ge=0, le=1, description="ibp, crown_ibp: weight of the clean loss at the ramp's start"
+    )
+    kappa_end: float = Field(
+        0.5, ge=0, le=1, description="ibp, crown_ibp: weight of the clean loss after the ramp"
+    )
+    beta_start: float = Field(
+        1.0, ge=0, le=1, description="crown_ibp: weight of the CROWN-IBP bound at the ramp's start"
+    )
+    beta_end: float = Field(
+        0.0, ge=0, le=1, description="crown_ibp: weight of the CROWN-IBP bound after the ramp"
+    )
+    # Optional: params files written before it train as they always did (only gaussian reads it).
+    noise_sigma: float = Field(
+        0.25, gt=0, description="gaussian: std of the noise added to [0,1] training images"
+    )
     select: Literal["best", "last"] = Field(
         description="which epoch's weights become the model (robust overfitting)"
     )

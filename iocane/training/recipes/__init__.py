@@ -4,7 +4,8 @@ Each method is one class in a module of its own (``pgd``, ``trades``, ``fgsm``, 
 ``nfgsm``, ``free``, ``alp``, ``multi``, ``multi_threat``), a ``Recipe`` (``base``): its attack,
 its loss, the state it carries between batches and its text for the model card. The table of
 methods is ``iocane.base.recipe_registry.RECIPES``; ``recipe_class`` imports the class an entry
-names.
+names. The certified recipes (``ibp``, ``crown_ibp``) have no attack: their adversary is a
+bound of ``iocane.certify``.
 
 All recipes share the training loop (``iocane.training.loop.fit``, whose batch loop
 ``iocane.training.epoch`` calls ``train_step``) and the attack modules (``attacks``).

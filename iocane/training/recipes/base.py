@@ -175,6 +175,9 @@ class Recipe:
     # The recipe carries a perturbation from batch to batch (``free``); the train state holds
     # it (``TrainState.free_delta``) and the checkpoints keep it.
     carries_perturbation: ClassVar[bool] = False
+    # The recipe trains for certificates (``ibp``, ``crown_ibp``): validation measures the
+    # IBP-certified accuracy too, and selection keeps the epoch where it is best.
+    certified: ClassVar[bool] = False
 
     norm: str
     eps: float

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from iocane.base.config import ConfigError, config_from_dict, load_config
+from iocane.base.overlays import read_params
 from tests.helpers.paths import PROJECT_ROOT
 
 FASHION = PROJECT_ROOT / "configs" / "fashion_mnist.yaml"
@@ -41,6 +42,10 @@ ISSUE_31_PROFILE = {
 }
 
 
+# Issue 32 added the certified band, at params.yaml's default.
+ISSUE_32_CERTIFY = {"evaluate": {"certify": {"bounds": ["ibp", "crown"], "smoothing": None}}}
+
+
 def test_fashion_mnist_overlay_is_the_complete_file_it_replaced() -> None:
     """configs/fashion_mnist.yaml repeated every key of params.yaml until it became an overlay:
     merged with params.yaml, it must give the same params as that complete file did, with
@@ -48,16 +53,19 @@ def test_fashion_mnist_overlay_is_the_complete_file_it_replaced() -> None:
     before = yaml.safe_load(
         (Path(__file__).parent / "fashion_mnist_before_overlay.yaml").read_text()
     )
-    for section, values in (*ISSUE_19_RECIPE.items(), *ISSUE_31_PROFILE.items()):
+    changes = (*ISSUE_19_RECIPE.items(), *ISSUE_31_PROFILE.items(), *ISSUE_32_CERTIFY.items())
+    for section, values in changes:
         before[section].update(values)
     assert load_config(FASHION).to_dict() == config_from_dict(before).to_dict()
 
 
 def test_the_shipped_overlays_hold_only_what_differs() -> None:
-    base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for path in sorted((PROJECT_ROOT / "configs").glob("*.yaml")):
         overlay = yaml.safe_load(path.read_text())
-        assert overlay.pop("extends") == "../params.yaml", path.name
+        extends = overlay.pop("extends")
+        # params.yaml, or another shipped overlay (fashion_mnist_certified.yaml extends one)
+        assert extends == "../params.yaml" or "/" not in extends, path.name
+        base, _ = read_params(path.parent / extends)  # what it extends, merged
         for section, values in overlay.items():
             same = [key for key, value in values.items() if base[section].get(key) == value]
             assert not same, f"{path.name}: {section}.{same} repeat params.yaml"

@@ -22,6 +22,8 @@ SPECS = {
     "preact_resnet18_cifar": ModelSpec("preact_resnet18", 3, 32, 10, width=8, **RGB),
     "preact_resnet18_gray": ModelSpec("preact_resnet18", 1, 28, 7, width=4, **GRAY),
     "wide_resnet_cifar": ModelSpec("wide_resnet", 3, 32, 10, width=1, depth=10, **RGB),
+    "ibp_cnn_fashion": ModelSpec("ibp_cnn", 1, 28, 10, width=2, **GRAY),
+    "ibp_cnn_digits": ModelSpec("ibp_cnn", 1, 8, 10, width=2, **GRAY),
 }
 
 
@@ -37,6 +39,7 @@ def test_model_names_covered() -> None:
         "compact_cnn",
         "preact_resnet18",
         "wide_resnet",
+        "ibp_cnn",
     }
     assert {s.name for s in SPECS.values()} == set(MODEL_NAMES)
 

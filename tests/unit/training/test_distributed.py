@@ -39,8 +39,9 @@ STEP_TOLERANCE = 1e-5
 ACCURACY_TOLERANCE = 0.03
 
 # Every recipe whose attack can start without noise (trades always starts from a little: drawn
-# per shard, it differs from the one-process draw by design).
-METHODS = ("natural", "pgd", "alp", "free")
+# per shard, it differs from the one-process draw by design); ibp's bound is computed outside
+# the DDP-wrapped passes, and its gradient must still be exchanged.
+METHODS = ("natural", "pgd", "alp", "free", "ibp")
 
 
 def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:

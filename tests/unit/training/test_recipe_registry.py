@@ -12,23 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks import PGD
 from iocane.base.config import ConfigError, config_from_dict, load_config
 from iocane.base.config.fields import Method
 from iocane.base.config.training import TrainConfig
-from iocane.base.layout import Layout
 from iocane.base.recipe_registry import RECIPES, RecipeEntry
-from iocane.training.loop import fit
 from iocane.training.recipes import Recipe, make_recipe, recipe_class
 from iocane.training.recipes.pgd import PgdRecipe
-from models import build_model
 from tests.helpers.paths import PROJECT_ROOT
-from tests.helpers.tiny_training import SPEC, constant_lr, digits_split
+from tests.helpers.tiny_training import fit_one_epoch
 
 PARAMS = load_config(PROJECT_ROOT / "params.yaml")
 # What the card test changes a key to where doubling its value does not apply (a section of
 # budgets, a choice); other keys are doubled (or negated).
-CHANGED_VALUES = {"threats": {"l0": 3}, "threat_mode": "worst"}
+CHANGED_VALUES = {"threats": {"l0": 3}, "threat_mode": "worst", "beta_end": 0.5}  # 0 doubled is 0
 
 
 def _train(method: str, **update: object) -> TrainConfig:
@@ -121,25 +117,6 @@ def _docs_block(name: str) -> str:
     return found[0]
 
 
-def _fit_one_step(recipe: Recipe | None, root: Path) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
-    model = build_model(SPEC)
-    fit(
-        stage="train",
-        model=model,
-        spec=SPEC,
-        data=digits_split(n_train=32, n_val=16),
-        optim=constant_lr(epochs=1),
-        recipe=recipe,
-        val_attack=PGD(eps=0.1, steps=2, seed=1),
-        layout=Layout(root),
-        seed=3,
-        run_key="key",
-        device=torch.device("cpu"),
-    )
-    return model.state_dict()
-
-
 def test_the_documented_example_registers_and_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,9 +141,9 @@ def test_the_documented_example_registers_and_trains(
         steps=2,
         random_start=True,
     )
-    trained = _fit_one_step(example, tmp_path / "example")
-    expected = _fit_one_step(by_hand, tmp_path / "by_hand")
-    natural = _fit_one_step(None, tmp_path / "natural")
+    trained = fit_one_epoch(example, tmp_path / "example")
+    expected = fit_one_epoch(by_hand, tmp_path / "by_hand")
+    natural = fit_one_epoch(None, tmp_path / "natural")
     assert all(torch.equal(trained[name], expected[name]) for name in trained)
     assert not all(torch.equal(trained[name], natural[name]) for name in trained)
     assert make_recipe(key, **_train(key).model_dump()) == example
