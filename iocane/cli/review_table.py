@@ -28,8 +28,9 @@ def print_review(name: str, rows: list[dict], comparison: dict) -> None:
     console.print(f"{name}: {len(rows)} version(s)\n")
     digits = {"hours": 3, "gain_per_hour": 3, "price": 2}
     columns = [column for column in rows[0] if column != "alias_reason"]
-    for optional in ("price", "threats"):  # report.price_per_hour, evaluate.threats never set
-        if all(_cell(row.get(optional)) == "" for row in rows):
+    # report.price_per_hour, evaluate.threats, evaluate.certify never set
+    for optional in ("price", "threats", "certified"):
+        if optional in columns and all(_cell(row.get(optional)) == "" for row in rows):
             columns.remove(optional)
     versions = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in columns:

@@ -28,6 +28,7 @@ from iocane.model_files import (
     registered_version,
     version_model_file,
 )
+from iocane.reports.certified import certified_tags
 from iocane.reports.evaluation import evaluate_and_report
 
 log = logging.getLogger("iocane")
@@ -111,6 +112,11 @@ def log_back(
         "reevaluated_preset": config.evaluate.preset,
         "reevaluated_robust_accuracy": f"{metrics['robust_accuracy']:.6f}",
         "reevaluated_flags": str(len(metrics["flags"])),
+        # proven-measured, where evaluate.certify ran (iocane evaluate certifies what it can)
+        **{
+            f"reevaluated_{key}": value
+            for key, value in certified_tags(metrics.get("certified")).items()
+        },
     }.items():
         if version is not None:
             client.set_model_version_tag(version.name, str(version.version), key, value)

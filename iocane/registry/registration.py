@@ -45,6 +45,7 @@ from iocane.registry.tracking import (
     server_must_answer,
     tracking_uri,
 )
+from iocane.reports.certified import certified_tags
 from iocane.reports.costs import cost_summary
 from iocane.reports.model_card import as_description, render_model_card
 from iocane.reports.threats import profile_tag
@@ -349,6 +350,9 @@ def _complete_version(
         "trust_flags": str(len(evaluation["flags"])),
         # What it withstands beyond its threat model: threat (budget) accuracy, ...
         "threat_profile": profile_tag(evaluation.get("threats")),
+        # What is proven beside what was measured: certified_accuracy, certified_band (where
+        # evaluate.certify ran)
+        **certified_tags(evaluation.get("certified")),
         "train_method": config.train.method,
         "checkpoint": _checkpoint_tag(evidence.training),
         "run_id": run_id,

@@ -47,6 +47,8 @@ def version_rows(client: MlflowClient, name: str) -> list[dict]:
                 "eps": tags.get("eps"),
                 "flags": tags.get("trust_flags"),
                 "threats": tags.get("threat_profile") or None,
+                # proven-measured, e.g. 0.4500-0.6100 (evaluate.certify)
+                "certified": tags.get("certified_band") or None,
                 "preset": tags.get("suite_preset"),
                 "data": tags.get("data_fingerprint", "")[:12],
                 "created": pd.Timestamp(version.creation_timestamp, unit="ms").strftime(
@@ -80,6 +82,7 @@ def _run_metrics(client: MlflowClient, version) -> dict[str, float]:
     wanted = (
         "clean_accuracy",
         "robust_accuracy",
+        "certified_accuracy",
         "natural/clean_accuracy",
         "trust_flags",
         "cost/hours",
@@ -90,9 +93,10 @@ def _run_metrics(client: MlflowClient, version) -> dict[str, float]:
     picked.update(
         {key: value for key, value in sorted(metrics.items()) if key.startswith("robust_accuracy/")}
     )
-    picked.update(
-        {key: value for key, value in sorted(metrics.items()) if key.startswith("threat_accuracy/")}
-    )
+    for prefix in ("threat_accuracy/", "certified_accuracy/", "smoothing/certified_accuracy/"):
+        picked.update(
+            {key: value for key, value in sorted(metrics.items()) if key.startswith(prefix)}
+        )
     return picked
 
 

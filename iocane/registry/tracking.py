@@ -26,6 +26,7 @@ from iocane.base.layout import Layout
 from iocane.base.settings import tracking_uri as tracking_uri  # its callers import it from here
 from iocane.model_files import log_version_model_files
 from iocane.pipeline.retries import is_transient
+from iocane.reports.certified import certified_metrics
 from iocane.reports.costs import cost_summary
 
 log = logging.getLogger("iocane")
@@ -79,8 +80,9 @@ def run_name(config: Config) -> str:
 
 
 def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float | None]:
-    """The final figures a run logs: worst case, per attack, natural baseline, gate, and C&W's
-    distance."""
+    """The final figures a run logs: worst case, per attack, natural baseline, gate, the threat
+    profile, the certified band (``certified_accuracy``: proven, beside the attacked
+    ``robust_accuracy``), and C&W's distance."""
     natural = evaluation["natural"]
     return {
         "clean_accuracy": evaluation["clean_accuracy"],
@@ -93,6 +95,7 @@ def evaluation_metrics(evaluation: dict, verdict: dict) -> dict[str, float | Non
         **{f"robust_accuracy/{k}": v for k, v in evaluation["attacks"].items()},
         **{f"natural/robust_accuracy/{k}": v for k, v in natural["attacks"].items()},
         **threat_metrics(evaluation.get("threats") or {}),
+        **certified_metrics(evaluation.get("certified")),
         # Where C&W ran: its median is None when over half the points were not found, and
         # ``finite_metrics`` leaves it out then, the share not found saying why.
         **{

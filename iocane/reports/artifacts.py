@@ -23,6 +23,7 @@ from prefect.artifacts import (
 from iocane.base.files import read_json
 from iocane.base.layout import Layout
 from iocane.base.settings import settings
+from iocane.reports.certified import certified_table_rows
 
 
 class RegisteredVersion(Protocol):
@@ -40,8 +41,8 @@ class RegisteredVersion(Protocol):
 
 def metrics_table(evaluation: dict) -> list[dict]:
     """Rows of the ``robustness-metrics`` artifact: each figure, hardened beside natural, then
-    the threat profile's. Some attacks run against the hardened model only (transfer from the
-    natural model)."""
+    the threat profile's and the certified band's. Some attacks run against the hardened model
+    only (transfer from the natural model)."""
     natural = evaluation["natural"]
     rows = [
         {
@@ -71,6 +72,7 @@ def metrics_table(evaluation: dict) -> list[dict]:
         }
         for name, threat in (evaluation.get("threats") or {}).items()
     ]
+    rows += certified_table_rows(evaluation.get("certified"))
     return rows
 
 

@@ -12,7 +12,8 @@ computes what they read: the numbers formatted, the sentence variants chosen by 
 from __future__ import annotations
 
 from iocane.base.config import Config, OptimConfig
-from iocane.reports.report import guarantee
+from iocane.reports.certified import certified_context
+from iocane.reports.report import measured_statement
 from iocane.reports.templating import render
 from iocane.reports.threats import profile_context
 from iocane.robustness.evaluation import cw_text
@@ -48,6 +49,7 @@ def render_model_card(
         **profile_context(evaluation.get("threats")),
         profile_columns=("natural baseline", "hardened"),
         profile_figure=None,
+        **band_context(evaluation, "hardened"),
         **_trust_context(evaluation),
         checks=[_check_context(check) for check in verdict["checks"]],
         costs=None if costs is None else cost_context(costs),
@@ -72,6 +74,7 @@ def render_evaluation_card(
         **profile_context(evaluation.get("threats")),
         profile_columns=("baseline", "model"),
         profile_figure=None,
+        **band_context(evaluation, "evaluated"),
         **_trust_context(evaluation),
         provenance=list(provenance.items()),
     )
@@ -227,7 +230,8 @@ def results_context(
     subject: str = "hardened",
 ) -> dict:
     """The card's results (``templates/card/results.md.j2``): the model beside its natural
-    baseline (``n/a`` without one), per attack, C&W's distance, and the guarantee."""
+    baseline (``n/a`` without one), per attack, C&W's distance, and what the attacked figure
+    supports (measured, not proven)."""
     natural = evaluation["natural"] or {"clean_accuracy": None, "robust_accuracy": None}
     natural_attacks = natural.get("attacks", {})
 
@@ -247,7 +251,7 @@ def results_context(
             for name, value in evaluation["attacks"].items()
         ],
         "cw_row": cw_row,
-        "guarantee": guarantee(
+        "measured": measured_statement(
             evaluation["robust_accuracy"],
             evaluation["threat_model"],
             evaluation["eps"],
@@ -255,6 +259,14 @@ def results_context(
             subject,
         ),
     }
+
+
+def band_context(evaluation: dict, subject: str) -> dict:
+    """What is proven beside what was measured (``templates/certified.md.j2``; no section
+    without a certification), the evaluated model called ``subject`` in its sentences."""
+    natural = evaluation["natural"]
+    natural_attacked = None if natural is None else natural["robust_accuracy"]
+    return {**certified_context(evaluation.get("certified"), natural_attacked), "subject": subject}
 
 
 def _has_cw(figures: dict) -> bool:

@@ -1,15 +1,17 @@
 """The robustness report (``reports/robustness.md``): what a person reads about an evaluation.
 
 The threat model, clean and worst-case robust accuracy of the hardened and the natural model with
-each attack's own figure, the empirical guarantee they support (``guarantee``, which the model
-card states too), the trust flags, the threat profile beyond the training threat
-(``iocane.reports.threats``), and the figures (``iocane.reports.figures``) linked beside it.
-The text is ``templates/report.md.j2`` (the guarantee: ``templates/guarantee.md.j2``); this
-module computes what it reads.
+each attack's own figure, the empirical statement they support (``measured_statement``, which the
+model card states too: a measurement, an upper bound, never a guarantee), the trust flags, what is
+proven (the certified band, ``iocane.reports.certified``), the threat profile beyond the training
+threat (``iocane.reports.threats``), and the figures (``iocane.reports.figures``) linked beside it.
+The text is ``templates/report.md.j2`` (the statement: ``templates/measured.md.j2``); this module
+computes what it reads.
 """
 
 from __future__ import annotations
 
+from iocane.reports.certified import certified_context
 from iocane.reports.templating import macro, render
 from iocane.reports.threats import profile_context
 from iocane.robustness.alignment import LARGE_EPS_FACTOR
@@ -20,12 +22,12 @@ from iocane.robustness.evaluation import cw_text
 RUN_LABELS = {"hardened": "hardened", "natural": "natural (warmup)"}
 
 
-def guarantee(
+def measured_statement(
     robust_accuracy: float, norm: str, eps: float, attacks: list[str], subject: str = "hardened"
 ) -> str:
-    """The empirical statement a robust accuracy supports, and no more (one line, the report's
-    and the model cards')."""
-    statement = macro("guarantee.md.j2", "guarantee")
+    """The empirical statement an attacked robust accuracy supports, and no more (one line, the
+    report's and the model cards'): what was measured, not what is proven."""
+    statement = macro("measured.md.j2", "measured")
     return str(statement(subject, f"{robust_accuracy:.1%}", norm, f"{eps:g}", attacks))
 
 
@@ -53,7 +55,7 @@ def report_context(evaluation: dict) -> dict:
         "preset": evaluation["preset"],
         "attacks": attacks,
         "rows": rows,
-        "guarantee": guarantee(
+        "measured": measured_statement(
             hardened["robust_accuracy"],
             hardened["norm"],
             hardened["eps"],
@@ -74,6 +76,10 @@ def report_context(evaluation: dict) -> dict:
         **profile_context(evaluation.get("threats")),
         "profile_columns": (labels["natural"], labels["hardened"]),
         "profile_figure": "../plots/threat_profile.png",
+        **certified_context(
+            evaluation.get("certified"), None if natural is None else natural["robust_accuracy"]
+        ),
+        "subject": labels["hardened"],
     }
 
 

@@ -75,14 +75,24 @@ def corruption_rows(threats: dict) -> list[dict[str, str]]:
 
 def threat_bars(evaluation: dict) -> list[Bar]:
     """The figure's groups, from an evaluation (``ModelsEvaluation.evaluation``): clean accuracy,
-    the threat the model was evaluated at by the main suite, then every threat of the profile
-    (a profile entry for that same threat is not drawn twice)."""
+    the threat the model was evaluated at by the main suite (measured), its certified accuracy
+    where ``evaluate.certify`` proved one (the band's lower edge, beside the measured upper one),
+    then every threat of the profile (a profile entry for that same threat is not drawn twice)."""
     hardened, natural = evaluation["hardened"], evaluation["natural"] or {}
     norm, eps = hardened["norm"], hardened["eps"]
     bars = [
         Bar("clean", natural.get("clean_accuracy"), hardened["clean_accuracy"]),
         Bar(f"{norm}\neps {eps:g}", natural.get("robust_accuracy"), hardened["robust_accuracy"]),
     ]
+    certified = evaluation.get("certified") or {}
+    if certified.get("certified_accuracy") is not None:
+        bars.append(
+            Bar(
+                f"{norm} eps {eps:g}\nproven",
+                certified["natural_certified_accuracy"],
+                certified["certified_accuracy"],
+            )
+        )
     for name, threat in (evaluation.get("threats") or {}).items():
         if name == norm.lower() and threat["budget"] == eps:
             continue  # the main suite's threat, drawn already

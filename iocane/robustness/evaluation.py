@@ -2,7 +2,8 @@
 
 Both models face the suite (the hardened one also the transfer attack from the natural one),
 then the threat profile of ``evaluate.threats`` (``iocane.robustness.threat_profile``: none
-without it), the accuracy-vs-eps curves, C&W's minimal distances (presets above ``quick``), the
+without it), the certified band of ``evaluate.certify`` (``iocane.robustness.certification``:
+none without it), the accuracy-vs-eps curves, C&W's minimal distances (presets above ``quick``), the
 example mix for the grid of clean and attacked images, and the perceptual-alignment images.
 ``evaluate_models`` computes all of it; ``metrics_from`` gives the ``metrics/evaluate.json``
 document. ``iocane evaluate`` on a model iocane did not train has no natural model: then only the
@@ -27,9 +28,15 @@ from attacks.registry import curve_budget
 from iocane.base.config import Config
 from iocane.data.prepared import PreparedData
 from iocane.robustness.alignment import Alignment, perceptual_alignment
+from iocane.robustness.certification import certify_models
 from iocane.robustness.checks import cw_curve_flags, half_accuracy_eps
 from iocane.robustness.curves import MULTIPLIERS, accuracy_curve, curve_flags, eps_grids
-from iocane.robustness.suite import evaluate_robustness, evaluation_indices, suite_from_config
+from iocane.robustness.suite import (
+    RobustnessResult,
+    evaluate_robustness,
+    evaluation_indices,
+    suite_from_config,
+)
 from iocane.robustness.threat_profile import threat_profile
 from iocane.training.hardware import subnormals_flushed
 
@@ -84,6 +91,7 @@ def evaluate_models(
         "data_fingerprint": data.meta["fingerprint"],
         "preset": config.evaluate.preset,
     }
+    results: dict[str, RobustnessResult] = {}
     for label, model in models.items():
         log.info("evaluating the %s model (%s, eps %g)", label, norm, eps)
         # Transfer from the natural model only makes sense against another model.
@@ -101,9 +109,11 @@ def evaluate_models(
             device=device,
         )
         evaluation[label] = result.to_dict()
+        results[label] = result
     if natural is None:
         evaluation["natural"] = None
     _add_threat_profile(evaluation, config, models, images, labels)
+    _add_certified(evaluation, config, models, images, labels, results)
 
     samples, steps = curve_budget(config.evaluate.preset)
     subset_images, subset_labels = images[:samples].to(device), labels[:samples].to(device)
@@ -150,6 +160,31 @@ def _add_threat_profile(
     evaluation["threats"] = threats
     for name, figures in threats.items():
         evaluation["hardened"]["flags"] += [f"{name}: {flag}" for flag in figures["flags"]]
+
+
+def _add_certified(
+    evaluation: dict,
+    config: Config,
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    results: dict[str, RobustnessResult],
+) -> None:
+    """The certified band of ``evaluate.certify`` on the points the suite attacked (none
+    without it: the evaluation stays as it was); a certified point the suite broke raises a
+    trust flag on the hardened model."""
+    if config.evaluate.certify is None or not config.evaluate.certify.runs():
+        return
+    certification = certify_models(
+        config,
+        models,
+        images,
+        labels,
+        {label: result.robust_per_sample for label, result in results.items()},
+        results["hardened"].robust_accuracy,
+    )
+    evaluation["certified"] = certification.document
+    evaluation["hardened"]["flags"] += certification.flags
 
 
 def _curves(
@@ -300,6 +335,8 @@ def metrics_from(evaluation: dict) -> dict:
         "alignment_targets_reached": evaluation["alignment_targets_reached"],
         # The threat profile, where evaluate.threats asks for one (absent otherwise).
         **({"threats": evaluation["threats"]} if evaluation.get("threats") else {}),
+        # The certified band, where evaluate.certify asks for one (absent otherwise).
+        **({"certified": evaluation["certified"]} if evaluation.get("certified") else {}),
     }
 
 

@@ -1,5 +1,6 @@
 """The promotion gate: explicit thresholds on clean accuracy, its drop versus the natural
-model, worst-case robust accuracy, and the trustworthiness of the evaluation itself.
+model, worst-case robust accuracy, certified accuracy (where set), and the trustworthiness of
+the evaluation itself.
 
 Only a model whose verdict passed can become ``champion``. The verdict is written to
 ``metrics/gate.json`` whatever it says, so a failed run still leaves its reasons behind.
@@ -48,6 +49,7 @@ def check_gate(gate: GateConfig, evaluation: dict) -> dict:
             _at_least("robust_gain", robust - natural["robust_accuracy"], gate.min_robust_gain)
         )
     checks += _threat_checks(gate, evaluation)
+    checks += _certified_check(gate, evaluation)
     if gate.require_trusted:
         checks.append(GateCheck("trust_flags", len(flags), 0, not flags, "<="))
     failed = [check for check in checks if not check.passed]
@@ -85,9 +87,32 @@ def _threat_checks(gate: GateConfig, evaluation: dict) -> list[GateCheck]:
     return checks
 
 
+def _certified_check(gate: GateConfig, evaluation: dict) -> list[GateCheck]:
+    """``certified``: the hardened model's proven accuracy (the best of its bounds) against
+    ``gate.min_certified_accuracy``; a model nothing is proven about (the verifier cannot bound
+    it) has 0 proven."""
+    if gate.min_certified_accuracy is None:
+        return []
+    certified = evaluation.get("certified") or {}
+    if not certified.get("bounds"):  # metrics of an evaluation that certified nothing
+        key = "gate.min_certified_accuracy"
+        raise ConfigError(
+            f"{key}: the evaluation has no certified figure (evaluate again with "
+            "evaluate.certify.bounds)",
+            key=key,
+        )
+    proven = certified["certified_accuracy"]
+    return [_at_least("certified", 0.0 if proven is None else proven, gate.min_certified_accuracy)]
+
+
 def _versus(name: str, evaluation: dict) -> str:
     """A relative check's reason names the two figures it compared; a threat's, the natural
     model's figure beside it where there is one."""
+    if name == "certified":
+        certified = evaluation["certified"]
+        if certified["certified_accuracy"] is None:
+            return f" (not certified: {certified['unsupported']})"
+        return f" (proven; the attacked figure is {certified['attacked_accuracy']:.4f})"
     threat = (evaluation.get("threats") or {}).get(name.removeprefix("threat_"))
     if name.startswith("threat_") and threat and threat.get("natural") is not None:
         return f" ({threat['budget_text']}: natural model {threat['natural']:.4f})"

@@ -15,8 +15,14 @@ TINY_OVERRIDES = {
     "data": {"limit_train": 600},
     "warmup": {"epochs": 2},
     "train": {"epochs": 2, "eps_ramp_epochs": 1, "steps": 3, "step_size": 0.05},
-    # No threat profile: the tests that want one (tests/e2e/test_flow.py) name theirs.
-    "evaluate": {"n_samples": 120, "preset": "quick", "threats": {}},
+    # No threat profile: the tests that want one (tests/e2e/test_flow.py) name theirs. The
+    # certified band by IBP alone (under a second here; CROWN adds seconds per model).
+    "evaluate": {
+        "n_samples": 120,
+        "preset": "quick",
+        "threats": {},
+        "certify": {"bounds": ["ibp"], "smoothing": None},
+    },
     # Reachable thresholds: these tests check the wiring, not the model quality.
     "gate": {"min_clean_accuracy": 0.3, "max_clean_drop": 1.0, "min_robust_accuracy": 0.05},
     "registry": {"model_name": "iocane-test"},

@@ -114,6 +114,16 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _certified_gate_needs_bounds(self) -> Self:
+        certify = self.evaluate.certify
+        require(
+            self.gate.min_certified_accuracy is None or (certify is not None and certify.bounds),
+            "gate.min_certified_accuracy",
+            "needs evaluate.certify.bounds (e.g. [ibp, crown]): no bound, no certified figure",
+        )
+        return self
+
+    @model_validator(mode="after")
     def _sweep_eps_within_the_image(self) -> Self:
         if self.train.norm == "Linf":
             for eps in self.sweep.eps:

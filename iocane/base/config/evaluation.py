@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
+from iocane.base.certify_names import BOUND_METHODS
 from iocane.base.config.fields import Section, Text, listed, require
 from iocane.base.config_errors import Rule
 from iocane.base.threat_budgets import THREAT_NAMES, BudgetError, check_threats
@@ -60,6 +61,50 @@ class ThreatsConfig(Section):
         return budgets
 
 
+_Positive = Annotated[float, Field(gt=0)]
+BoundMethod = Literal[BOUND_METHODS]  # type: ignore[valid-type]
+
+
+class SmoothingConfig(Section):
+    """``evaluate.certify.smoothing``: randomized smoothing's CERTIFY (Cohen et al. 2019), an L2
+    certificate for any model, at the cost of ``n0 + n`` noisy passes per point."""
+
+    sigma: float = Field(gt=0, description="the Gaussian noise's standard deviation, pixel units")
+    n0: int = Field(ge=1, description="noisy samples that select the predicted class")
+    n: int = Field(ge=1, description="noisy samples that estimate its probability")
+    alpha: float = Field(gt=0, lt=1, description="the certificate fails with at most this chance")
+    radii: listed(_Positive) = Field(  # type: ignore[valid-type]
+        description="L2 radii the certified accuracy is reported at"
+    )
+
+    @model_validator(mode="after")
+    def _some_radius(self) -> Self:
+        require(len(self.radii) > 0, "radii", "list at least one radius (e.g. [0.25, 0.5])")
+        return self
+
+
+class CertifyConfig(Section):
+    """``evaluate.certify``: what is proven beside what is measured (iocane/certify): bound
+    methods at the training threat (``train.norm``, ``train.eps``), and randomized smoothing."""
+
+    bounds: listed(BoundMethod) = Field(  # type: ignore[valid-type]
+        (), description="bound methods at train.norm, train.eps: ibp, crown; [] = none"
+    )
+    smoothing: SmoothingConfig | None = Field(
+        None, description="randomized smoothing's L2 certificate; null = none"
+    )
+
+    @model_validator(mode="after")
+    def _bounds_once(self) -> Self:
+        twice = sorted({name for name in self.bounds if self.bounds.count(name) > 1})
+        require(not twice, "bounds", f"{', '.join(twice)} listed more than once")
+        return self
+
+    def runs(self) -> bool:
+        """Whether anything is certified at all."""
+        return bool(self.bounds) or self.smoothing is not None
+
+
 class EvaluateConfig(Section):
     """The validation suite; its threat model is the one the model was trained for."""
 
@@ -73,6 +118,10 @@ class EvaluateConfig(Section):
     # Optional: params files written before it run no threat profile.
     threats: ThreatsConfig = Field(
         ThreatsConfig(), description="the threat profile beside the training threat; {} = none"
+    )
+    # Optional: params files written before it certify nothing.
+    certify: CertifyConfig | None = Field(
+        None, description="certified accuracy beside the attacked one; null = none"
     )
 
 
@@ -127,6 +176,14 @@ class GateConfig(Section):
         ThreatThresholds(),
         description="threat of evaluate.threats -> minimum accuracy of the hardened model under "
         "it; {} = none",
+    )
+    # Optional: params files written before it do not check a certified figure.
+    min_certified_accuracy: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="the least certified accuracy of the hardened model, by the best bound of "
+        "evaluate.certify.bounds; null = not checked",
     )
 
     @model_validator(mode="after")

@@ -95,6 +95,12 @@ def reviewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     client.set_model_version_tag(NAME, "3", "threat_profile", "l0 (2 pixels) 0.6100")
     for version, l0 in (("2", 0.55), ("3", 0.61)):
         client.log_metric(client.get_model_version(NAME, version).run_id, "threat_accuracy/l0", l0)
+    # Both certified (evaluate.certify): the band as a tag, the figures as metrics.
+    for version, proven, crown in (("2", 0.4, 0.4), ("3", 0.45, 0.44)):
+        client.set_model_version_tag(NAME, version, "certified_band", f"{proven:.4f}-0.8000")
+        run_id = client.get_model_version(NAME, version).run_id
+        client.log_metric(run_id, "certified_accuracy", proven)
+        client.log_metric(run_id, "certified_accuracy/crown", crown)
     return client
 
 
@@ -116,6 +122,11 @@ def test_review_prints_the_versions_and_the_comparison(
     assert "threats" in header and "l0 (2 pixels) 0.6100" in out
     profile = next(line for line in lines if line.split()[:1] == ["threat_accuracy/l0"])
     assert profile.split()[1:] == ["0.5500", "0.6100", "+0.0600"]
+    assert "certified" in header and "0.4500-0.8000" in rows["3"]
+    proven = next(line for line in lines if line.split()[:1] == ["certified_accuracy"])
+    assert proven.split()[1:] == ["0.4000", "0.4500", "+0.0500"]
+    crown = next(line for line in lines if line.split()[:1] == ["certified_accuracy/crown"])
+    assert crown.split()[1:] == ["0.4000", "0.4400", "+0.0400"]
 
 
 def test_review_leaves_out_the_threats_column_when_no_version_has_a_profile(
@@ -123,7 +134,14 @@ def test_review_leaves_out_the_threats_column_when_no_version_has_a_profile(
 ) -> None:
     from iocane.cli.review_table import print_review
 
-    row = {"version": 1, "aliases": "", "gate": "passed", "threats": None, "price": None}
+    row = {
+        "version": 1,
+        "aliases": "",
+        "gate": "passed",
+        "threats": None,
+        "certified": None,
+        "price": None,
+    }
     print_review(NAME, [row], {"summary": "", "metrics": []})
     header = capsys.readouterr().out.splitlines()[2]
     assert header.split() == ["version", "aliases", "gate"]

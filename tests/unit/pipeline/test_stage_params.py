@@ -37,6 +37,10 @@ CANDIDATES: dict[str, list[Any]] = {
     "evaluate.threats.corruptions": [[3]],
     "evaluate.threats.spatial": [{"rotate": 10, "translate": 1}],
     "train.threats.spatial": [{"rotate": 10, "translate": 1}],
+    "evaluate.certify.bounds": [["crown"], ["ibp"]],
+    "evaluate.certify.smoothing": [
+        {"sigma": 0.25, "n0": 10, "n": 100, "alpha": 0.001, "radii": [1]}
+    ],
     "registry.model_name": ["iocane-other"],
     "sweep.method": [["trades"]],
     "sweep.model": [["madry_cnn"]],
@@ -98,6 +102,8 @@ def _literal_choices(key: str) -> list[Any]:
     *sections, name = key.split(".")
     for section in sections:
         model = model.model_fields[section].annotation
+        # An optional section (``CertifyConfig | None``): its fields are the section's.
+        model = next((arg for arg in typing.get_args(model) if arg is not type(None)), model)
     annotation = model.model_fields[name].annotation
     members = typing.get_args(annotation) if typing.get_origin(annotation) is not None else ()
     if typing.get_origin(annotation) is typing.Literal:

@@ -58,3 +58,45 @@ def test_the_threat_profile_is_logged_per_threat_and_model() -> None:
         "threat_accuracy/corruptions": 0.7,
     }
     assert skipped == ["natural/threat_accuracy/corruptions=None"]
+
+
+def test_the_certified_band_is_logged_per_method_radius_and_model() -> None:
+    natural = {"clean_accuracy": 0.9, "robust_accuracy": 0.0, "attacks": {}}
+    evaluation = {
+        "clean_accuracy": 0.8,
+        "robust_accuracy": 0.6,
+        "natural": natural,
+        "flags": [],
+        "attacks": {},
+    }
+    verdict = {"clean_drop": 0.1, "passed": True}
+    assert not any("certified" in key for key in evaluation_metrics(evaluation, verdict))
+    evaluation["certified"] = {
+        "bounds": {
+            "ibp": {"hardened": 0.4, "natural": 0.0, "seconds": 1.0},
+            "crown": {"hardened": 0.45, "natural": None, "seconds": 2.0},  # natural unsupported
+        },
+        "certified_accuracy": 0.45,
+        "natural_certified_accuracy": 0.0,
+        "attacked_accuracy": 0.6,
+        "gap": 0.15,
+        "broken_certified": 0,
+        "smoothing": {"hardened": {"0.25": 0.5, "1": 0.1}, "natural": None},
+    }
+    kept, skipped = finite_metrics(evaluation_metrics(evaluation, verdict))
+    assert {key: value for key, value in kept.items() if "certified" in key} == {
+        "certified_accuracy": 0.45,
+        "natural/certified_accuracy": 0.0,
+        "certified_gap": 0.15,
+        "broken_certified": 0.0,
+        "certified_accuracy/ibp": 0.4,
+        "natural/certified_accuracy/ibp": 0.0,
+        "certified_accuracy/crown": 0.45,
+        "smoothing/certified_accuracy/r0.25": 0.5,
+        "smoothing/certified_accuracy/r1": 0.1,
+    }
+    assert skipped == [
+        "natural/certified_accuracy/crown=None",
+        "natural/smoothing/certified_accuracy/r0.25=None",
+        "natural/smoothing/certified_accuracy/r1=None",
+    ]

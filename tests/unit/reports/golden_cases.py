@@ -4,7 +4,8 @@ The base is what a default run (``iocane run --set train.epochs=2`` on params.ya
 ``render_report`` and ``render_model_card`` (``golden/default_run.json``); each other case
 changes what one branch reads: the gate, the flags, C&W, the natural model, the labels of
 ``iocane evaluate``, a threat profile, a start from the user's weights, every ``train.method``,
-the optimisers and schedules, a time budget's plan, the checkpoint and a collapse, the costs.
+the optimisers and schedules, a time budget's plan, the checkpoint and a collapse, the costs,
+the certified band (with smoothing, without bounds, unsupported, broken, gated).
 ``render_case`` calls the public functions only, so the same module renders with the old code
 and the new.
 
@@ -131,6 +132,56 @@ def _profile(natural: bool = True) -> dict:
     }
 
 
+def _band(
+    natural: bool = True,
+    smoothing: bool = False,
+    unsupported: str | None = None,
+    broken: int = 0,
+    bounds: bool = True,
+    attacked: float = 0.8861,
+) -> dict:
+    """A certified band (``metrics/evaluate.json``'s ``certified``) at the default threat:
+    IBP and CROWN on both models, optionally randomized smoothing, a model the verifier cannot
+    bound, or certified points the suite broke."""
+    proven = None if unsupported else 0.5
+    methods = {"ibp": (0.42, 0.0), "crown": (0.5, 0.01)} if bounds else {}
+    return {
+        "norm": "Linf",
+        "eps": 0.1,
+        "bounds": {
+            name: {
+                "hardened": None if unsupported else figures[0],
+                "natural": figures[1] if natural else None,
+                "seconds": 0.75,
+            }
+            for name, figures in methods.items()
+        },
+        "certified_accuracy": proven if bounds else None,
+        "natural_certified_accuracy": (0.01 if natural else None) if bounds else None,
+        "attacked_accuracy": attacked,
+        "gap": None if proven is None or not bounds else attacked - proven,
+        "unsupported": unsupported,
+        "natural_unsupported": None,
+        "broken_certified": broken,
+        "smoothing": None
+        if not smoothing
+        else {
+            "sigma": 0.25,
+            "n0": 100,
+            "n": 1000,
+            "alpha": 0.001,
+            "hardened": {"0.25": 0.61, "0.5": 0.4},
+            "natural": {"0.25": 0.3, "0.5": 0.05} if natural else None,
+            "abstained": 0.125,
+            "natural_abstained": 0.2 if natural else None,
+            "seconds": 12.25,
+        },
+    }
+
+
+GELU = "cannot bound layer 'features.3' (GELU): supported: Linear, Conv2d, ReLU"
+
+
 def _report_cases() -> dict[str, dict]:
     flags = ["zero input gradients for 60% of samples", "FGSM stronger than PGD (0.41 < 0.52)"]
     cw = {"cw_median_l2": 0.9, "cw_not_found_share": 0.1, "cw_max_const": 1e6}
@@ -165,6 +216,16 @@ def _report_cases() -> dict[str, dict]:
                 natural=None,
                 labels={"hardened": "evaluated", "natural": "baseline"},
                 threats=_profile(natural=False),
+            )
+        ),
+        "report-certified-smoothing": _report(_set(certified=_band(smoothing=True))),
+        "report-smoothing-only": _report(_set(certified=_band(smoothing=True, bounds=False))),
+        "report-evaluated-alone-certified-unsupported": _report(
+            _set(
+                natural=None,
+                labels={"hardened": "evaluated", "natural": "baseline"},
+                certified=_band(natural=False, unsupported=GELU),
+                alignment_targets_reached={"evaluated": 0.25},
             )
         ),
         "report-evaluated-alone-cw": _report(
@@ -271,6 +332,21 @@ def _card_cases() -> dict[str, dict]:
         ),
         "card-no-gate-checks": _card(change=_set(verdict={"passed": True, "checks": []})),
         "card-threat-profile": _card(change=_in("evaluation", _set(threats=_profile()))),
+        "card-certified-gate": _card(
+            ["gate.min_certified_accuracy=0.6"],
+            _in("evaluation", _set(certified=_band(attacked=0.6528), threats=_profile())),
+            regate=True,
+        ),
+        "card-certified-broken": _card(
+            change=_in(
+                "evaluation",
+                _set(
+                    certified=_band(broken=3, attacked=0.6528),
+                    flags=["certified but broken: the attack suite broke 3 point(s) ..."],
+                ),
+            ),
+            regate=True,
+        ),
     }
 
 
@@ -294,6 +370,13 @@ def _evaluation_card_cases() -> dict[str, dict]:
     return {
         "evaluation-card-alone": evaluation_card(natural=False, baseline=None),
         "evaluation-card-with-baseline": evaluation_card(natural=True, baseline="natural.pt2"),
+        "evaluation-card-alone-certified": {
+            **evaluation_card(natural=False, baseline=None),
+            "evaluation": {
+                **evaluation_card(natural=False, baseline=None)["evaluation"],
+                "certified": _band(natural=False, smoothing=True, attacked=0.6528),
+            },
+        },
         "evaluation-card-alone-threat-profile": {
             **evaluation_card(natural=False, baseline=None),
             "evaluation": {

@@ -58,10 +58,11 @@ def test_standard_report_with_transfer_and_distances(trained_digits_model, tmp_p
             "class_names": [str(i) for i in range(10)],
         },
     )
-    # The standard suite without the threat profile (the quick test below runs one): the same
-    # keys and files as before the profile.
+    # The standard suite without the threat profile and the certified band (the quick test
+    # below runs both): the same keys and files as before them.
     config = load_config(
-        PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40", "evaluate.threats={}"]
+        PROJECT_ROOT / "params.yaml",
+        ["evaluate.n_samples=40", "evaluate.threats={}", "evaluate.certify=null"],
     )
     out = Layout(tmp_path)
     metrics = evaluate_and_report(config, model, natural, data, out)
@@ -107,16 +108,26 @@ def test_a_model_alone_has_no_natural_column_and_no_transfer(
         "class_names": [str(i) for i in range(10)],
     }
     data = PreparedData(split, split, split, meta)
+    # IBP alone: CROWN's cost on this model is its own tests' business (tests/unit/certify).
     config = load_config(
-        PROJECT_ROOT / "params.yaml", ["evaluate.n_samples=40", "evaluate.preset=quick"]
+        PROJECT_ROOT / "params.yaml",
+        ["evaluate.n_samples=40", "evaluate.preset=quick", "evaluate.certify.bounds=[ibp]"],
     )
     out = Layout(tmp_path)
     labels_given = {"hardened": "evaluated", "natural": "baseline"}
     metrics = evaluate_and_report(config, model, None, data, out, labels_given)
     assert surrogates == [None] and metrics["natural"] is None
     passes = ("forward_passes", "backward_passes", "forward_images", "backward_images")
-    # params.yaml's threat profile, on the model alone: no natural figures, the figure drawn
-    assert set(metrics) == METRIC_KEYS | {"threats"} | {f"hardened_{key}" for key in passes}
+    # params.yaml's threat profile and certified band, on the model alone: no natural figures,
+    # the figure drawn (iocane evaluate certifies any model it can)
+    added = {"threats", "certified"}
+    assert set(metrics) == METRIC_KEYS | added | {f"hardened_{key}" for key in passes}
+    band = metrics["certified"]
+    assert list(band["bounds"]) == ["ibp"] and band["natural_certified_accuracy"] is None
+    assert band["attacked_accuracy"] == metrics["robust_accuracy"]
+    assert 0 <= band["certified_accuracy"] <= band["attacked_accuracy"]
+    assert band["broken_certified"] == 0 and band["unsupported"] is None
+    assert "## What is proven" in out.report_file.read_text()
     assert set(metrics["threats"]) == {"linf", "l0", "patch", "corruptions", "spatial"}
     assert all(threat["natural"] is None for threat in metrics["threats"].values())
     assert metrics["threats"]["linf"]["hardened"] == metrics["robust_accuracy"]

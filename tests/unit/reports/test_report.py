@@ -1,8 +1,9 @@
-"""The robustness report: a table whose rows all have the header's cells, and the guarantee."""
+"""The robustness report: a table whose rows all have the header's cells, and what the attacked
+figure supports (measured, never proven)."""
 
 from __future__ import annotations
 
-from iocane.reports.report import guarantee, render_report
+from iocane.reports.report import measured_statement, render_report
 
 
 def _result(per_attack: dict[str, float]) -> dict:
@@ -38,7 +39,8 @@ def test_every_table_row_has_the_headers_cells_and_na_for_attacks_not_faced() ->
     assert natural == "| natural (warmup) | 0.9500 | 0.0000 | 0.1000 | 0.0000 | n/a |"
 
 
-def test_guarantee_states_the_worst_case_and_no_more() -> None:
-    text = guarantee(0.8123, "L2", 0.5, ["pgd", "square"])
+def test_the_measured_statement_states_the_worst_case_and_no_more() -> None:
+    text = measured_statement(0.8123, "L2", 0.5, ["pgd", "square"])
     assert "at least **81.2%**" in text and "L2 perturbation up to eps = 0.5" in text
     assert "(per-sample worst case over pgd, square)" in text and "not a certificate" in text
+    assert "guarantee" not in text and "proven" not in text

@@ -9,7 +9,7 @@ from pathlib import Path
 from iocane.reports.artifacts import metrics_table
 from iocane.reports.figures import plot_threat_profile
 from iocane.reports.threats import corruption_rows, profile_tag, threat_bars, threat_rows
-from tests.unit.reports.golden_cases import _profile
+from tests.unit.reports.golden_cases import GELU, _band, _profile
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -56,6 +56,15 @@ def test_the_figure_draws_clean_the_training_threat_once_and_every_other_threat(
     plot_threat_profile(alone, tmp_path / "alone.png", {"hardened": "evaluated"})
     assert (tmp_path / "alone.png").read_bytes()[:8] == PNG
     assert [bar.label.split("\n")[0] for bar in threat_bars(_evaluation({}))] == ["clean", "Linf"]
+    # with the certified band: the proven figure beside the measured one, natural and hardened
+    certified = {**_evaluation({}), "certified": _band(attacked=0.88)}
+    bars = threat_bars(certified)
+    assert [bar.label for bar in bars] == ["clean", "Linf\neps 0.1", "Linf eps 0.1\nproven"]
+    assert (bars[2].natural, bars[2].hardened) == (0.01, 0.5)
+    plot_threat_profile(bars, tmp_path / "certified.png")
+    assert (tmp_path / "certified.png").read_bytes()[:8] == PNG
+    unsupported = {**_evaluation({}), "certified": _band(unsupported=GELU)}
+    assert len(threat_bars(unsupported)) == 2  # nothing proven, nothing drawn
 
 
 def test_the_prefect_table_and_the_registry_tag_carry_the_profile() -> None:

@@ -160,3 +160,54 @@ def test_a_threat_below_its_threshold_fails_the_gate(
 def test_a_threshold_for_a_threat_the_evaluation_lacks_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"gate\.min_threat_accuracy\.l0: the evaluation has no"):
         check_gate(THREAT_GATE, evaluation())
+
+
+def _certified(proven: float | None, unsupported: str | None = None) -> dict:
+    document = evaluation()
+    document["certified"] = {
+        "bounds": {"ibp": {"hardened": proven, "natural": None, "seconds": 0.1}},
+        "certified_accuracy": proven,
+        "attacked_accuracy": 0.8,
+        "unsupported": unsupported,
+    }
+    return document
+
+
+CERTIFIED_GATE = GATE.model_copy(update={"min_certified_accuracy": 0.5})
+
+
+def test_the_certified_figure_is_a_check_of_its_own() -> None:
+    verdict = check_gate(CERTIFIED_GATE, _certified(0.5))
+    assert verdict["passed"], verdict["reasons"]
+    assert [check["name"] for check in verdict["checks"]][-2:] == ["certified", "trust_flags"]
+    assert "certified" not in [c["name"] for c in check_gate(GATE, _certified(0.0))["checks"]]
+
+
+@pytest.mark.parametrize(
+    ("proven", "unsupported", "reason"),
+    [
+        (
+            0.49,
+            None,
+            "certified = 0.4900, required >= 0.5000 (proven; the attacked figure is 0.8000)",
+        ),
+        (
+            None,
+            "cannot bound layer 'head.1' (GELU)",
+            "certified = 0.0000, required >= 0.5000 (not certified: cannot bound layer 'head.1' "
+            "(GELU))",
+        ),
+    ],
+)
+def test_a_certified_figure_below_the_threshold_fails_the_gate(
+    proven: float | None, unsupported: str | None, reason: str
+) -> None:
+    verdict = check_gate(CERTIFIED_GATE, _certified(proven, unsupported))
+    assert not verdict["passed"]
+    assert [c["name"] for c in verdict["checks"] if not c["passed"]] == ["certified"]
+    assert verdict["reasons"] == [reason]
+
+
+def test_a_certified_threshold_without_a_certification_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"gate\.min_certified_accuracy: the evaluation has no"):
+        check_gate(CERTIFIED_GATE, evaluation())
