@@ -115,6 +115,18 @@ def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def prefect_home_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Prefect home with its database migrated and its block types registered, made once per
+    session (xdist workers share it): a test that runs ``iocane run`` on Prefect's temporary
+    server seeds its project's new home from it (``tests.helpers.prefect_homes.seeded_home``)."""
+    from tests.helpers.prefect_homes import make_template
+
+    root = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is a folder of the session's: share their parent.
+    return make_template(root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root)
+
+
+@pytest.fixture(scope="session")
 def trained_digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small_cnn trained naturally on digits for a few epochs, with 200 held-out images."""
     from sklearn.datasets import load_digits

@@ -22,7 +22,9 @@ from prefect.client.schemas.objects import State, TaskRun
 from iocane.model_files import load_model
 from tests.helpers.finite import non_finite_metrics, non_finite_tokens, text_files
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, run_iocane, write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
 from tests.helpers.readme_blocks import readme_block, substituted
+from tests.helpers.registry_files import copy_registry
 from tests.helpers.servers import free_port, running_server
 
 
@@ -32,11 +34,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(project: Path) -> dict[str, str]:
+def env(project: Path, prefect_home_template: Path, empty_registry: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": copy_registry(empty_registry, project),
+        "PREFECT_HOME": seeded_home(prefect_home_template, project / ".prefect"),
         "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
@@ -109,7 +111,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     write_tiny_params(
         project / "params.yaml",
         evaluate={"threats": PROFILE},
-        gate={"min_threat_accuracy": {"corruptions": 0.05}},
+        gate={"min_threat_accuracy": {"corruptions": 0.05}, "min_certified_accuracy": 0.0},
     )
     state = _run_flow(harden, project)
     assert state.is_completed(), state.message
@@ -144,6 +146,11 @@ def test_flow_registers_a_gated_champion_with_artifacts(
         assert threat["natural"] is not None and threat["members"]["hardened"]
     gate = json.loads((project / "metrics" / "gate.json").read_text())
     assert "threat_corruptions" in [check["name"] for check in gate["checks"]]
+    # The certified band (IBP, the tiny params'): proven below measured, none broken.
+    band = evaluation["certified"]
+    assert list(band["bounds"]) == ["ibp"] and band["broken_certified"] == 0
+    assert band["certified_accuracy"] <= band["attacked_accuracy"] == evaluation["robust_accuracy"]
+    assert "certified" in [check["name"] for check in gate["checks"]]
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("iocane-test", "champion")
@@ -163,7 +170,10 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert tags["checkpoint"] == f"best: epoch {training['selected_epoch']} of 2"
     # The model card is the version's description, and an artifact of its run.
     assert version.description.startswith("# Model card: iocane-test v1")
-    for section in ("Intended use", "Threat model", "Training recipe", "Known limits"):
+    assert tags["certified_accuracy"] == f"{band['certified_accuracy']:.6f}"
+    assert tags["certified_band"].endswith(f"-{evaluation['robust_accuracy']:.4f}")
+    sections = ("Intended use", "Threat model", "Training recipe", "What is proven", "Known limits")
+    for section in sections:
         assert f"## {section}" in version.description
 
     run = client.get_run(version.run_id)
@@ -173,6 +183,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
         assert run.data.metrics[f"natural/threat_accuracy/{name}"] == pytest.approx(
             threat["natural"]
         )
+    assert run.data.metrics["certified_accuracy/ibp"] == pytest.approx(band["certified_accuracy"])
     assert run.data.params["train.eps"] == "0.1"
     history = client.get_metric_history(version.run_id, "train/val_adv_accuracy")
     assert [point.step for point in history] == [1, 2]
@@ -204,6 +215,7 @@ def test_flow_registers_a_gated_champion_with_artifacts(
     assert report is not None and "Robustness report" in report.data
     assert "Gate: passed" in report.data
     assert table is not None and "robust_accuracy" in str(table.data)
+    assert "certified_accuracy/ibp" in str(table.data) and "## What is proven" in report.data
     # The figures travel inside the artifacts: the Prefect UI needs no access to local files.
     assert "](../plots/" not in report.data and "](data:image/png;base64," in report.data
     for figure in figures:
@@ -406,6 +418,10 @@ def test_cli_evaluates_the_registered_champion(project: Path, env: dict[str, str
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     version = client.get_model_version("iocane-test", "1")
     assert version.tags["reevaluated_robust_accuracy"] == f"{result['robust_accuracy']:.6f}"
+    # It certifies what it can: the registered version's own network, bounded by IBP.
+    band = result["certified"]
+    assert band["unsupported"] is None and band["broken_certified"] == 0
+    assert version.tags["reevaluated_certified_band"].endswith(f"-{result['robust_accuracy']:.4f}")
     (evaluation,) = client.list_artifacts(version.run_id, "evaluations")
     logged = {
         item.path.rsplit("/", 1)[-1]

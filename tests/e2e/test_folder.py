@@ -14,12 +14,16 @@ from mlflow import MlflowClient
 from iocane.base.layout import Layout
 from tests.helpers.image_folder import write_folder, write_image
 from tests.helpers.pipeline_params import run_iocane, write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
+from tests.helpers.registry_files import copy_registry
 
 
 # One library model through the whole run (the suite's time: a run costs about a minute); timm's
 # models take the same path (models/sources.py) and train, save and load in tests/unit/models.
 @pytest.mark.parametrize("model", ["torchvision:resnet18"])
-def test_run_on_an_image_folder_registers_its_classes(tmp_path: Path, model: str) -> None:
+def test_run_on_an_image_folder_registers_its_classes(
+    tmp_path: Path, model: str, prefect_home_template: Path, empty_registry: Path
+) -> None:
     """The user's images and a model of a library iocane does not own, through ``iocane run``."""
     images = tmp_path / "images"
     write_folder(images / "train", classes=("tabby", "beagle"), per_class=20, size=(20, 24))
@@ -37,8 +41,8 @@ def test_run_on_an_image_folder_registers_its_classes(tmp_path: Path, model: str
     )
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": copy_registry(empty_registry, project),
+        "PREFECT_HOME": seeded_home(prefect_home_template, project / ".prefect"),
         "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }

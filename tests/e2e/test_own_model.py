@@ -16,11 +16,15 @@ from mlflow import MlflowClient
 from iocane.base.files import sha256_file
 from tests.helpers import user_models
 from tests.helpers.pipeline_params import run_iocane, write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
+from tests.helpers.registry_files import copy_registry
 
 pytestmark = [pytest.mark.slow]
 
 
-def test_own_factory_from_own_weights_through_run_and_evaluate(tmp_path: Path) -> None:
+def test_own_factory_from_own_weights_through_run_and_evaluate(
+    tmp_path: Path, prefect_home_template: Path, empty_registry: Path
+) -> None:
     project = tmp_path
     shutil.copy(user_models.__file__, project / "user_models.py")
     torch.manual_seed(7)
@@ -38,8 +42,8 @@ def test_own_factory_from_own_weights_through_run_and_evaluate(tmp_path: Path) -
     env = {
         # Nothing on the Python path holds a user_models module: the project directory does.
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": copy_registry(empty_registry, project),
+        "PREFECT_HOME": seeded_home(prefect_home_template, project / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     completed = run_iocane(project, env, "run")

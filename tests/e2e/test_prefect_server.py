@@ -22,19 +22,22 @@ from mlflow import MlflowClient
 
 from tests.helpers.paths import PROJECT_ROOT
 from tests.helpers.pipeline_params import write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
 from tests.helpers.servers import free_port, prefect_api, running_server, stop_process_group
 
 CRON = "0 3 * * 1"  # Mondays 03:00, the README's weekly re-hardening
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory, prefect_home_template: Path
+) -> Iterator[dict[str, str]]:
     """``prefect server start`` with its own home and database; yields the client environment."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     server_env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")},
-        "PREFECT_HOME": str(home),
+        "PREFECT_HOME": seeded_home(prefect_home_template, home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     command = [

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from tests.helpers.paths import PROJECT_ROOT
+from tests.helpers.prefect_homes import seeded_home
 from tests.helpers.readme_blocks import readme_block
 from tests.helpers.user_pipeline import train_user_model, user_accuracy, write_user_folder
 
@@ -34,9 +35,18 @@ BLOCKS = ("own-model-evaluate", "own-model-run")
 
 # What the README says the test adds to each command, to finish in minutes. 10 epochs of the
 # folder's 28 training images are 10 optimizer steps: enough to harden the user's model here.
+# configs/own_model.yaml's threat profile runs once, in ``evaluate``: in ``run`` it would run
+# twice more on a ResNet-18 (the natural and the hardened model), and nothing here reads it.
 SPEED = {
     "evaluate": ["--set", "evaluate.preset=quick"],
-    "run": ["--set", "evaluate.preset=quick", "--set", "train.epochs=10"],
+    "run": [
+        "--set",
+        "evaluate.preset=quick",
+        "--set",
+        "train.epochs=10",
+        "--set",
+        "evaluate.threats={}",
+    ],
 }
 EPS = 8 / 255  # configs/own_model.yaml's train.eps, rounded there to 0.0314
 RELATIVE_CHECKS = ("clean_drop", "robust_gain", "trust_flags")
@@ -71,7 +81,7 @@ def _run(argv: list[str], project: Path, env: dict[str, str]) -> subprocess.Comp
     )
 
 
-def test_readme_commands_run_as_printed(tmp_path: Path) -> None:
+def test_readme_commands_run_as_printed(tmp_path: Path, prefect_home_template: Path) -> None:
     project = tmp_path / "project"
     (project / "configs").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "params.yaml", project / "params.yaml")
@@ -89,7 +99,7 @@ def test_readme_commands_run_as_printed(tmp_path: Path) -> None:
         # The installed console script, as the user types it.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-        "PREFECT_HOME": str(project / ".prefect"),
+        "PREFECT_HOME": seeded_home(prefect_home_template, project / ".prefect"),
         "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
@@ -106,6 +116,9 @@ def test_readme_commands_run_as_printed(tmp_path: Path) -> None:
     assert figures["n_samples"] == len(test_files)
     assert figures["clean_accuracy"] == pytest.approx(users_accuracy, abs=1e-6)
     assert 0 <= figures["robust_accuracy"] <= figures["clean_accuracy"]
+    # configs/own_model.yaml's threat profile at 32x32 RGB (linf: null, not run again).
+    assert set(figures["threats"]) == {"l0", "patch", "corruptions", "spatial"}
+    assert all(0 <= threat["hardened"] <= 1 for threat in figures["threats"].values())
     meta = json.loads((project / "data" / "prepared" / "meta.json").read_text())
     small = sum(min(Image.open(path).size) < 32 for path in images.rglob("*") if path.is_file())
     assert small > 0 and meta["image_size"] == 32 and meta["resized_up_images"] == small

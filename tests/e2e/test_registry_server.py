@@ -23,6 +23,7 @@ from tests.helpers.pipeline_params import (
     run_iocane,
     write_tiny_params,
 )
+from tests.helpers.prefect_homes import seeded_home
 from tests.helpers.servers import free_port, running_server
 
 NAME = TINY_OVERRIDES["registry"]["model_name"]
@@ -64,11 +65,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(project: Path, server: dict) -> dict[str, str]:
+def env(project: Path, server: dict, prefect_home_template: Path) -> dict[str, str]:
     return {
         **_without_mlflow_settings(os.environ),
         "MLFLOW_TRACKING_URI": server["url"],
-        "PREFECT_HOME": str(project / ".prefect"),
+        "PREFECT_HOME": seeded_home(prefect_home_template, project / ".prefect"),
         "PREFECT_LOCAL_STORAGE_PATH": str(project / ".prefect" / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         # The registry lock for a server URI lives in the user's cache: keep it in the test's.

@@ -17,9 +17,13 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers.pipeline_params import write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
+from tests.helpers.registry_files import copy_registry
 
 
-def test_a_tiny_grid_on_a_local_dask_cluster(tmp_path: Path) -> None:
+def test_a_tiny_grid_on_a_local_dask_cluster(
+    tmp_path: Path, prefect_home_template: Path, empty_registry: Path
+) -> None:
     write_tiny_params(
         tmp_path / "params.yaml",
         warmup={"epochs": 1},
@@ -27,11 +31,12 @@ def test_a_tiny_grid_on_a_local_dask_cluster(tmp_path: Path) -> None:
         evaluate={"n_samples": 60},
         sweep={"eps": [0.05, 0.1], "runner": "dask", "workers": 2},
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_registry(empty_registry, tmp_path)
+    home = seeded_home(prefect_home_template, tmp_path / ".prefect")
     result = subprocess.run(
         [sys.executable, "-m", "iocane.cli", "sweep"],
         cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(tmp_path / ".prefect")},
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": home},
         capture_output=True,
         text=True,
         timeout=600,

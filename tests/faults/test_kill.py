@@ -21,6 +21,8 @@ from mlflow import MlflowClient
 
 from iocane.base.layout import Layout
 from tests.helpers.pipeline_params import write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
+from tests.helpers.registry_files import copy_registry
 
 pytestmark = [pytest.mark.fault]
 
@@ -165,10 +167,14 @@ def test_sigkill_at_random_moments_then_reruns_finish_as_if_never_killed(
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, prefect_home_template: Path, empty_registry: Path
+) -> Path:
     project = tmp_path_factory.mktemp("runs") / "project"
     project.mkdir()
     write_tiny_params(project / "params.yaml", **TRAINING)
+    seeded_home(prefect_home_template, project / ".prefect")
+    copy_registry(empty_registry, project)
     return project
 
 

@@ -25,6 +25,8 @@ import pytest
 
 from iocane.base.layout import Layout
 from tests.helpers.pipeline_params import write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
+from tests.helpers.registry_files import copy_registry
 
 pytestmark = [pytest.mark.fault]
 
@@ -48,10 +50,14 @@ def _env(project: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, prefect_home_template: Path, empty_registry: Path
+) -> Path:
     project = tmp_path_factory.mktemp("orphans") / "project"
     project.mkdir()
     write_tiny_params(project / "params.yaml", **PARAMS)
+    seeded_home(prefect_home_template, project / ".prefect")
+    copy_registry(empty_registry, project)
     return project
 
 

@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 
 from iocane.base.layout import Layout
 from tests.helpers.pipeline_params import CONTRACT_VERSION_TAGS, write_tiny_params
+from tests.helpers.prefect_homes import seeded_home
 from tests.helpers.servers import harden_runs_of, stop_process_group
 
 pytestmark = [pytest.mark.fault]
@@ -138,13 +139,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory, prefect_home_template: Path
+) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("prefect-server")
     port = _port()
     command = [_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     env = {
         **_clean_env(),
-        "PREFECT_HOME": str(home),
+        "PREFECT_HOME": seeded_home(prefect_home_template, home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
     }
