@@ -35,7 +35,8 @@ def test_cw_figures_are_logged_only_where_cw_ran() -> None:
     assert kept["cw_not_found_share"] == 0.7 and skipped == ["cw_median_l2=None"]
 
 
-def test_the_threat_profile_is_logged_per_threat_and_model() -> None:
+def _evaluated_beside_a_natural_model() -> tuple[dict, dict]:
+    """A small evaluation document with a natural model's figures, and a passed verdict."""
     natural = {"clean_accuracy": 0.9, "robust_accuracy": 0.0, "attacks": {}}
     evaluation = {
         "clean_accuracy": 0.8,
@@ -44,7 +45,11 @@ def test_the_threat_profile_is_logged_per_threat_and_model() -> None:
         "flags": [],
         "attacks": {},
     }
-    verdict = {"clean_drop": 0.1, "passed": True}
+    return evaluation, {"clean_drop": 0.1, "passed": True}
+
+
+def test_the_threat_profile_is_logged_per_threat_and_model() -> None:
+    evaluation, verdict = _evaluated_beside_a_natural_model()
     assert not any("threat" in key for key in evaluation_metrics(evaluation, verdict))
     evaluation["threats"] = {
         "l0": {"hardened": 0.41, "natural": 0.05},
@@ -61,15 +66,7 @@ def test_the_threat_profile_is_logged_per_threat_and_model() -> None:
 
 
 def test_the_certified_band_is_logged_per_method_radius_and_model() -> None:
-    natural = {"clean_accuracy": 0.9, "robust_accuracy": 0.0, "attacks": {}}
-    evaluation = {
-        "clean_accuracy": 0.8,
-        "robust_accuracy": 0.6,
-        "natural": natural,
-        "flags": [],
-        "attacks": {},
-    }
-    verdict = {"clean_drop": 0.1, "passed": True}
+    evaluation, verdict = _evaluated_beside_a_natural_model()
     assert not any("certified" in key for key in evaluation_metrics(evaluation, verdict))
     evaluation["certified"] = {
         "bounds": {
